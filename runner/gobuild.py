@@ -192,7 +192,9 @@ def ensure_binary(binary: GoBinary, log: CommandLog | None = None, progress: Pro
     return target
 
 
-def ensure_control_plane_binaries(log: CommandLog | None = None, progress: Progress = print) -> dict[str, Path]:
+def ensure_control_plane_binaries(
+    log: CommandLog | None = None, progress: Progress = print
+) -> dict[str, Path]:
     return {b.name: ensure_binary(b, log, progress) for b in (ETCD, KUBE_APISERVER)}
 
 

@@ -1,0 +1,127 @@
+"""The command line: argparse in, one clear line out on any error, pytest-style exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from runner import signals
+from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
+
+COMMANDS = ("run", "cluster", "lb-probe", "report", "clean")
+
+DESCRIPTION = """\
+watchdrop: which Kubernetes API client libraries silently lose their watches when a load
+balancer forgets an idle TCP flow, and why.
+
+commands:
+  MATRIX.yaml            run every cell of the matrix (same as `run MATRIX.yaml`)
+  run MATRIX.yaml        build the watchers, run every cell, write results/ and the table
+  report RESULTS.json    re-render the table from a results file, running nothing
+  cluster check          start the embedded etcd + kube-apiserver, do one smoke round, tear down
+  cluster up             start the embedded cluster and keep it up until Ctrl-C
+  lb-probe --profile P   the seed's curl experiment through one load-balancer profile
+  clean                  remove leftovers (namespaces, nft tables, processes) of crashed runs
+
+exit codes: 0 ran, no ERROR cells; 1 some cell ERROR; 2 interrupted; 3 internal error;
+            4 usage error or bad matrix; 5 nothing selected.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}", fix=f"see `{self.prog} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m runner", description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a matrix", description="Run every selected cell of a matrix.")
+    run.add_argument("matrix", help="the matrix file, e.g. matrix.yaml or matrix.quick.yaml")
+    run.add_argument("--plan", action="store_true", help="print the cells and what each needs; run nothing")
+    run.add_argument("--only", action="append", default=[], metavar="KEY=GLOB",
+                     help="select cells: client=, cluster= or scenario= with an exact name or a glob "
+                          "(never a prefix); repeat to combine")
+    run.add_argument("--jobs", type=int, default=0, help="cells to run at once (default: all)")
+    run.add_argument("--out", default="results", help="results directory (default: results/)")
+    run.add_argument("--keep", action="store_true", help="leave the cluster up for inspection after the run")
+    run.add_argument("--no-readme", action="store_true", help="do not update README.md's table")
+
+    rep = sub.add_parser("report", help="re-render a results file")
+    rep.add_argument("results", help="a results.json written by a run")
+    rep.add_argument("--format", choices=["plain", "github"], default="plain")
+
+    cl = sub.add_parser("cluster", help="the embedded cluster on its own")
+    cl.add_argument("action", choices=["check", "up"])
+
+    probe = sub.add_parser("lb-probe", help="the seed's curl experiment through one LB profile")
+    probe.add_argument("--profile", required=True, help="a profile name, e.g. azure-slb")
+    probe.add_argument("--idle-timeout", type=int, help="override the profile's idle timeout (s)")
+    probe.add_argument("--out", default="results", help="where the evidence goes")
+
+    sub.add_parser("clean", help="remove leftovers of crashed runs (only wd- prefixed resources)")
+    return p
+
+
+def normalise(argv: Sequence[str]) -> list[str]:
+    """`python -m runner matrix.yaml ...` means `run matrix.yaml ...`."""
+    argv = list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS:
+        idx = argv.index(first)
+        argv.insert(idx, "run")
+    return argv
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "cluster":
+        from runner import cluster_cli, sysdeps
+
+        sysdeps.require_root("the embedded cluster")
+        sysdeps.ensure_tools()
+        return cluster_cli.check() if args.action == "check" else cluster_cli.up()
+    if args.command == "clean":
+        from runner import cleanup, sysdeps
+
+        sysdeps.require_root("clean")
+        return cleanup.main()
+    if args.command == "lb-probe":
+        from runner import lbprobe
+
+        return lbprobe.main(args)
+    if args.command == "report":
+        from runner import run_report
+
+        return run_report.report_main(args)
+    if args.command == "run":
+        from runner import run_matrix
+
+        return run_matrix.main(args)
+    raise UsageError("no command given", fix="see `python -m runner --help`")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    signals.install()
+    try:
+        args = build_parser().parse_args(normalise(argv))
+        if args.command is None:
+            build_parser().print_help()
+            return ExitCode.USAGE
+        return int(dispatch(args))
+    except WatchdropError as exc:
+        print(exc.render(), file=sys.stderr)
+        return int(exc.exit_code)
+    except Interrupted as exc:
+        print(f"watchdrop: interrupted ({exc}); cleaned up", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except SystemExit as exc:  # argparse --help
+        return int(exc.code or 0)
+    except Exception:
+        print("watchdrop: internal error (a bug; please report it with this trace):", file=sys.stderr)
+        traceback.print_exc()
+        return int(ExitCode.INTERNAL)
