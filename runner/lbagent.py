@@ -1,0 +1,260 @@
+"""The LB agent: a small user-space helper that runs inside one LB namespace.
+
+It watches both legs of the LB (the pods' bridge and the link to the backends) with AF_PACKET
+sockets and keeps, per flow, the time of the last packet and both sides' next sequence numbers.
+It writes the LB's event log (JSON lines): flow opened/closed, expired (at last activity + idle
+timeout), packets seen after expiry and what the LB did with them, RSTs it sent.
+
+In `rst-both-ways` mode it also acts: at the deadline it deletes the flow's conntrack entry and
+sends an RST to each end with exactly the sequence number that end expects next. The kernel
+cannot do this itself: an RST is honoured only at the exact sequence number, anything else draws
+a challenge ACK and the connection survives (FACTS.md). Checksums are computed in software (scapy),
+since injected packets with bad checksums vanish on veth.
+
+The other modes are the kernel's (conntrack timeout + nftables); there the agent only observes, so
+every profile has the same event log. The runner supervises this process: if it dies, every cell
+behind the profile is ERROR, never a silent change of behaviour.
+
+Run: python -m runner.lbagent --mode M --idle-timeout S --pod-iface br0 --pod-net CIDR
+       --backend-iface back0 --vip A --map VPORT=HOST:PORT ... --events FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+ETH_P_IP = 0x0800
+SEQ_MOD = 1 << 32
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+
+
+@dataclass
+class Flow:
+    pod: str
+    pod_port: int
+    vport: int
+    opened_at: float
+    last: float
+    client_next: int | None = None
+    server_next: int | None = None
+    expired_at: float | None = None
+    closed: bool = False
+    packets: int = 0
+    after_expiry: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
+
+    @property
+    def name(self) -> str:
+        return f"{self.pod}:{self.pod_port}>{self.vport}"
+
+
+def _advance(cur: int | None, seq: int, length: int) -> int:
+    """The next sequence number after a segment, never moving backwards (mod 2^32)."""
+    nxt = (seq + length) % SEQ_MOD
+    if cur is None:
+        return nxt
+    return nxt if ((nxt - cur) % SEQ_MOD) < (1 << 31) else cur
+
+
+def parse(frame: bytes) -> tuple[str, str, int, int, int, int, int] | None:
+    """(src, dst, sport, dport, seq, flags, seq_len) of an Ethernet/IPv4/TCP frame, else None."""
+    if len(frame) < 14 + 20 + 20 or frame[12:14] != b"\x08\x00":
+        return None
+    ip = frame[14:]
+    ihl = (ip[0] & 0x0F) * 4
+    if ip[9] != 6:
+        return None
+    total = struct.unpack("!H", ip[2:4])[0]
+    tcp = ip[ihl:]
+    sport, dport, seq = struct.unpack("!HHI", tcp[:8])
+    doff = (tcp[12] >> 4) * 4
+    flags = tcp[13]
+    payload = max(0, total - ihl - doff)
+    seq_len = payload + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    return socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), sport, dport, seq, flags, seq_len
+
+
+class Agent:
+    def __init__(self, args: argparse.Namespace, out: IO[str]):
+        self.mode: str = args.mode
+        self.timeout: float | None = float(args.idle_timeout) if args.mode != "none" else None
+        self.pod_net = ipaddress.ip_network(args.pod_net)
+        self.vip: str = args.vip
+        self.backends: dict[int, tuple[str, int]] = {}
+        for m in args.map:
+            vport, target = m.split("=")
+            host, port = target.rsplit(":", 1)
+            self.backends[int(vport)] = (host, int(port))
+        self.out = out
+        self.flows: dict[tuple[str, int], Flow] = {}
+        self.socks = {self._bind(args.pod_iface): "pod", self._bind(args.backend_iface): "backend"}
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.stop = False
+
+    @staticmethod
+    def _bind(iface: str) -> socket.socket:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        s.bind((iface, 0))
+        s.setblocking(False)
+        return s
+
+    def emit(self, event: str, ts: float | None = None, **fields: object) -> None:
+        rec = {"ts": round(ts if ts is not None else time.time(), 6), "event": event, **fields}
+        self.out.write(json.dumps(rec, sort_keys=True) + "\n")
+        self.out.flush()
+
+    # -- packets ------------------------------------------------------------------------------
+    def on_packet(self, leg: str, frame: bytes, now: float) -> None:
+        p = parse(frame)
+        if p is None:
+            return
+        src, dst, sport, dport, seq, flags, seq_len = p
+        if ipaddress.ip_address(src) in self.pod_net:
+            side, key, vport = "client", (src, sport), dport
+        elif ipaddress.ip_address(dst) in self.pod_net:
+            side, key, vport = "server", (dst, dport), sport
+        else:
+            return
+        if leg == "backend":
+            # On the backend leg the service port is the backend's; map it back to the VIP port.
+            vport = next((vp for vp, (_, bp) in self.backends.items() if bp == vport), vport)
+        if vport not in self.backends:
+            return
+        flow = self.flows.get(key)
+        if flags & SYN and not flags & ACK and side == "client":
+            if flow is None or flow.closed or flow.expired_at is not None or flow.client_next != (seq + 1) % SEQ_MOD:
+                flow = Flow(pod=key[0], pod_port=key[1], vport=vport, opened_at=now, last=now)
+                self.flows[key] = flow
+                self.emit("flow-opened", now, flow=flow.name, client=f"{src}:{sport}")
+        if flow is None or flow.closed:
+            return
+        if flow.expired_at is not None:
+            # The LB forgot this flow: the kernel drops or rejects this packet (or the agent did).
+            if leg == "pod" and side == "server" and flags & RST:
+                return  # our own or the kernel's reset leaving toward the pod
+            if leg == "backend" and side == "client" and flags & RST:
+                return
+            flow.after_expiry[side] += 1
+            if flow.after_expiry[side] <= 20:
+                action = {"silent-drop": "dropped", "rst-on-next-packet": "reset"}.get(self.mode, "dropped")
+                self.emit("after-expiry", now, flow=flow.name, side=side, leg=leg, action=action,
+                          since_expiry=round(now - flow.expired_at, 3))
+            return
+        flow.packets += 1
+        flow.last = now
+        if side == "client":
+            flow.client_next = _advance(flow.client_next, seq, seq_len)
+        else:
+            flow.server_next = _advance(flow.server_next, seq, seq_len)
+        if flags & (FIN | RST):
+            kind = "rst" if flags & RST else "fin"
+            # A FIN half-closes; the LB keeps tracking until both ends are done, but for the
+            # event log the first FIN/RST is what matters.
+            if flags & RST:
+                flow.closed = True
+            self.emit("flow-closed" if flags & RST else "fin", now, flow=flow.name, by=side, kind=kind, leg=leg)
+
+    # -- deadlines -----------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        if self.timeout is None:
+            return None
+        live = [f.last + self.timeout for f in self.flows.values() if not f.closed and f.expired_at is None]
+        return min(live) if live else None
+
+    def expire_due(self, now: float) -> None:
+        assert self.timeout is not None
+        for flow in list(self.flows.values()):
+            if flow.closed or flow.expired_at is not None:
+                continue
+            deadline = flow.last + self.timeout
+            if now < deadline:
+                continue
+            flow.expired_at = deadline
+            self.emit("expired", deadline, flow=flow.name, last_activity=round(flow.last, 6),
+                      idle=self.timeout, late=round(now - deadline, 6))
+            if self.mode == "rst-both-ways":
+                self.reset_both(flow)
+
+    def reset_both(self, flow: Flow) -> None:
+        """RSTs first (the cut must land at the deadline), then forget the conntrack entry.
+
+        Sending before the delete is safe: neither RST matches the entry's tuples (the client's
+        is from the VIP, the server's is to the backend's real address), so conntrack leaves
+        them alone.
+        """
+        host, bport = self.backends[flow.vport]
+        from scapy.layers.inet import IP, TCP  # imported in run() already; cheap here
+
+        if flow.server_next is not None:
+            pkt = IP(src=self.vip, dst=flow.pod) / TCP(sport=flow.vport, dport=flow.pod_port, flags="R",
+                                                        seq=flow.server_next, window=0)
+            self.raw.sendto(bytes(pkt), (flow.pod, 0))
+            self.emit("rst-sent", flow=flow.name, to="client", seq=flow.server_next)
+        if flow.client_next is not None:
+            pkt = IP(src=flow.pod, dst=host) / TCP(sport=flow.pod_port, dport=bport, flags="R",
+                                                   seq=flow.client_next, window=0)
+            self.raw.sendto(bytes(pkt), (host, 0))
+            self.emit("rst-sent", flow=flow.name, to="server", seq=flow.client_next)
+        argv = ["conntrack", "-D", "-p", "tcp", "--orig-src", flow.pod, "--orig-dst", self.vip,
+                "--orig-port-src", str(flow.pod_port), "--orig-port-dst", str(flow.vport)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        self.emit("conntrack-delete", flow=flow.name, argv=argv, rc=proc.returncode)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.mode == "rst-both-ways":
+            from scapy.layers.inet import IP  # noqa: F401  warm the import before the first deadline
+        self.emit("ready", mode=self.mode, idle_timeout=self.timeout, vip=self.vip,
+                  backends={str(k): f"{h}:{p}" for k, (h, p) in self.backends.items()})
+        while not self.stop:
+            deadline = self.next_deadline()
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.time()))
+            ready, _, _ = select.select(list(self.socks), [], [], wait)
+            for s in ready:
+                leg = self.socks[s]
+                while True:
+                    try:
+                        frame = s.recv(65535)
+                    except BlockingIOError:
+                        break
+                    self.on_packet(leg, frame, time.time())
+            if self.timeout is not None:
+                self.expire_due(time.time())
+        self.emit("stopped", flows=len(self.flows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m runner.lbagent")
+    p.add_argument("--mode", required=True, choices=["none", "silent-drop", "rst-on-next-packet", "rst-both-ways"])
+    p.add_argument("--idle-timeout", type=float, required=True)
+    p.add_argument("--pod-iface", required=True)
+    p.add_argument("--pod-net", required=True)
+    p.add_argument("--backend-iface", required=True)
+    p.add_argument("--vip", required=True)
+    p.add_argument("--map", action="append", default=[], help="VPORT=HOST:PORT")
+    p.add_argument("--events", required=True)
+    args = p.parse_args(argv)
+    with open(args.events, "a") as out:
+        agent = Agent(args, out)
+
+        def _stop(*_: object) -> None:
+            agent.stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
