@@ -23,7 +23,7 @@ class Capture:
         # -U: write each packet as it arrives, so an interrupted run still has its evidence.
         # -Z root: keep root, so tcpdump can write into root-owned evidence folders.
         self.child = Child(f"tcpdump {self.netns}/{self.iface}", in_netns(self.netns, [
-            self.tcpdump, "-i", self.iface, "-n", "-U", "-Z", "root", "-w", self.pcap, self.bpf,
+            self.tcpdump, "-i", self.iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", self.pcap, self.bpf,
         ]), stdout=stderr, log=self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -39,6 +39,19 @@ class Capture:
     def alive(self) -> bool:
         return self.child is not None and self.child.alive()
 
-    def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop(grace=5)
+    def stop(self, settle: float = 0.5, limit: float = 3.0) -> None:
+        """Stop once the file has stopped growing: tcpdump drops what it has not read yet on SIGTERM,
+        which would lose the last FIN or RST that a verdict reads."""
+        if self.child is None:
+            return
+        if self.child.alive():
+            deadline = time.monotonic() + limit
+            last, since = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                size = self.pcap.stat().st_size if self.pcap.exists() else 0
+                if size != last:
+                    last, since = size, time.monotonic()
+                elif time.monotonic() - since >= settle:
+                    break
+                time.sleep(0.05)
+        self.child.stop(grace=5)

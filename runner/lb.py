@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.capture import Capture
-from runner.commands import in_netns
+from runner.commands import CommandLog, in_netns
 from runner.embedded import APISERVER_PORT, EmbeddedCluster
 from runner.errors import ClusterError
 from runner.procs import Child
@@ -216,16 +216,18 @@ class LoadBalancer:
             time.sleep(0.05)
         raise ClusterError(f"{child.name} is not listening on {addr}:{port} after 10 s", detail=child.tail())
 
-    def add_pod(self) -> Pod:
+    def add_pod(self, log: CommandLog | None = None) -> Pod:
+        """A pod namespace on this LB's bridge; `log` records the commands in the cell's evidence."""
         idx = len(self.pods)
         addr = self.block.pod_addr(self.slot, idx)
-        ns = self.topo.add_ns(f"lb{self.slot}-pod{idx}")
+        ns = self.topo.add_ns(f"lb{self.slot}-pod{idx}", log=log)
         port = f"p{idx}"
-        self.topo.veth(self.netns, port, ns, "eth0")
-        self.topo.run_in(self.netns, ["ip", "link", "set", port, "master", "br0", "up"])
-        self.topo.addr(ns, "eth0", f"{addr}/25")
+        self.topo.veth(self.netns, port, ns, "eth0", log=log)
+        self.topo.run_in(self.netns, ["ip", "link", "set", port, "master", "br0", "up"], log=log)
+        self.topo.addr(ns, "eth0", f"{addr}/25", log=log)
         # Only the VIP is reachable from a pod: no default route, nothing else in 198.18.
-        self.topo.run_in(ns, ["ip", "route", "add", f"{self.vip}/32", "via", self.block.pod_gateway(self.slot)])
+        self.topo.run_in(ns, ["ip", "route", "add", f"{self.vip}/32", "via", self.block.pod_gateway(self.slot)],
+                         log=log)
         pod = Pod(netns=ns, addr=addr)
         self.pods.append(pod)
         return pod

@@ -176,15 +176,15 @@ class Topology:
             self.root_routes.append(str(self.block.net))
         return self.block
 
-    def add_ns(self, role: str) -> str:
+    def add_ns(self, role: str, log: CommandLog | None = None) -> str:
         name = self.ns_name(role)
-        self.log.run(["ip", "netns", "add", name])
+        (log or self.log).run(["ip", "netns", "add", name])
         self.namespaces.append(name)
-        self.run_in(name, ["ip", "link", "set", "lo", "up"])
+        self.run_in(name, ["ip", "link", "set", "lo", "up"], log=log)
         return name
 
-    def run_in(self, ns: str, argv: Sequence[str], **kw):  # type: ignore[no-untyped-def]
-        return self.log.run(in_netns(ns, argv), **kw)
+    def run_in(self, ns: str, argv: Sequence[str], log: CommandLog | None = None, **kw):  # type: ignore[no-untyped-def]
+        return (log or self.log).run(in_netns(ns, argv), **kw)
 
     def sysctl(self, ns: str, key: str, value: str) -> None:
         """Set a per-namespace sysctl and read it back (`sysctl -w` can exit 0 without effect)."""
@@ -193,16 +193,16 @@ class Topology:
         if got != value:
             raise ClusterError(f"sysctl {key} in {ns} reads back {got!r}, wanted {value!r}")
 
-    def veth(self, ns_a: str | None, name_a: str, ns_b: str, name_b: str) -> None:
+    def veth(self, ns_a: str | None, name_a: str, ns_b: str, name_b: str, log: CommandLog | None = None) -> None:
         """A veth pair with each end created directly in its namespace (None = root)."""
         argv = ["ip"] + (["-n", ns_a] if ns_a else []) + [
             "link", "add", name_a, "type", "veth", "peer", "name", name_b, "netns", ns_b]
-        self.log.run(argv)
+        (log or self.log).run(argv)
 
-    def addr(self, ns: str | None, dev: str, cidr: str) -> None:
+    def addr(self, ns: str | None, dev: str, cidr: str, log: CommandLog | None = None) -> None:
         argv = ["ip"] + (["-n", ns] if ns else []) + ["addr", "add", cidr, "dev", dev]
-        self.log.run(argv)
-        self.log.run(["ip"] + (["-n", ns] if ns else []) + ["link", "set", dev, "up"])
+        (log or self.log).run(argv)
+        (log or self.log).run(["ip"] + (["-n", ns] if ns else []) + ["link", "set", dev, "up"])
 
     def route(self, ns: str | None, dst: str, via: str) -> None:
         self.log.run(["ip"] + (["-n", ns] if ns else []) + ["route", "replace", dst, "via", via])

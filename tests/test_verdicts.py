@@ -1,0 +1,542 @@
+"""Verdict rules as a table of cases, and the round-matching windows.
+
+The capture facts come from a small stand-in for runner.pcapfacts.ConnFacts carrying only the fields
+the verdict reads: these are unit tests of pure logic over recorded evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from runner.model import LbSummary, ProfileFacts, Verdict
+from runner.verdicts import (
+    CellInputs,
+    Update,
+    count_stderr_errors,
+    idle_before,
+    judge_cell,
+    judge_rounds,
+    parse_watcher_log,
+    summarize_lb_events,
+    summarize_watcher,
+    verdict,
+)
+
+IDLE = 45.0
+DETECT = 10.0
+AZURE_QUICK = ProfileFacts("azure-slb-quick", "rst-both-ways", IDLE, "tcp-proxy", "azure-slb", 240.0)
+DIRECT = ProfileFacts("direct", "none", 240.0, "none")
+
+
+@dataclass
+class Conn:
+    """Stand-in for runner.pcapfacts.ConnFacts (only the fields verdicts.py depends on)."""
+
+    opened_at: float | None
+    closed_at: float | None = None
+    close_kind: str | None = None
+    keepalive_client: list[float] = field(default_factory=list)
+    keepalive_server: list[float] = field(default_factory=list)
+    small_records_client: list[tuple[float, int]] = field(default_factory=list)
+    small_records_server: list[tuple[float, int]] = field(default_factory=list)
+    rsts: list[tuple[float, str]] = field(default_factory=list)
+    data_client: list[float] = field(default_factory=list)
+    data_server: list[float] = field(default_factory=list)
+
+    def idle_gaps(self, min_gap: float) -> list[tuple[float, float]]:
+        times = sorted(
+            [
+                *([] if self.opened_at is None else [self.opened_at]),
+                *self.data_client,
+                *self.data_server,
+                *self.keepalive_client,
+                *self.keepalive_server,
+                *(t for t, _ in self.rsts),
+            ]
+        )
+        return [(a, b) for a, b in itertools.pairwise(times) if b - a >= min_gap]
+
+
+@dataclass
+class Pcap:
+    connections: list[Conn]
+
+
+def line(ts: float, event: str, **kw: Any) -> dict[str, Any]:
+    return {"ts": ts, "event": event, **kw}
+
+
+STARTED = line(0.0, "started", client="client-x", library="lib", version="1.2.3", style="watch")
+
+
+def seen(ts: float, value: str, name: str = "trigger") -> dict[str, Any]:
+    return line(ts, "event-seen", type="MODIFIED", name=name, value=value, resourceVersion="1")
+
+
+def kept_alive_conn() -> Conn:
+    # Client keepalive every 30 s: the flow is never idle for the LB's 45 s.
+    return Conn(
+        opened_at=0.5,
+        data_client=[0.6],
+        data_server=[1.0, 100.05, 200.05],
+        keepalive_client=[30.0 * k for k in range(1, 7)],
+    )
+
+
+def idle_conn(**kw: Any) -> Conn:
+    # No keepalive: 99 s of silence before the first update.
+    return Conn(opened_at=0.5, data_client=[0.6], data_server=[1.0, 100.05, 200.05], **kw)
+
+
+def watch_pass() -> CellInputs:
+    """A watch cell every rule agrees is PASS; each case below changes one thing."""
+    return CellInputs(
+        scenario="watch",
+        detection_timeout=DETECT,
+        expected_rounds=2,
+        profile=AZURE_QUICK,
+        updates=[Update(100.0, "v1"), Update(200.0, "v2")],
+        watcher_lines=[STARTED, line(1.0, "watch-opened", resourceVersion="5"), seen(100.05, "v1"), seen(200.05, "v2")],
+        watcher_exit=0,
+        watcher_stderr="",
+        pcap=Pcap([kept_alive_conn()]),
+        lb=LbSummary(),
+        expected_version="1.2.3",
+    )
+
+
+def with_(**changes: Any) -> Callable[[], CellInputs]:
+    return lambda: dataclasses.replace(watch_pass(), **changes)
+
+
+def lines_plus(*extra: dict[str, Any], drop_seen: bool = False) -> list[dict[str, Any]]:
+    base = [ln for ln in watch_pass().watcher_lines or [] if not (drop_seen and ln["event"] == "event-seen")]
+    return sorted([*base, *extra], key=lambda ln: ln["ts"])
+
+
+def reset_then_rewatch() -> CellInputs:
+    # Azure-style: RST at 45 s of idle, the library re-watches on a new connection, events arrive.
+    first = Conn(
+        opened_at=0.5, data_server=[1.0], closed_at=46.0, close_kind="rst-from-server", rsts=[(46.0, "server")]
+    )
+    second = Conn(
+        opened_at=47.0,
+        data_server=[47.5, 100.05],
+        closed_at=146.0,
+        close_kind="rst-from-server",
+        rsts=[(146.0, "server")],
+    )
+    third = Conn(opened_at=147.0, data_server=[147.5, 200.05])
+    return dataclasses.replace(
+        watch_pass(),
+        pcap=Pcap([first, second, third]),
+        lb=LbSummary(expired=2, rst_to_client=2, rst_to_server=2),
+        watcher_lines=lines_plus(
+            line(46.0, "error", message="Connection reset by peer"),
+            line(46.5, "reconnect", reason="stream ended"),
+            line(47.0, "watch-opened"),
+            line(146.0, "error", message="Connection reset by peer"),
+            line(146.5, "reconnect", reason="stream ended"),
+            line(147.0, "watch-opened"),
+        ),
+    )
+
+
+def silent_drop_missed() -> CellInputs:
+    # GCP-style: flow forgotten at 45 s, the update's event never reaches the pod, nothing is said.
+    conn = Conn(opened_at=0.5, data_client=[0.6], data_server=[1.0])
+    return dataclasses.replace(
+        watch_pass(),
+        pcap=Pcap([conn]),
+        lb=LbSummary(expired=1, dropped_after_expiry=4),
+        watcher_lines=lines_plus(drop_seen=True),
+    )
+
+
+def missed_with_error() -> CellInputs:
+    return dataclasses.replace(
+        silent_drop_missed(),
+        watcher_lines=lines_plus(line(300.0, "error", message="read timed out"), drop_seen=True),
+    )
+
+
+# (case id, inputs, expected verdict, substrings the reason must contain)
+CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
+    ("pass", watch_pass, Verdict.PASS, ("2/2 rounds seen", "flow idle 30 s < 45 s")),
+    (
+        "harness error outranks a pass",
+        with_(harness_errors=["nft table vanished"]),
+        Verdict.ERROR,
+        ("nft table vanished",),
+    ),
+    ("harness error outranks skipped", with_(harness_errors=["boom"], skipped="no java"), Verdict.ERROR, ("boom",)),
+    (
+        "harness error outranks a failure",
+        lambda: dataclasses.replace(silent_drop_missed(), harness_errors=["x"]),
+        Verdict.ERROR,
+        ("x",),
+    ),
+    ("skipped", with_(skipped="java not on PATH"), Verdict.SKIPPED, ("java not on PATH",)),
+    ("no watcher log", with_(watcher_lines=None), Verdict.ERROR, ("no watcher log",)),
+    (
+        "no started line",
+        with_(watcher_lines=[seen(100.05, "v1"), seen(200.05, "v2")]),
+        Verdict.ERROR,
+        ("no `started` line",),
+    ),
+    ("watcher crashed", with_(watcher_exit=1), Verdict.ERROR, ("exit code 1",)),
+    ("watcher killed by a signal", with_(watcher_exit=-9), Verdict.ERROR, ("exit code -9",)),
+    ("no exit code", with_(watcher_exit=None), Verdict.ERROR, ("no watcher exit code",)),
+    ("no capture facts", with_(pcap=None), Verdict.ERROR, ("no capture facts",)),
+    ("capture without connections", with_(pcap=Pcap([])), Verdict.ERROR, ("no connection",)),
+    ("no LB log behind an LB", with_(lb=None), Verdict.ERROR, ("no LB event log",)),
+    (
+        "a provider's LB (kubernetes cluster) needs no LB log",
+        with_(lb=None, profile=None),
+        Verdict.PASS,
+        ("2/2 rounds seen",),
+    ),
+    (
+        "the control profile may idle as long as it likes",
+        with_(lb=None, profile=DIRECT, pcap=Pcap([idle_conn()])),
+        Verdict.PASS,
+        ("2/2 rounds seen",),
+    ),
+    (
+        "a capture that began mid-connection still counts",
+        with_(pcap=Pcap([dataclasses.replace(kept_alive_conn(), opened_at=None)])),
+        Verdict.PASS,
+        ("flow idle 30 s",),
+    ),
+    ("LB helper died", with_(lb_helper_died=True), Verdict.ERROR, ("LB helper died",)),
+    ("apiserver died", with_(apiserver_died=True), Verdict.ERROR, ("kube-apiserver died",)),
+    ("a missing update never passes", with_(updates=[Update(100.0, "v1")]), Verdict.ERROR, ("1 of 2 updates",)),
+    ("wrong library version loaded", with_(expected_version="9.9.9"), Verdict.ERROR, ("pins 9.9.9",)),
+    ("unknown scenario", with_(scenario="stream"), Verdict.ERROR, ("unknown scenario",)),
+    (
+        "missing evidence also beats a failure",
+        lambda: dataclasses.replace(silent_drop_missed(), pcap=None),
+        Verdict.ERROR,
+        ("no capture facts",),
+    ),
+    (
+        "reset and re-watched",
+        reset_then_rewatch,
+        Verdict.RECOVERED,
+        ("2/2 rounds seen", "2 RSTs received", "reconnected 2×"),
+    ),
+    (
+        "reset seen in the capture without a reconnect line",
+        lambda: dataclasses.replace(reset_then_rewatch(), watcher_lines=lines_plus()),
+        Verdict.RECOVERED,
+        ("2 RSTs received", "new connections after the reset"),
+    ),
+    (
+        "silent reconnect after an idle gap",
+        with_(pcap=Pcap([idle_conn()]), watcher_lines=lines_plus(line(60.0, "reconnect", reason="timeout"))),
+        Verdict.RECOVERED,
+        ("reconnected 1×", "no RST seen"),
+    ),
+    (
+        "routine re-watch with no reset, error or idle gap",
+        with_(
+            watcher_lines=lines_plus(
+                line(60.0, "reconnect", reason="server closed the watch"), line(60.1, "watch-opened")
+            )
+        ),
+        Verdict.PASS,
+        ("re-watched 1× without reset or error",),
+    ),
+    (
+        "idle past the timeout yet nothing reset: unknown, not PASS",
+        with_(pcap=Pcap([idle_conn()])),
+        Verdict.ERROR,
+        ("flow idle 100 s > 45 s", "LB did not act"),
+    ),
+    ("LB log and capture disagree: not PASS", with_(lb=LbSummary(expired=1)), Verdict.ERROR, ("LB log shows",)),
+    (
+        "unexplained library error: not PASS",
+        with_(watcher_lines=lines_plus(line(50.0, "error", message="eh"))),
+        Verdict.ERROR,
+        ("1 error nothing explains",),
+    ),
+    (
+        "error after the last deadline does not spoil a pass",
+        with_(watcher_lines=lines_plus(line(400.0, "error", message="shutting down"))),
+        Verdict.PASS,
+        (),
+    ),
+    (
+        "missed with nothing said",
+        silent_drop_missed,
+        Verdict.FAIL_SILENT,
+        (
+            "no event in time for 2/2 rounds",
+            "no RST seen",
+            "LB dropped 4 packets after expiry",
+            "flow idle 199 s > 45 s",
+        ),
+    ),
+    (
+        "missed with an error line",
+        missed_with_error,
+        Verdict.FAIL_LOUD,
+        ("no event in time for 2/2 rounds", "error: 'read timed out'"),
+    ),
+    (
+        "missed with a library error on stderr",
+        lambda: dataclasses.replace(
+            silent_drop_missed(), watcher_stderr="E1125 12:00:00 reflector.go:1] watch failed\n"
+        ),
+        Verdict.FAIL_LOUD,
+        ("1 error line on stderr",),
+    ),
+    (
+        "one of two rounds missed",
+        with_(pcap=Pcap([kept_alive_conn()]), watcher_lines=[*lines_plus(drop_seen=True), seen(100.05, "v1")]),
+        Verdict.FAIL_SILENT,
+        ("1/2 rounds",),
+    ),
+    (
+        "RST to the server only (next-packet LB)",
+        lambda: dataclasses.replace(silent_drop_missed(), lb=LbSummary(expired=1, rst_to_server=1)),
+        Verdict.FAIL_SILENT,
+        ("no RST seen", "LB reset the server side only"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "expected", "needles"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_verdict_rules(make: Callable[[], CellInputs], expected: Verdict, needles: tuple[str, ...]) -> None:
+    got, reason = verdict(make())
+    assert got is expected, reason
+    for needle in needles:
+        assert needle in reason
+
+
+def test_fail_silent_reason_reads_like_the_table() -> None:
+    _, reason = verdict(silent_drop_missed())
+    assert reason == (
+        "no event in time for 2/2 rounds, no RST seen, LB dropped 4 packets after expiry, flow idle 199 s > 45 s"
+    )
+
+
+def test_no_evidence_is_never_pass() -> None:
+    # Strip each piece of evidence from a passing cell in turn: none may still PASS.
+    for change in (
+        {"watcher_lines": None},
+        {"watcher_lines": []},
+        {"watcher_exit": None},
+        {"pcap": None},
+        {"lb": None},
+        {"updates": []},
+        {"expected_rounds": 0, "updates": []},
+    ):
+        got, reason = verdict(dataclasses.replace(watch_pass(), **change))
+        assert got is Verdict.ERROR, (change, reason)
+
+
+def test_error_outranks_everything() -> None:
+    assert Verdict.worst(Verdict) is Verdict.ERROR
+    assert Verdict.worst([Verdict.PASS, Verdict.SKIPPED]) is Verdict.SKIPPED
+    assert Verdict.worst([Verdict.FAIL_LOUD, Verdict.FAIL_SILENT, Verdict.RECOVERED]) is Verdict.FAIL_SILENT
+    assert Verdict.worst([]) is None
+    assert all(v.legend for v in Verdict)
+
+
+def test_judgement_carries_rounds_and_watcher_facts() -> None:
+    j = judge_cell(reset_then_rewatch())
+    assert [r.ok for r in j.rounds] == [True, True]
+    assert j.watcher is not None
+    assert (j.watcher.errors, j.watcher.reconnects, j.watcher.watch_opened) == (2, 2, 3)
+    assert j.watcher.first_error == "Connection reset by peer"
+
+
+# --- judge_rounds windows -------------------------------------------------------------------------
+
+
+def test_late_event_does_not_count() -> None:
+    rounds = judge_rounds("watch", [seen(110.5, "v1")], DETECT, updates=[Update(100.0, "v1")])
+    assert not rounds[0].ok
+    assert rounds[0].seen_at is None
+    assert "past the 10 s deadline" in rounds[0].note
+
+
+def test_event_at_the_deadline_counts() -> None:
+    rounds = judge_rounds("watch", [seen(110.0, "v1")], DETECT, updates=[Update(100.0, "v1")])
+    assert rounds[0].ok
+    assert rounds[0].seen_at == 110.0
+    assert rounds[0].deadline == 110.0
+
+
+def test_events_for_other_names_or_values_do_not_count() -> None:
+    lines = [seen(100.1, "v1", name="other"), seen(100.2, "v0"), line(100.3, "event-seen", name="trigger", value=None)]
+    rounds = judge_rounds("watch", lines, DETECT, updates=[Update(100.0, "v1")])
+    assert not rounds[0].ok
+
+
+def test_event_long_before_the_update_does_not_count_but_slack_does() -> None:
+    up = [Update(100.0, "v1")]
+    assert not judge_rounds("watch", [seen(90.0, "v1")], DETECT, updates=up)[0].ok
+    assert judge_rounds("watch", [seen(99.8, "v1")], DETECT, updates=up)[0].ok
+
+
+def test_each_round_matches_its_own_value() -> None:
+    lines = [seen(100.1, "v1"), seen(105.0, "v1"), seen(200.2, "v2")]
+    rounds = judge_rounds("watch", lines, DETECT, updates=[Update(100.0, "v1"), Update(200.0, "v2")])
+    assert [(r.index, r.ok, r.seen_at) for r in rounds] == [(1, True, 100.1), (2, True, 200.2)]
+
+
+def test_idle_before_uses_the_last_packet_on_open_connections() -> None:
+    conns = [
+        Conn(opened_at=0.0, data_server=[10.0], closed_at=20.0, close_kind="fin-server"),
+        Conn(opened_at=21.0, keepalive_client=[40.0], data_server=[99.0]),
+    ]
+    assert idle_before(conns, 60.0) == pytest.approx(20.0)
+    assert idle_before(conns, 15.0) == pytest.approx(5.0)
+    assert idle_before([], 15.0) is None
+    rounds = judge_rounds("watch", [], DETECT, updates=[Update(60.0, "v")], connections=conns)
+    assert rounds[0].idle_before == pytest.approx(20.0)
+
+
+# --- idle-request ---------------------------------------------------------------------------------
+
+
+def idle_request(lines: list[dict[str, Any]], *, rounds: int = 2, conn: Conn | None = None) -> CellInputs:
+    return CellInputs(
+        scenario="idle-request",
+        detection_timeout=DETECT,
+        expected_rounds=rounds,
+        profile=AZURE_QUICK,
+        watcher_lines=[STARTED, *lines],
+        watcher_exit=0,
+        pcap=Pcap([conn or Conn(opened_at=0.5, data_client=[1.0, 60.0, 61.0, 120.0], keepalive_client=[30.0, 90.0])]),
+        lb=LbSummary(),
+    )
+
+
+def req(round_: int, sent: float, done: float | None, ok: bool = True, **kw: Any) -> list[dict[str, Any]]:
+    out = [line(sent, "request-sent", round=round_)]
+    if done is not None:
+        out.append(line(done, "request-done", round=round_, ok=ok, **kw))
+    return out
+
+
+def test_idle_request_pass() -> None:
+    lines = req(1, 1.0, 1.1) + req(1, 60.0, 60.1) + req(2, 61.0, 61.1) + req(2, 120.0, 120.1)
+    j = judge_cell(idle_request(lines))
+    assert j.verdict is Verdict.PASS, j.reason
+    assert [(r.index, r.update_at, r.ok) for r in j.rounds] == [(1, 60.0, True), (2, 120.0, True)]
+
+
+def test_idle_request_slow_response_is_missed() -> None:
+    rounds = judge_rounds("idle-request", [STARTED, *req(0, 1.0, 1.1), *req(0, 60.0, 75.0)], DETECT, expected_rounds=1)
+    assert [r.index for r in rounds] == [0]
+    assert not rounds[0].ok
+    assert "took 15 s > 10 s" in rounds[0].note
+
+
+def test_idle_request_failed_request_is_loud() -> None:
+    lines = req(1, 1.0, 1.1) + req(1, 60.0, 60.2, ok=False, message="Connection reset by peer")
+    got, reason = verdict(idle_request(lines, rounds=1))
+    assert got is Verdict.FAIL_LOUD
+    assert "request failed: 'Connection reset by peer'" in reason
+
+
+def test_idle_request_hang_then_never_sent_is_silent() -> None:
+    # Round 1's second request never returns; the watcher is stuck and never starts round 2.
+    lines = req(1, 1.0, 1.1) + req(1, 60.0, None)
+    got, reason = verdict(idle_request(lines))
+    assert got is Verdict.FAIL_SILENT
+    assert "no response in time for 2/2 rounds" in reason
+
+
+def test_idle_request_stopping_early_without_a_failure_is_error() -> None:
+    lines = req(1, 1.0, 1.1) + req(1, 60.0, 60.1)
+    got, reason = verdict(idle_request(lines))
+    assert got is Verdict.ERROR
+    assert "stopped before round 2" in reason
+
+
+def test_idle_request_unplanned_round_is_error() -> None:
+    lines = req(1, 1.0, 1.1) + req(1, 60.0, 60.1) + req(2, 61.0, 61.1)
+    got, reason = verdict(idle_request(lines, rounds=1))
+    assert got is Verdict.ERROR
+    assert "ran 2 rounds, 1 planned" in reason
+
+
+# --- watcher log parsing --------------------------------------------------------------------------
+
+
+def test_parse_watcher_log_keeps_only_contract_lines() -> None:
+    text = "\n".join(
+        [
+            '{"ts": 1.5, "event": "started", "version": "1"}',
+            "plain log noise",
+            '{"ts": "soon", "event": "error"}',
+            '{"event": "error"}',
+            "[1, 2]",
+            '{"ts": 2, "event": "error", "message": "x"}',
+            '{"ts": 3, "event": ',
+        ]
+    )
+    lines = parse_watcher_log(text)
+    assert [ln["event"] for ln in lines] == ["started", "error"]
+    facts = summarize_watcher(lines, 0, "Traceback (most recent call last):\nok line\nWARNING nothing\n")
+    assert (facts.started, facts.errors, facts.first_error, facts.stderr_errors) == (True, 1, "x", 1)
+    assert facts.reported_version == "1"
+
+
+def test_stderr_error_heuristic() -> None:
+    assert count_stderr_errors("I1125 fine\nE1125 12:00 failed\nsomething Exception here\nall good\n") == 2
+
+
+def test_works_on_real_pcapfacts_connections() -> None:
+    # The stand-in above mirrors runner.pcapfacts.ConnFacts; check the real class fits the same rules.
+    pcapfacts = pytest.importorskip("runner.pcapfacts")
+    data = [1.0, 100.05, 200.05]
+    keepalive = [30.0 * k for k in range(1, 7)]
+    conn = pcapfacts.ConnFacts(
+        client="198.18.1.2:40000",
+        server="198.18.0.1:6443",
+        opened_at=0.5,
+        closed_at=None,
+        close_kind=None,
+        data_server=data,
+        keepalive_client=keepalive,
+        packet_times=sorted([0.5, *data, *keepalive]),
+    )
+    facts = pcapfacts.PcapFacts(connections=[conn], first_ts=0.5, last_ts=200.05)
+    assert verdict(dataclasses.replace(watch_pass(), pcap=facts)) == (
+        Verdict.PASS,
+        "2/2 rounds seen, flow idle 30 s < 45 s",
+    )
+    quiet = dataclasses.replace(conn, keepalive_client=[], packet_times=[0.5, *data])
+    facts = pcapfacts.PcapFacts(connections=[quiet], first_ts=0.5, last_ts=200.05)
+    got, reason = verdict(dataclasses.replace(watch_pass(), pcap=facts))
+    assert got is Verdict.ERROR, reason
+
+
+def test_summarize_lb_events_counts_one_pods_flows_until_the_deadline() -> None:
+    flow = "198.18.1.2:40000>443"
+    events = [
+        {"ts": 1.0, "event": "ready", "mode": "rst-both-ways"},
+        {"ts": 1.5, "event": "flow-opened", "flow": flow, "client": "198.18.1.2:40000"},
+        {"ts": 46.0, "event": "expired", "flow": flow, "idle": 45},
+        {"ts": 46.001, "event": "rst-sent", "flow": flow, "to": "client"},
+        {"ts": 46.002, "event": "rst-sent", "flow": flow, "to": "server"},
+        {"ts": 50.0, "event": "after-expiry", "flow": flow, "side": "client", "action": "reset"},
+        {"ts": 51.0, "event": "after-expiry", "flow": flow, "side": "server", "action": "dropped"},
+        {"ts": 46.0, "event": "expired", "flow": "198.18.1.3:40000>443"},
+        {"ts": 900.0, "event": "expired", "flow": flow},
+    ]
+    assert summarize_lb_events(events, pod_ip="198.18.1.2", until=200.0) == LbSummary(
+        expired=1, rst_to_client=2, rst_to_server=1, dropped_after_expiry=1
+    )
+    assert summarize_lb_events(events).expired == 3
