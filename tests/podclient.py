@@ -41,4 +41,4 @@ for step in plan["steps"]:
         out.append({"step": kind, "at": at, "ok": False, "error": exc.__class__.__name__,
                     "errno": exc.errno, "after": round(time.time() - t0, 3)})
 state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-print(json.dumps({"steps": out, "tcp_state": state, "local": "%s:%d" % s.getsockname()}))
+print(json.dumps({"steps": out, "tcp_state": state, "local": "{}:{}".format(*s.getsockname())}))
