@@ -43,6 +43,8 @@ BLOCK_PREFIX = 20
 BLOCKS = list(RANGE.subnets(new_prefix=BLOCK_PREFIX))
 MAX_LB_SLOTS = 13
 LOCK_PATH = Path("/run/watchdrop.lock")
+#: One file per live run, holding the runner's pid: how `clean` tells a crashed run from a live one.
+RUNS_DIR = Path("/run/watchdrop")
 
 
 def new_run_id() -> str:
@@ -171,6 +173,8 @@ class Topology:
                                    fix="run `python -m runner clean` to remove leftovers of crashed runs")
             if RANGE not in used:
                 self.log.run(["ip", "route", "add", "unreachable", str(RANGE)], check=False)
+            RUNS_DIR.mkdir(parents=True, exist_ok=True)
+            (RUNS_DIR / self.run_id).write_text(f"{os.getpid()}\n")
             # Claim the block at once so a parallel run sees it as used.
             self.log.run(["ip", "route", "add", "unreachable", str(self.block.net)])
             self.root_routes.append(str(self.block.net))
@@ -233,6 +237,7 @@ class Topology:
             for dst in reversed(self.root_routes):
                 self.log.run(["ip", "route", "del", dst], check=False)
             self.root_routes.clear()
+            (RUNS_DIR / self.run_id).unlink(missing_ok=True)
             drop_guard_if_unused(self.log)
         return problems
 

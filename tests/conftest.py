@@ -21,3 +21,12 @@ def no_leftovers():
     yield
     after = set(list_project_netns())
     assert after <= before, f"namespaces left behind: {sorted(after - before)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_tools():
+    """As root, install the Debian packages the runner needs, as `python -m runner` itself does."""
+    if os.geteuid() == 0:
+        from runner import sysdeps
+
+        sysdeps.ensure_tools()

@@ -1,0 +1,61 @@
+"""A runner killed with SIGKILL leaves namespaces and processes; `clean` finds them by prefix."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.cleanup import clean, find_leftovers
+from runner.commands import CommandLog
+from runner.netns import list_project_netns, netns_pids
+from tests.conftest import needs_root_tools
+
+pytestmark = [needs_root_tools("ip", "curl"), pytest.mark.slow]
+
+CHILD = """
+import sys, time
+from runner.embedded import EmbeddedCluster
+c = EmbeddedCluster(churn_interval=0)
+c.start()
+print(c.run_id, c.workdir, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever reaps orphans here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_clean_removes_a_killed_runs_leftovers_and_nothing_else() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        run_id, workdir = line.split()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        mine = [n for n in list_project_netns() if run_id in n]
+        assert mine, "the killed run should have left its namespaces"
+        pids = [p for n in mine for p in netns_pids(n)]
+        assert pids, "etcd and kube-apiserver outlive a SIGKILLed runner"
+        assert run_id in find_leftovers()
+        clean(CommandLog(), say=lambda _: None)
+        assert not [n for n in list_project_netns() if run_id in n]
+        time.sleep(0.2)
+        assert not [p for p in pids if _running(p)]
+        assert not Path(workdir).exists()
+        assert run_id not in find_leftovers()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        clean(CommandLog(), say=lambda _: None)
