@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -85,11 +86,22 @@ def _label(name: str, cells: list[CellResult], defaults: dict[str, CellResult]) 
 
 
 def _keepalive(cells: list[CellResult]) -> str:
-    seen: dict[str, None] = {}
-    for c in cells:
-        if c.keepalive:
-            seen.setdefault(c.keepalive)
-    return "; ".join(seen) if seen else "—"
+    """What the capture showed keeping an idle watch busy, from one representative cell.
+
+    The watch cell behind the control profile (no LB) shows the library's own behaviour without
+    any reset in the way; failing that, the first watch cell with packet facts. Only periodic
+    traffic counts as keepalive: a lone small record (a TLS alert, a short request) is not one.
+    """
+    def rank(c: CellResult) -> tuple[int, int]:
+        control = c.profile is not None and c.profile.mode == "none"
+        return (0 if c.scenario == "watch" else 1, 0 if control else 1)
+
+    candidates = sorted((c for c in cells if c.pcap is not None and c.keepalive), key=rank)
+    if not candidates:
+        return "—"
+    parts = [re.sub(r"\s*\([^)]*\)", "", p).strip() for p in candidates[0].keepalive.split(";")]
+    periodic = [p for p in parts if " every " in p]
+    return "; ".join(periodic) if periodic else "none seen"
 
 
 def _cell_text(c: CellResult | None) -> str:

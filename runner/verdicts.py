@@ -599,7 +599,9 @@ def judge_cell(inp: CellInputs) -> Judgement:
     noun = "event" if inp.scenario == "watch" else "response"
     if not missed:
         seen = f"{len(rounds)}/{len(rounds)} rounds seen"
-        reset = pk.rst_received + pk.closed_by_rst + pk.rst_sent > 0
+        # Only an RST the pod *received* means the LB (or server) reset it; an RST the pod sent is
+        # the client closing abruptly (e.g. the process exiting with unread data).
+        reset = pk.rst_received > 0
         if reset:
             what = [
                 f"{_plural(pk.rst_received, 'RST')} received" if pk.rst_received else None,

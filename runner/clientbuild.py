@@ -1,0 +1,95 @@
+"""Building a client's watcher from its descriptor, once per content, cached outside the repo.
+
+The cache key is a hash of the client folder's files, the descriptor and the variant's build
+environment, so editing a watcher or pinning another library version rebuilds exactly that.
+Builds run in place in the cache (a Python venv cannot move) and are marked complete only at
+the end; a failed or interrupted build is removed, never reused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.cache import cache_root
+from runner.descriptor import Descriptor
+from runner.errors import BuildError
+
+#: Folders a build creates inside the client folder itself; never part of the key.
+IGNORED = {"node_modules", "target", "__pycache__", "bin", "obj", ".venv", "dist", "build"}
+COMPLETE = ".watchdrop-complete"
+BUILD_TIMEOUT = 1800
+
+
+@dataclass(frozen=True)
+class BuiltClient:
+    folder: str
+    descriptor: Descriptor
+    out: Path
+    src: Path
+
+    def run_argv(self) -> list[str]:
+        return [substitute(a, self.src, self.out) for a in self.descriptor.run]
+
+
+def substitute(arg: str, src: Path, out: Path) -> str:
+    return arg.replace("{src}", str(src)).replace("{out}", str(out))
+
+
+def build_key(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src)
+        if set(rel.parts) & IGNORED:
+            continue
+        h.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(json.dumps(descriptor.model_dump(mode="json"), sort_keys=True).encode())
+    h.update(json.dumps(dict(build_env), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str], log_path: Path) -> BuiltClient:
+    """Return the built client, building it first unless the cache has it."""
+    out = cache_root() / "clients" / f"{descriptor.name}-{build_key(src, descriptor, build_env)}"
+    built = BuiltClient(folder=src.name, descriptor=descriptor, out=out, src=src.resolve())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(out) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / COMPLETE).exists():
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(f"cached build: {out}\n")
+            return built
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        env = {**os.environ, **build_env, "GOTOOLCHAIN": "local"}
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log:
+            for step in descriptor.build:
+                argv = [substitute(a, built.src, out) for a in step]
+                log.write("$ " + " ".join(argv) + "\n")
+                log.flush()
+                try:
+                    proc = subprocess.run(argv, cwd=built.src, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          timeout=BUILD_TIMEOUT, check=False)
+                    rc = proc.returncode
+                except FileNotFoundError:
+                    rc = 127
+                    log.write(f"not found: {argv[0]}\n")
+                except subprocess.TimeoutExpired:
+                    rc = -1
+                    log.write(f"timed out after {BUILD_TIMEOUT} s\n")
+                if rc != 0:
+                    log.flush()
+                    shutil.rmtree(out, ignore_errors=True)
+                    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+                    raise BuildError(f"building {descriptor.name}: `{' '.join(argv)}` failed (exit {rc})",
+                                     detail=tail, fix=f"see {log_path}")
+        (out / COMPLETE).write_text("ok\n")
+    return built

@@ -1,0 +1,320 @@
+"""`python -m runner MATRIX`: load → plan → build → run → collect → verdict → report.
+
+Each step is a small function; `execute()` wires them with teardown in `finally`, so an
+interrupted run still stops every process, removes every namespace, writes the results it has
+(unfinished cells ERROR "interrupted") and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner import sysdeps
+from runner.cellrun import CellRun, CellSetupError
+from runner.clientbuild import BuiltClient, build_client
+from runner.descriptor import Descriptor, load_descriptor
+from runner.embedded import EmbeddedCluster
+from runner.errors import BuildError, ExitCode, Interrupted, UsageError, WatchdropError
+from runner.lb import LoadBalancer
+from runner.matrix import Matrix, load_matrix
+from runner.model import CellResult, ProfileFacts, RunResult, Timings, Verdict
+from runner.netns import new_run_id
+from runner.phases import PhaseLog
+from runner.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
+from runner.report import render_markdown, render_table, update_readme, write_reports
+from runner.timer import start_timer_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+KUBERNETES_BACKEND_MISSING = "the kubernetes backend is not implemented yet; only embedded clusters run"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclass
+class Prepared:
+    """The selected cells and what the runner knows about them before running anything."""
+
+    matrix_path: Path
+    matrix: Matrix
+    cells: list[Cell]
+    descriptors: dict[str, Descriptor]
+    skips: dict[str, str | None]
+    full: bool  # no --only: the whole matrix runs
+
+
+def prepare(matrix_path: Path, only: Sequence[str], clients_dir: Path | None = None) -> Prepared:
+    """Load, validate, plan and select; raises UsageError (exit 4) on any bad input."""
+    clients_dir = clients_dir or matrix_path.resolve().parent / "clients"
+    matrix = load_matrix(matrix_path, clients_dir)
+    filters = parse_only(only)
+    all_cells = plan(matrix, clients_dir)
+    cells = select(all_cells, filters)
+    descriptors = {c.folder: load_descriptor(clients_dir / c.folder) for c in cells}
+    skips = skip_reasons(cells, descriptors)
+    for c in cells:
+        if c.cluster_kind == "kubernetes" and not skips.get(c.id):
+            skips[c.id] = KUBERNETES_BACKEND_MISSING
+    prepared = Prepared(matrix_path, matrix, cells, descriptors, skips, full=not filters)
+    prepared.unmatched = unmatched(all_cells, filters)  # type: ignore[attr-defined]
+    return prepared
+
+
+def skipped_result(cell: Cell, desc: Descriptor, reason: str) -> CellResult:
+    return base_result(cell, desc, Verdict.SKIPPED, reason)
+
+
+def base_result(cell: Cell, desc: Descriptor, verdict: Verdict, reason: str) -> CellResult:
+    return CellResult(
+        client=cell.client, folder=cell.folder, library=desc.library, library_version=desc.version,
+        api_style=cell.env.get("WATCHDROP_STYLE", desc.api_style), variant_env=dict(cell.env),
+        cluster=cell.cluster, profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
+        scenario=cell.scenario,
+        timings=Timings(interval=cell.interval, detection_timeout=cell.detection_timeout, rounds=cell.rounds,
+                        idle=cell.idle),
+        verdict=verdict, reason=reason, build_env=dict(cell.build_env),
+    )
+
+
+def machine_info() -> dict[str, str]:
+    return {"kernel": platform.release(), "python": platform.python_version(), "cpus": str(os.cpu_count())}
+
+
+@dataclass
+class Execution:
+    """State of one run, so teardown and reporting can see how far it got."""
+
+    prepared: Prepared
+    out: Path
+    jobs: int
+    keep: bool = False
+    run_id: str = field(default_factory=new_run_id)
+    results: dict[str, CellResult] = field(default_factory=dict)
+    interrupted: bool = False
+    started: float = field(default_factory=time.time)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / self.run_id
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.run_dir / "cells" / cell.id
+
+    # -- build ------------------------------------------------------------------------------
+    def build(self, cells: list[Cell], phases: PhaseLog) -> dict[tuple[str, str], BuiltClient | BuildError]:
+        """Each (folder, build env) once, two at a time; a failure is kept, not raised."""
+        keys = {}
+        for c in cells:
+            keys.setdefault((c.folder, json.dumps(dict(c.build_env), sort_keys=True)), c)
+        built: dict[tuple[str, str], BuiltClient | BuildError] = {}
+        phases.enter("build")
+
+        def one(key: tuple[str, str]) -> None:
+            cell = keys[key]
+            desc = self.prepared.descriptors[cell.folder]
+            assert cell.src is not None
+            log = self.run_dir / "builds" / f"{cell.client}.log"
+            _say(f"build {cell.folder} ({desc.library} {desc.version})")
+            try:
+                built[key] = build_client(cell.src, desc, cell.build_env, log)
+            except BuildError as exc:
+                built[key] = exc
+                _say(f"build {cell.folder} FAILED: {exc.message}")
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(one, keys))
+        return built
+
+    # -- run --------------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        p = self.prepared
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _link_latest(self.out, self.run_id)
+        phases = PhaseLog(self.run_dir / "phases.log")
+        runnable: list[Cell] = []
+        for cell in p.cells:
+            reason = p.skips.get(cell.id)
+            if reason:
+                self.results[cell.id] = skipped_result(cell, p.descriptors[cell.folder], reason)
+            else:
+                runnable.append(cell)
+        cluster: EmbeddedCluster | None = None
+        lbs: dict[str, LoadBalancer] = {}
+        runs: list[CellRun] = []
+        timer = None
+        try:
+            built = self.build(runnable, phases) if runnable else {}
+            ready: list[tuple[Cell, BuiltClient]] = []
+            for cell in runnable:
+                b = built[(cell.folder, json.dumps(dict(cell.build_env), sort_keys=True))]
+                if isinstance(b, BuildError):
+                    r = base_result(cell, p.descriptors[cell.folder], Verdict.ERROR, f"build failed: {b.message}")
+                    r.errors.append(b.render())
+                    r.evidence["build_log"] = f"builds/{cell.client}.log"
+                    self.results[cell.id] = r
+                else:
+                    ready.append((cell, b))
+            if ready:
+                phases.enter("cluster start")
+                churn = _churn(ready)
+                cluster = EmbeddedCluster(run_id=self.run_id, evidence_dir=self.run_dir / "cluster",
+                                          churn_interval=churn, progress=lambda m: _say(f"  cluster: {m}"))
+                cluster.start()
+                timer = start_timer_server(cluster, self.run_dir / "cluster")
+                phases.enter("lb setup")
+                for slot, name in enumerate(dict.fromkeys(c.cluster for c, _ in ready)):
+                    profile = next(c.profile for c, _ in ready if c.cluster == name)
+                    assert profile is not None
+                    _say(f"  lb {name}: {profile.describe()}")
+                    lbs[name] = LoadBalancer(cluster, slot, profile, self.run_dir / "lbs" / name).start()
+                phases.enter("cells setup")
+                for i, (cell, b) in enumerate(ready):
+                    run = CellRun(index=i, cell=cell, built=b, cluster=cluster, lb=lbs[cell.cluster],
+                                  evidence=self.cell_dir(cell), run_dir=self.run_dir, stop=self.stop)
+                    runs.append(run)
+                    try:
+                        run.setup()
+                    except CellSetupError as exc:
+                        run.setup_error = str(exc)
+                phases.enter("rounds")
+                self._run_rounds(runs)
+                phases.enter("collect")
+                for run in runs:
+                    self.results[run.cell.id] = run.collect(lbs[run.cell.cluster].problems(), cluster.alive())
+        except Interrupted:
+            self.interrupted = True
+            raise
+        finally:
+            self.stop.set()
+            phases.enter("teardown")
+            for run in runs:
+                run.stop_processes()
+            if self.interrupted:
+                for run in runs:
+                    if run.cell.id not in self.results:
+                        self.results[run.cell.id] = run.interrupted_result()
+            for lb in lbs.values():
+                lb.close()
+            if timer is not None:
+                timer.stop()
+            if cluster is not None:
+                if self.keep and not self.interrupted:
+                    _say(f"--keep: cluster left up; admin kubeconfig {cluster.admin_kubeconfig}; Ctrl-C to tear down")
+                    _wait_for_ctrl_c()
+                cluster.close()
+            for cell in p.cells:
+                if cell.id not in self.results:
+                    self.results[cell.id] = base_result(
+                        cell, p.descriptors[cell.folder], Verdict.ERROR,
+                        "interrupted" if self.interrupted else "the run ended before this cell ran")
+            phases.enter("report")
+            self.result = self.to_result()
+            write_reports(self.result, self.run_dir)
+            phases.enter("done")
+        return self.result
+
+    def _run_rounds(self, runs: list[CellRun]) -> None:
+        todo = [r for r in runs if r.setup_error is None]
+        longest = max((r.cell.estimated_seconds for r in todo), default=0)
+        _say(f"running {len(todo)} cells at once (about {longest // 60} min {longest % 60} s)")
+        jobs = self.jobs or len(todo) or 1
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(r.run_rounds, _say) for r in todo]
+            while not all(f.done() for f in futures):
+                time.sleep(0.2)  # the main thread stays responsive to Ctrl-C
+            for f in futures:
+                f.result()
+
+    def to_result(self) -> RunResult:
+        p = self.prepared
+        profiles: dict[str, ProfileFacts] = {}
+        for c in p.cells:
+            if c.profile:
+                profiles.setdefault(c.profile.name, ProfileFacts.from_profile(c.profile))
+        return RunResult(
+            run_id=self.run_id, started=self.started, finished=time.time(),
+            matrix=_display_path(p.matrix_path), machine=machine_info(),
+            profiles=sorted(profiles.values(), key=lambda x: x.name),
+            cells=[self.results[c.id] for c in p.cells], interrupted=self.interrupted,
+        )
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return path.name
+
+
+def _churn(ready: list[tuple[Cell, BuiltClient]]) -> float:
+    """All embedded clusters share one API server, so they must share one churn setting."""
+    values = {c.lease_interval for c, _ in ready if c.lease_interval is not None}
+    if len(values) > 1:
+        raise UsageError(f"embedded clusters ask for different churn.lease_interval values {sorted(values)}",
+                         fix="give every embedded cluster the same churn (they share one kube-apiserver)")
+    return float(values.pop()) if values else 10.0
+
+
+def _link_latest(out: Path, run_id: str) -> None:
+    latest = out / "latest"
+    tmp = out / f".latest-{run_id}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_id)
+    os.replace(tmp, latest)
+
+
+def _wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except Interrupted:
+        return
+
+
+def main(args: argparse.Namespace) -> int:
+    matrix_path = Path(args.matrix)
+    prepared = prepare(matrix_path, args.only, Path(args.clients) if getattr(args, "clients", None) else None)
+    for key, glob in getattr(prepared, "unmatched", []):
+        _say(f"note: --only {key}={glob} matched no cell")
+    if not prepared.cells:
+        print("watchdrop: nothing selected: no cell matches the --only filters", file=sys.stderr)
+        return int(ExitCode.NOTHING_SELECTED)
+    if args.plan:
+        print(describe_plan(prepared.cells, prepared.skips))
+        return 0
+    sysdeps.require_root("running the matrix on the embedded cluster")
+    sysdeps.ensure_tools(_say)
+    out = Path(args.out)
+    if args.jobs < 0:
+        raise UsageError("--jobs must be 0 (all at once) or a positive number")
+    ex = Execution(prepared=prepared, out=out, jobs=args.jobs, keep=args.keep)
+    _say(f"run {ex.run_id}: {len(prepared.cells)} cells from {matrix_path}; evidence in {ex.run_dir}")
+    try:
+        result = ex.execute()
+    except Interrupted:
+        _say(f"interrupted; partial results in {ex.run_dir}")
+        raise
+    except WatchdropError:
+        raise
+    print()
+    print(render_table(result, "plain"))
+    print(f"\nresults: {ex.run_dir / 'results.json'}  report: {ex.run_dir / 'report.md'}")
+    if prepared.full and not args.no_readme and matrix_path.resolve().parent == REPO:
+        readme = REPO / "README.md"
+        if readme.exists() and update_readme(readme, render_markdown(result)):
+            _say("README.md: table updated")
+    return int(ExitCode.CELL_ERRORS if any(c.verdict is Verdict.ERROR for c in result.cells) else ExitCode.OK)
+
