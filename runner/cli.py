@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="results directory (default: results/)")
     run.add_argument("--keep", action="store_true", help="leave the cluster up for inspection after the run")
     run.add_argument("--no-readme", action="store_true", help="do not update README.md's table")
+    run.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the matrix)")
 
     rep = sub.add_parser("report", help="re-render a results file")
     rep.add_argument("results", help="a results.json written by a run")
