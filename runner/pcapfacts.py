@@ -117,26 +117,30 @@ class PcapFacts:
     """Packets in the capture, of any protocol."""
 
     def keepalive_summary(self) -> str:
-        """One line for a person, e.g. "TCP keepalive from client every 30 s (8 probes); small
-        records from server every 60 s (5 bursts, 12 records)", or "none seen"."""
+        """One line for a person, e.g. "TCP keepalive from client after 30 s idle (8 probes); small
+        records from server after 60 s idle (5 bursts, 12 records)", or "none seen".
+
+        "after N s idle" is the median silence on the connection before each probe or burst: the
+        number to hold against an LB's idle timeout (a period between probes would also count the
+        time the connection was busy)."""
         parts: list[str] = []
         for side in ("client", "server"):
-            per_conn = [getattr(c, f"keepalive_{side}") for c in self.connections]
-            count = sum(len(times) for times in per_conn)
-            if count:
-                period = _median_of_intervals(per_conn)
-                every = f" every {_fmt_seconds(period)} s" if period is not None else ""
-                parts.append(f"TCP keepalive from {side}{every} ({_plural(count, 'probe')})")
+            probes = [(c, t) for c in self.connections for t in getattr(c, f"keepalive_{side}")]
+            if probes:
+                idle = _median([_silence_before(c, t) for c, t in probes])
+                after = f" after {_fmt_seconds(idle)} s idle" if idle is not None else ""
+                parts.append(f"TCP keepalive from {side}{after} ({_plural(len(probes), 'probe')})")
         for side in ("client", "server"):
-            records = [getattr(c, f"small_records_{side}") for c in self.connections]
-            count = sum(len(r) for r in records)
+            records = [(c, getattr(c, f"small_records_{side}")) for c in self.connections]
+            count = sum(len(r) for _, r in records)
             if count:
-                bursts = [_burst_starts([t for t, _ in r]) for r in records]
-                period = _median_of_intervals(bursts)
-                every = f" every {_fmt_seconds(period)} s" if period is not None else ""
-                n_bursts = sum(len(b) for b in bursts)
+                bursts = [(c, t) for c, r in records for t in _burst_starts([t for t, _ in r])]
+                idles = [_silence_before(c, t) for c, t in bursts]
+                # A record right after other traffic (a reply, a request's tail) is no keepalive.
+                idle = _median([i for i in idles if i is not None and i >= 1.0])
+                after = f" after {_fmt_seconds(idle)} s idle" if idle is not None else ""
                 parts.append(
-                    f"small records from {side}{every} ({_plural(n_bursts, 'burst')}, {_plural(count, 'record')})"
+                    f"small records from {side}{after} ({_plural(len(bursts), 'burst')}, {_plural(count, 'record')})"
                 )
         return "; ".join(parts) if parts else "none seen"
 
@@ -498,3 +502,17 @@ def _rounded(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_rounded(v) for v in value]
     return value
+
+
+def _silence_before(conn: ConnFacts, t: float) -> float | None:
+    """Seconds since the connection's previous packet (either direction) before time t."""
+    earlier = [p for p in conn.packet_times if p < t - 1e-6]
+    return t - max(earlier) if earlier else None
+
+
+def _median(values: list[float | None]) -> float | None:
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2

@@ -100,7 +100,7 @@ def _keepalive(cells: list[CellResult]) -> str:
     if not candidates:
         return "—"
     parts = [re.sub(r"\s*\([^)]*\)", "", p).strip() for p in candidates[0].keepalive.split(";")]
-    periodic = [p for p in parts if " every " in p]
+    periodic = [p for p in parts if " idle" in p]
     return "; ".join(periodic) if periodic else "none seen"
 
 
@@ -382,3 +382,13 @@ def load_results(path: Path) -> RunResult:
             f"{path}: not a watchdrop results file: {exc}",
             fix=f"{fix}, written by a watchdrop with the same schema version",
         ) from None
+
+
+def render_readme_section(run: RunResult) -> str:
+    """The README's part: which run, the table with profiles, legend and mitigations; no per-cell detail."""
+    head = (f"From run `{run.run_id}` of `{run.matrix}` ({_when(run.finished)}; "
+            f"{run.machine.get('cpus', '?')} CPUs, kernel {run.machine.get('kernel', '?')}). "
+            "Each cell's evidence is in `results/<run-id>/cells/`; `report.md` there has every round.")
+    if run.interrupted:
+        head += " **This run was interrupted.**"
+    return "\n".join([head, "", render_table(run, "github").rstrip(), ""])

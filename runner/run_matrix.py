@@ -31,7 +31,7 @@ from runner.model import CellResult, ProfileFacts, RunResult, Timings, Verdict
 from runner.netns import new_run_id
 from runner.phases import PhaseLog
 from runner.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
-from runner.report import render_markdown, render_table, update_readme, write_reports
+from runner.report import render_readme_section, render_table, update_readme, write_reports
 from runner.timer import start_timer_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -314,7 +314,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nresults: {ex.run_dir / 'results.json'}  report: {ex.run_dir / 'report.md'}")
     if prepared.full and not args.no_readme and matrix_path.resolve().parent == REPO:
         readme = REPO / "README.md"
-        if readme.exists() and update_readme(readme, render_markdown(result)):
+        if readme.exists() and update_readme(readme, render_readme_section(result)):
             _say("README.md: table updated")
     return int(ExitCode.CELL_ERRORS if any(c.verdict is Verdict.ERROR for c in result.cells) else ExitCode.OK)
 

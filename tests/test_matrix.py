@@ -110,7 +110,7 @@ def test_default_matrix_uses_the_real_profiles(clients_dir: Path) -> None:
     assert matrix.scenarios.watch is not None and matrix.scenarios.watch.interval == Timing(plus=30)
     assert matrix.scenarios.idle_request is not None and matrix.scenarios.idle_request.rounds == 1
     variants = {c.name: (c.folder_name, dict(c.env)) for c in matrix.clients}
-    assert variants["client-go-no-http2"] == ("client-go", {"DISABLE_HTTP2": "1"})
+    assert variants["client-go-no-http2"] == ("client-go", {"WATCHDROP_STYLE": "informer", "DISABLE_HTTP2": "1"})
     assert variants["client-python-keepalive"] == ("client-python", {"WATCHDROP_TCP_KEEPALIVE": "30"})
     assert set(matrix.descriptors) == {"client-go", "client-python"}
 

@@ -278,7 +278,7 @@ def test_summary_filter_and_json(client_keepalive_pcap: dict[str, object]) -> No
     port = client_keepalive_pcap["port"]
     assert isinstance(facts, PcapFacts) and isinstance(pcap, Path) and isinstance(port, int)
     summary = facts.keepalive_summary()
-    assert summary.startswith("TCP keepalive from client every 1 s"), summary
+    assert summary.startswith("TCP keepalive from client after 1 s idle"), summary
     assert "TCP keepalive from server" not in summary
     assert "small records from client" in summary
 
@@ -320,7 +320,7 @@ def test_server_side_keepalive(tmp_path: Path) -> None:
     assert len(conn.data_client) == 1 and len(conn.data_server) == 1
     assert conn.close_kind == "fin-server"
     assert conn.idle_gaps(1.5) == []
-    assert facts.keepalive_summary().startswith("TCP keepalive from server every 1 s")
+    assert facts.keepalive_summary().startswith("TCP keepalive from server after 1 s idle")
 
 
 # -- bad files ------------------------------------------------------------------------------------
