@@ -131,7 +131,7 @@ class CellRun:
         """Sleep unless the run is stopping; True when it is."""
         return self.stop.wait(seconds)
 
-    def run_rounds(self, say: Callable[[str], None]) -> None:
+    def run_rounds(self, say: Callable[[str, bool], None]) -> None:
         try:
             if self.cell.scenario == "watch":
                 self._run_watch(say)
@@ -143,7 +143,7 @@ class CellRun:
         finally:
             self.finished = time.time()
 
-    def _run_watch(self, say: Callable[[str], None]) -> None:
+    def _run_watch(self, say: Callable[[str, bool], None]) -> None:
         c = self.cell
         opened = self._wait_line(lambda x: x.get("event") in ("watch-opened", "event-seen"), OPEN_TIMEOUT)
         if opened is None:
@@ -168,7 +168,7 @@ class CellRun:
             self.rounds_done = r
             if seen is not None:
                 self.harness(f"round {r}: seen after {float(seen['ts']) - at:.3f} s")
-                say(f"  {c.id}: round {r}/{c.rounds} seen")
+                say(f"  {c.id}: round {r}/{c.rounds} seen", True)
                 continue
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
             core.create_namespaced_config_map(self.namespace, client.V1ConfigMap(
@@ -177,9 +177,9 @@ class CellRun:
                       "detection_timeout": str(c.detection_timeout)}))
             self.harness(f"round {r}: FAILURE: no event-seen for {value} within {c.detection_timeout} s; "
                          f"wrote failure-{stamp}-r{r}")
-            say(f"  {c.id}: round {r}/{c.rounds} MISSED (no event within {c.detection_timeout} s)")
+            say(f"  {c.id}: round {r}/{c.rounds} MISSED (no event within {c.detection_timeout} s)", True)
 
-    def _run_idle_request(self, say: Callable[[str], None]) -> None:
+    def _run_idle_request(self, say: Callable[[str, bool], None]) -> None:
         c = self.cell
         assert c.idle is not None and self.watcher is not None
         limit = c.rounds * (c.idle + 2 * c.detection_timeout + 30) + 60
@@ -191,14 +191,14 @@ class CellRun:
                 # not a harness fault: stop waiting and let the verdict read it.
                 self.harness(f"round {hung.get('round')}: request hung for more than "
                              f"{c.detection_timeout + 5} s; stopping the watcher")
-                say(f"  {c.id}: request HUNG (no response within {c.detection_timeout} s)")
+                say(f"  {c.id}: request HUNG (no response within {c.detection_timeout} s)", True)
                 return
             if self._sleep(0.2):
                 return
         if self.watcher.alive():
             self.harness_errors.append(f"the watcher did not finish its {c.rounds} round(s) within {limit} s")
             return
-        say(f"  {c.id}: idle-request finished")
+        say(f"  {c.id}: idle-request finished", True)
 
     def _hung_request(self, after: float) -> dict[str, Any] | None:
         """The last request-sent line, when no request-done followed it for `after` seconds."""

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import sysdeps
+from runner import signals, sysdeps
 from runner.cellrun import CellRun, CellSetupError
 from runner.clientbuild import BuiltClient, build_client
 from runner.descriptor import Descriptor, load_descriptor
@@ -31,6 +31,7 @@ from runner.model import CellResult, ProfileFacts, RunResult, Timings, Verdict
 from runner.netns import new_run_id
 from runner.phases import PhaseLog
 from runner.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
+from runner.progress import RunProgress
 from runner.report import render_readme_section, render_table, update_readme, write_reports
 from runner.timer import start_timer_server
 
@@ -192,49 +193,64 @@ class Execution:
                 phases.enter("rounds")
                 self._run_rounds(runs)
                 phases.enter("collect")
+                # Stopping a capture waits for its file to settle: do all of them at once.
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    list(pool.map(lambda r: r.stop_processes(), runs))
                 for run in runs:
                     self.results[run.cell.id] = run.collect(lbs[run.cell.cluster].problems(), cluster.alive())
+                if self.keep:
+                    _say(f"--keep: the cluster stays up; admin kubeconfig {cluster.admin_kubeconfig}; "
+                         f"API server {cluster.server_url()}. Ctrl-C tears it down.")
+                    _wait_for_ctrl_c()
         except Interrupted:
             self.interrupted = True
             raise
         finally:
-            self.stop.set()
-            phases.enter("teardown")
-            for run in runs:
-                run.stop_processes()
-            if self.interrupted:
+            with signals.shield():
+                self.stop.set()
+                phases.enter("teardown")
                 for run in runs:
-                    if run.cell.id not in self.results:
-                        self.results[run.cell.id] = run.interrupted_result()
-            for lb in lbs.values():
-                lb.close()
-            if timer is not None:
-                timer.stop()
-            if cluster is not None:
-                if self.keep and not self.interrupted:
-                    _say(f"--keep: cluster left up; admin kubeconfig {cluster.admin_kubeconfig}; Ctrl-C to tear down")
-                    _wait_for_ctrl_c()
-                cluster.close()
-            for cell in p.cells:
-                if cell.id not in self.results:
-                    self.results[cell.id] = base_result(
-                        cell, p.descriptors[cell.folder], Verdict.ERROR,
-                        "interrupted" if self.interrupted else "the run ended before this cell ran")
-            phases.enter("report")
-            self.result = self.to_result()
-            write_reports(self.result, self.run_dir)
-            phases.enter("done")
+                    run.stop_processes()
+                if self.interrupted:
+                    for run in runs:
+                        if run.cell.id not in self.results:
+                            self.results[run.cell.id] = run.interrupted_result()
+                for lb in lbs.values():
+                    lb.close()
+                if timer is not None:
+                    timer.stop()
+                if cluster is not None:
+                    cluster.close()
+                for cell in p.cells:
+                    if cell.id not in self.results:
+                        self.results[cell.id] = base_result(
+                            cell, p.descriptors[cell.folder], Verdict.ERROR,
+                            "interrupted" if self.interrupted else "the run ended before this cell ran")
+                phases.enter("report")
+                self.interrupted = self.interrupted or signals.interrupted()
+                self.result = self.to_result()
+                write_reports(self.result, self.run_dir)
+                phases.enter("done")
         return self.result
 
     def _run_rounds(self, runs: list[CellRun]) -> None:
         todo = [r for r in runs if r.setup_error is None]
         longest = max((r.cell.estimated_seconds for r in todo), default=0)
-        _say(f"running {len(todo)} cells at once (about {longest // 60} min {longest % 60} s)")
         jobs = self.jobs or len(todo) or 1
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(r.run_rounds, _say) for r in todo]
-            while not all(f.done() for f in futures):
-                time.sleep(0.2)  # the main thread stays responsive to Ctrl-C
+        _say(f"running {len(todo)} cells, {jobs} at once (each about {longest // 60} min {longest % 60} s)")
+        with RunProgress() as progress, ThreadPoolExecutor(max_workers=jobs) as pool:
+            progress.start_rounds(len(todo), sum(r.cell.rounds for r in todo))
+
+            def say(text: str, round_done: bool = False) -> None:
+                (progress.advance if round_done else progress.log)(text)
+
+            futures = [pool.submit(r.run_rounds, say) for r in todo]
+            try:
+                while not all(f.done() for f in futures):
+                    time.sleep(0.2)  # the main thread stays responsive to Ctrl-C
+            except BaseException:
+                self.stop.set()  # before the pool's exit waits for the harness threads
+                raise
             for f in futures:
                 f.result()
 
@@ -281,7 +297,7 @@ def _wait_for_ctrl_c() -> None:
         while True:
             time.sleep(1)
     except Interrupted:
-        return
+        signals.consume()  # this Ctrl-C only ends --keep; the run itself completed
 
 
 def main(args: argparse.Namespace) -> int:

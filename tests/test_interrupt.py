@@ -1,0 +1,95 @@
+"""Ctrl-C at any phase leaves the machine as it was, writes what it has, and exits 2.
+
+Each case aims SIGINT at one phase of a real quick run, found in the runner's own phase log
+(`WATCHDROP_PAUSE_AT` holds the run there for a few seconds so the signal lands inside it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.netns import list_project_netns
+from runner.procs import Child
+from tests.conftest import needs_root_tools
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = ("build", "cluster start", "lb setup", "cells setup", "rounds", "collect", "report")
+
+
+def _processes_of(marks: tuple[str, ...]) -> list[str]:
+    """Live processes whose command line or environment names this run (its id or its out dir):
+    etcd's data dir, the API server's certs, HAProxy's config, the agent's and tcpdump's files, and
+    the watcher's WATCHDROP_KUBECONFIG all do. Other runs on the machine are not counted."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            text = (proc / "cmdline").read_bytes() + b"\0" + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if int(proc.name) != os.getpid() and any(m.encode() in text for m in marks):
+            found.append(f"{proc.name} {text[:100]!r}")
+    return found
+
+
+@needs_root_tools("ip", "nft", "tcpdump", "haproxy", "go")
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", PHASES)
+def test_interrupt_at_phase_cleans_up(phase: str, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "matrix.quick.yaml", "--out", str(out), "--no-readme",
+         "--only", "client=client-go", "--only", "cluster=azure-slb-quick", "--only", "scenario=watch"],
+        cwd=REPO, env={**os.environ, "WATCHDROP_PAUSE_AT": phase},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        log = out / "latest" / "phases.log"
+        while time.monotonic() < deadline:
+            if log.exists() and any(line.split(" ", 1)[1] == phase for line in log.read_text().splitlines()):
+                break
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the run never reached phase {phase}")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, output
+    run_id = (out / "latest").resolve().name
+    assert not [n for n in list_project_netns() if run_id in n]
+    assert not _processes_of((run_id, str(out)))
+    assert not list(Path("/tmp").glob(f"watchdrop-{run_id}-*"))
+    # nft tables live inside the run's LB namespaces, which are gone; none may leak into the root one.
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert f"watchdrop_{run_id}" not in tables
+    results = json.loads(((out / "latest") / "results.json").read_text())
+    assert results["interrupted"] is True
+    assert all(c["verdict"] == "ERROR" for c in results["cells"]) or phase == "report"
+
+
+def test_sigterm_escalates_to_sigkill_for_a_child_that_ignores_it(tmp_path: Path) -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    child = Child("stubborn", [sys.executable, "-c", code], stdout=tmp_path / "out.log")
+    deadline = time.monotonic() + 10
+    while "up" not in (tmp_path / "out.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    rc = child.stop(grace=1.0)
+    assert rc == -signal.SIGKILL
+    assert time.monotonic() - t0 < 5
