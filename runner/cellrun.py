@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -101,7 +102,11 @@ class CellRun:
                 self._core().create_namespaced_config_map(self.namespace, client.V1ConfigMap(
                     metadata=client.V1ObjectMeta(name=TRIGGER), data={"value": "initial"}))
             self.pod = self.lb.add_pod(log=self.log)
-            self.capture = Capture(self.pod.netns, self.pod.iface, self.evidence / "pod.pcap", self.log).start()
+            # Test hook: WATCHDROP_TEST_BROKEN_CAPTURE=<client> makes that client's capture fail to start,
+            # so tests can prove a cell without packet evidence is ERROR.
+            broken = os.environ.get("WATCHDROP_TEST_BROKEN_CAPTURE") == self.cell.client
+            self.capture = Capture(self.pod.netns, self.pod.iface, self.evidence / "pod.pcap", self.log,
+                                   tcpdump="false" if broken else "tcpdump").start()
             env = {**self.cell.watcher_env(), "WATCHDROP_KUBECONFIG": str(access.kubeconfig),
                    "WATCHDROP_NAMESPACE": self.namespace}
             self.started = time.time()
