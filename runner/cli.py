@@ -80,10 +80,12 @@ def normalise(argv: Sequence[str]) -> list[str]:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "cluster":
-        from runner import cluster_cli, sysdeps
+        from runner import sysdeps
 
         sysdeps.require_root("the embedded cluster")
         sysdeps.ensure_tools()
+        from runner import cluster_cli
+
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
     if args.command == "clean":
         from runner import cleanup, sysdeps
