@@ -8,8 +8,8 @@ timeout), packets seen after expiry and what the LB did with them, RSTs it sent.
 In `rst-both-ways` mode it also acts: at the deadline it deletes the flow's conntrack entry and
 sends an RST to each end with exactly the sequence number that end expects next. The kernel
 cannot do this itself: an RST is honoured only at the exact sequence number, anything else draws
-a challenge ACK and the connection survives (FACTS.md). Checksums are computed in software (scapy),
-since injected packets with bad checksums vanish on veth.
+a challenge ACK and the connection survives (FACTS.md). Checksums are computed in software, since
+injected packets with bad checksums vanish on veth.
 
 The other modes are the kernel's (conntrack timeout + nftables); there the agent only observes, so
 every profile has the same event log. The runner supervises this process: if it dies, every cell
@@ -66,6 +66,29 @@ def _advance(cur: int | None, seq: int, length: int) -> int:
     return nxt if ((nxt - cur) % SEQ_MOD) < (1 << 31) else cur
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def rst_packet(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
+    """An IPv4 TCP RST with both checksums computed in software (bad ones vanish on veth).
+
+    Built by hand rather than with scapy because it runs at the deadline, where scapy's ~2 ms per
+    packet would show in the cut's precision; tests check it byte for byte against scapy's build.
+    """
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq % SEQ_MOD, 0, 5 << 4, RST, 0, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", _checksum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return ip + tcp
+
+
 def parse(frame: bytes) -> tuple[str, str, int, int, int, int, int] | None:
     """(src, dst, sport, dport, seq, flags, seq_len) of an Ethernet/IPv4/TCP frame, else None."""
     if len(frame) < 14 + 20 + 20 or frame[12:14] != b"\x08\x00":
@@ -97,9 +120,17 @@ class Agent:
             self.backends[int(vport)] = (host, int(port))
         self.out = out
         self.flows: dict[tuple[str, int], Flow] = {}
+        self._pod_cache: dict[str, bool] = {}
         self.socks = {self._bind(args.pod_iface): "pod", self._bind(args.backend_iface): "backend"}
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.stop = False
+
+    def _is_pod(self, addr: str) -> bool:
+        # Cached: the same few addresses come back on every packet, and this is the hot path.
+        hit = self._pod_cache.get(addr)
+        if hit is None:
+            hit = self._pod_cache[addr] = ipaddress.ip_address(addr) in self.pod_net
+        return hit
 
     @staticmethod
     def _bind(iface: str) -> socket.socket:
@@ -119,9 +150,9 @@ class Agent:
         if p is None:
             return
         src, dst, sport, dport, seq, flags, seq_len = p
-        if ipaddress.ip_address(src) in self.pod_net:
+        if self._is_pod(src):
             side, key, vport = "client", (src, sport), dport
-        elif ipaddress.ip_address(dst) in self.pod_net:
+        elif self._is_pod(dst):
             side, key, vport = "server", (dst, dport), sport
         else:
             return
@@ -180,10 +211,10 @@ class Agent:
             if now < deadline:
                 continue
             flow.expired_at = deadline
-            self.emit("expired", deadline, flow=flow.name, last_activity=round(flow.last, 6),
-                      idle=self.timeout, late=round(now - deadline, 6))
             if self.mode == "rst-both-ways":
                 self.reset_both(flow)
+            self.emit("expired", deadline, flow=flow.name, last_activity=round(flow.last, 6),
+                      idle=self.timeout, late=round(now - deadline, 6))
 
     def reset_both(self, flow: Flow) -> None:
         """RSTs first (the cut must land at the deadline), then forget the conntrack entry.
@@ -193,18 +224,15 @@ class Agent:
         them alone.
         """
         host, bport = self.backends[flow.vport]
-        from scapy.layers.inet import IP, TCP  # imported in run() already; cheap here
-
+        sent = []
         if flow.server_next is not None:
-            pkt = IP(src=self.vip, dst=flow.pod) / TCP(sport=flow.vport, dport=flow.pod_port, flags="R",
-                                                        seq=flow.server_next, window=0)
-            self.raw.sendto(bytes(pkt), (flow.pod, 0))
-            self.emit("rst-sent", flow=flow.name, to="client", seq=flow.server_next)
+            self.raw.sendto(rst_packet(self.vip, flow.pod, flow.vport, flow.pod_port, flow.server_next), (flow.pod, 0))
+            sent.append(("client", flow.server_next, time.time()))
         if flow.client_next is not None:
-            pkt = IP(src=flow.pod, dst=host) / TCP(sport=flow.pod_port, dport=bport, flags="R",
-                                                   seq=flow.client_next, window=0)
-            self.raw.sendto(bytes(pkt), (host, 0))
-            self.emit("rst-sent", flow=flow.name, to="server", seq=flow.client_next)
+            self.raw.sendto(rst_packet(flow.pod, host, flow.pod_port, bport, flow.client_next), (host, 0))
+            sent.append(("server", flow.client_next, time.time()))
+        for to, seq, ts in sent:
+            self.emit("rst-sent", ts, flow=flow.name, to=to, seq=seq)
         argv = ["conntrack", "-D", "-p", "tcp", "--orig-src", flow.pod, "--orig-dst", self.vip,
                 "--orig-port-src", str(flow.pod_port), "--orig-port-dst", str(flow.vport)]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -212,8 +240,6 @@ class Agent:
 
     # -- loop ----------------------------------------------------------------------------------
     def run(self) -> None:
-        if self.mode == "rst-both-ways":
-            from scapy.layers.inet import IP  # noqa: F401  warm the import before the first deadline
         self.emit("ready", mode=self.mode, idle_timeout=self.timeout, vip=self.vip,
                   backends={str(k): f"{h}:{p}" for k, (h, p) in self.backends.items()})
         while not self.stop:

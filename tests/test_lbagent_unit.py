@@ -1,0 +1,32 @@
+"""Pure logic of the LB agent: packet parsing, sequence tracking, the hand-built RST."""
+
+from __future__ import annotations
+
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from runner.lbagent import SEQ_MOD, _advance, parse, rst_packet
+
+
+def test_rst_packet_matches_scapys_build_byte_for_byte() -> None:
+    for seq in (0, 1, 123456789, SEQ_MOD - 1):
+        ours = rst_packet("198.18.2.8", "198.18.2.130", 6443, 40000, seq)
+        ref = bytes(IP(src="198.18.2.8", dst="198.18.2.130", id=0, flags="DF", ttl=64)
+                    / TCP(sport=6443, dport=40000, flags="R", seq=seq, ack=0, window=0))
+        assert ours == ref
+
+
+def test_parse_reads_seq_and_payload_length() -> None:
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                  / IP(src="198.18.2.130", dst="198.18.2.8") / TCP(sport=40000, dport=6443, flags="PA", seq=1000)
+                  / (b"x" * 37))
+    src, dst, sport, dport, seq, flags, seq_len = parse(frame)
+    assert (src, dst, sport, dport, seq, seq_len) == ("198.18.2.130", "198.18.2.8", 40000, 6443, 1000, 37)
+    syn = bytes(Ether() / IP(src="198.18.2.130", dst="198.18.2.8") / TCP(flags="S", seq=5))
+    assert parse(syn)[-1] == 1  # a SYN takes one sequence number
+
+
+def test_advance_never_moves_backwards_and_wraps() -> None:
+    assert _advance(None, 10, 5) == 15
+    assert _advance(15, 5, 5) == 15  # a retransmission or keepalive probe does not move it back
+    assert _advance(SEQ_MOD - 2, SEQ_MOD - 2, 4) == 2  # wraps around 2^32
