@@ -11,7 +11,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -85,6 +85,10 @@ class Descriptor(BaseModel):
     )
     settings: dict[str, str] = Field(
         default_factory=dict, description="extra environment variables the watcher understands -> meaning"
+    )
+    scenarios: list[Literal["watch", "idle-request"]] = Field(
+        default_factory=lambda: ["watch", "idle-request"],
+        description="the scenarios the watcher implements; cells of the others are SKIPPED with the reason",
     )
 
     def build_argvs(self, src: Path, out: Path) -> list[list[str]]:

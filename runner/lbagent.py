@@ -52,6 +52,7 @@ class Flow:
     closed: bool = False
     packets: int = 0
     after_expiry: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
+    fins: set[str] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -187,13 +188,16 @@ class Agent:
             flow.client_next = _advance(flow.client_next, seq, seq_len)
         else:
             flow.server_next = _advance(flow.server_next, seq, seq_len)
-        if flags & (FIN | RST):
-            kind = "rst" if flags & RST else "fin"
-            # A FIN half-closes; the LB keeps tracking until both ends are done, but for the
-            # event log the first FIN/RST is what matters.
-            if flags & RST:
+        if flags & RST:
+            flow.closed = True
+            self.emit("flow-closed", now, flow=flow.name, by=side, kind="rst", leg=leg)
+        elif flags & FIN and side not in flow.fins:
+            # A FIN half-closes; the flow is over (nothing left to expire) once both ends sent one.
+            flow.fins.add(side)
+            self.emit("fin", now, flow=flow.name, by=side, kind="fin", leg=leg)
+            if len(flow.fins) == 2:
                 flow.closed = True
-            self.emit("flow-closed" if flags & RST else "fin", now, flow=flow.name, by=side, kind=kind, leg=leg)
+                self.emit("flow-closed", now, flow=flow.name, by=side, kind="fin", leg=leg)
 
     # -- deadlines -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:

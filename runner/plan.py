@@ -148,6 +148,8 @@ def skip_reason(cell: Cell, descriptor: Descriptor) -> str | None:
     missing = missing_requirements(descriptor)
     if missing:
         return f"no {', '.join(missing)} on this machine (needed by {cell.folder})"
+    if cell.scenario not in descriptor.scenarios:
+        return f"{cell.folder} implements only the {' and '.join(descriptor.scenarios)} scenario"
     return None
 
 

@@ -20,7 +20,7 @@ def test_parse_reads_seq_and_payload_length() -> None:
     frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
                   / IP(src="198.18.2.130", dst="198.18.2.8") / TCP(sport=40000, dport=6443, flags="PA", seq=1000)
                   / (b"x" * 37))
-    src, dst, sport, dport, seq, flags, seq_len = parse(frame)
+    src, dst, sport, dport, seq, _flags, seq_len = parse(frame)
     assert (src, dst, sport, dport, seq, seq_len) == ("198.18.2.130", "198.18.2.8", 40000, 6443, 1000, 37)
     syn = bytes(Ether() / IP(src="198.18.2.130", dst="198.18.2.8") / TCP(flags="S", seq=5))
     assert parse(syn)[-1] == 1  # a SYN takes one sequence number
@@ -30,3 +30,46 @@ def test_advance_never_moves_backwards_and_wraps() -> None:
     assert _advance(None, 10, 5) == 15
     assert _advance(15, 5, 5) == 15  # a retransmission or keepalive probe does not move it back
     assert _advance(SEQ_MOD - 2, SEQ_MOD - 2, 4) == 2  # wraps around 2^32
+
+
+def _agent(mode: str = "silent-drop", timeout: float = 5.0):
+    import io
+    import ipaddress
+
+    from runner.lbagent import Agent
+
+    a = Agent.__new__(Agent)  # no sockets: only the packet logic is under test
+    a.mode, a.timeout, a.vip = mode, timeout, "198.18.2.8"
+    a.pod_net = ipaddress.ip_network("198.18.2.128/25")
+    a.backends = {6443: ("198.18.1.16", 6443)}
+    a.out, a.flows, a._pod_cache = io.StringIO(), {}, {}
+    return a
+
+
+def _frame(src: str, dst: str, sport: int, dport: int, flags: str, seq: int) -> bytes:
+    return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq))
+
+
+def test_a_flow_closed_with_fin_from_both_sides_never_expires() -> None:
+    a = _agent()
+    pod, vip = "198.18.2.130", "198.18.2.8"
+    a.on_packet("pod", _frame(pod, vip, 40000, 6443, "S", 100), 0.0)
+    a.on_packet("pod", _frame(vip, pod, 6443, 40000, "SA", 500), 0.001)
+    a.on_packet("pod", _frame(pod, vip, 40000, 6443, "FA", 101), 1.0)
+    a.on_packet("pod", _frame(vip, pod, 6443, 40000, "FA", 501), 1.5)
+    a.expire_due(100.0)
+    events = [line for line in a.out.getvalue().splitlines() if '"expired"' in line]
+    assert events == []
+
+
+def test_an_idle_open_flow_expires_at_last_activity_plus_timeout() -> None:
+    import json
+
+    a = _agent()
+    pod, vip = "198.18.2.130", "198.18.2.8"
+    a.on_packet("pod", _frame(pod, vip, 40001, 6443, "S", 100), 10.0)
+    a.on_packet("pod", _frame(vip, pod, 6443, 40001, "SA", 500), 10.5)
+    assert a.next_deadline() == 15.5
+    a.expire_due(15.6)
+    (expired,) = [json.loads(x) for x in a.out.getvalue().splitlines() if '"expired"' in x]
+    assert expired["ts"] == 15.5 and expired["idle"] == 5.0
