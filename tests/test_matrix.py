@@ -83,9 +83,9 @@ def assert_one_line_problems(path: Path, problems: list[str]) -> None:
 # --- the shipped matrices --------------------------------------------------------------------------
 
 
-def test_default_matrix_uses_the_real_profiles(clients_dir: Path) -> None:
-    matrix = load_matrix(REPO / "matrix.yaml", clients_dir)
-    assert [c.name for c in matrix.clients] == [
+def test_default_matrix_uses_the_real_profiles() -> None:
+    matrix = load_matrix(REPO / "matrix.yaml", REPO / "clients")
+    assert [c.name for c in matrix.clients][:6] == [
         "client-go",
         "client-go-watch",
         "client-go-no-http2",
@@ -112,17 +112,17 @@ def test_default_matrix_uses_the_real_profiles(clients_dir: Path) -> None:
     variants = {c.name: (c.folder_name, dict(c.env)) for c in matrix.clients}
     assert variants["client-go-no-http2"] == ("client-go", {"WATCHDROP_STYLE": "informer", "DISABLE_HTTP2": "1"})
     assert variants["client-python-keepalive"] == ("client-python", {"WATCHDROP_TCP_KEEPALIVE": "30"})
-    assert set(matrix.descriptors) == {"client-go", "client-python"}
+    assert {"client-go", "client-python"} <= set(matrix.descriptors)
 
 
-def test_default_matrix_finishes_within_15_minutes(clients_dir: Path) -> None:
-    cells = plan(load_matrix(REPO / "matrix.yaml", clients_dir))
+def test_default_matrix_finishes_within_15_minutes() -> None:
+    cells = plan(load_matrix(REPO / "matrix.yaml", REPO / "clients"))
     assert max(c.estimated_seconds for c in cells) <= 15 * 60
 
 
-def test_quick_matrix_scales_every_lb_to_45_seconds(clients_dir: Path) -> None:
-    matrix = load_matrix(REPO / "matrix.quick.yaml", clients_dir)
-    default = load_matrix(REPO / "matrix.yaml", clients_dir)
+def test_quick_matrix_scales_every_lb_to_45_seconds() -> None:
+    matrix = load_matrix(REPO / "matrix.quick.yaml", REPO / "clients")
+    default = load_matrix(REPO / "matrix.yaml", REPO / "clients")
     # The same columns; a variant's setting may be scaled with the LBs (a request timeout has to
     # stay below the idle timeout to be the fix it claims to be).
     assert [(c.name, c.folder_name, sorted(c.env)) for c in matrix.clients] == [
@@ -293,7 +293,8 @@ scenarios: {watch: {interval: idle+30}}
 def test_shipped_matrices_fit_the_real_clients(name: str) -> None:
     # Catches drift between a variant's env and what the client's descriptor says it reads.
     matrix = load_matrix(REPO / name, REPO / "clients")
-    assert set(matrix.descriptors) == {"client-go", "client-python"}
+    folders = {p.name for p in (REPO / "clients").iterdir() if (p / "client.yaml").exists()}
+    assert set(matrix.descriptors) == folders  # every client folder has a column
 
 
 def test_matrix_error_is_a_usage_error() -> None:
