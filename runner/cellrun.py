@@ -26,7 +26,7 @@ from runner.commands import CommandLog, in_netns
 from runner.embedded import EmbeddedCluster
 from runner.lb import LoadBalancer, Pod
 from runner.model import CellResult, Verdict
-from runner.pcapfacts import PcapError, read_pcap
+from runner.pcapfacts import PcapError, PcapFacts, read_pcap
 from runner.plan import Cell
 from runner.procs import Child
 from runner.verdicts import CellInputs, Update, judge_cell, parse_watcher_log, summarize_lb_events
@@ -85,6 +85,10 @@ class CellRun:
         return self.evidence / "watcher.jsonl"
 
     @property
+    def pcap_path(self) -> Path:
+        return self.evidence / "pod.pcap"
+
+    @property
     def stderr(self) -> Path:
         return self.evidence / "watcher.stderr"
 
@@ -93,7 +97,9 @@ class CellRun:
             f.write(f"{time.time():.3f} {text}\n")
 
     # -- setup ----------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, pod: Pod | None = None) -> None:
+        """Credentials, the trigger ConfigMap, the pod's capture and the watcher; `pod` may be made
+        beforehand (the LB hands out pod slots in order)."""
         try:
             access = self.cluster.watcher_access(self.namespace, server=self.lb.server_url())
             self.harness(f"namespace {self.namespace}: ServiceAccount, Role (configmaps get/list/watch), "
@@ -101,7 +107,7 @@ class CellRun:
             if self.cell.scenario == "watch":
                 self._core().create_namespaced_config_map(self.namespace, client.V1ConfigMap(
                     metadata=client.V1ObjectMeta(name=TRIGGER), data={"value": "initial"}))
-            self.pod = self.lb.add_pod(log=self.log)
+            self.pod = pod or self.lb.add_pod(log=self.log)
             # Test hook: WATCHDROP_TEST_BROKEN_CAPTURE=<client> makes that client's capture fail to start,
             # so tests can prove a cell without packet evidence is ERROR.
             broken = os.environ.get("WATCHDROP_TEST_BROKEN_CAPTURE") == self.cell.client
@@ -219,7 +225,9 @@ class CellRun:
         if self.capture is not None:
             self.capture.stop()
 
-    def collect(self, lb_problems: list[str], cluster_alive: bool) -> CellResult:
+    def collect(self, lb_problems: list[str], cluster_alive: bool,
+                pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
+        """Judge the cell from its evidence; `pcap_facts` may be read beforehand (in parallel)."""
         from runner.run_matrix import base_result
 
         self.stop_processes()
@@ -229,7 +237,9 @@ class CellRun:
             errors.append(self.setup_error)
         pcap = None
         try:
-            pcap = read_pcap(self.evidence / "pod.pcap", server_ports={API_PORT})
+            if isinstance(pcap_facts, Exception):
+                raise pcap_facts
+            pcap = pcap_facts or read_pcap(self.pcap_path, server_ports={API_PORT})
         except (PcapError, OSError) as exc:
             errors.append(f"no packet evidence: {exc}")
         events = [e for e in _jsonl(self.lb.events_path)

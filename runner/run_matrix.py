@@ -15,12 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import signals, sysdeps
-from runner.cellrun import CellRun, CellSetupError
+from runner.cellrun import API_PORT, CellRun, CellSetupError
 from runner.clientbuild import BuiltClient, build_client
 from runner.descriptor import Descriptor, load_descriptor
 from runner.embedded import EmbeddedCluster
@@ -29,6 +29,7 @@ from runner.lb import LoadBalancer
 from runner.matrix import Matrix, load_matrix
 from runner.model import CellResult, ProfileFacts, RunResult, Timings, Verdict
 from runner.netns import new_run_id
+from runner.pcapfacts import PcapError, PcapFacts, read_pcap
 from runner.phases import PhaseLog
 from runner.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
 from runner.progress import RunProgress
@@ -183,21 +184,31 @@ class Execution:
                     lbs[name] = LoadBalancer(cluster, slot, profile, self.run_dir / "lbs" / name).start()
                 phases.enter("cells setup")
                 for i, (cell, b) in enumerate(ready):
-                    run = CellRun(index=i, cell=cell, built=b, cluster=cluster, lb=lbs[cell.cluster],
-                                  evidence=self.cell_dir(cell), run_dir=self.run_dir, stop=self.stop)
-                    runs.append(run)
+                    runs.append(CellRun(index=i, cell=cell, built=b, cluster=cluster, lb=lbs[cell.cluster],
+                                        evidence=self.cell_dir(cell), run_dir=self.run_dir, stop=self.stop))
+                # Pods attach to their LB's bridge one by one (names and addresses are handed out in
+                # order); the API calls and process starts of the setup then overlap.
+                pods = [run.lb.add_pod(log=run.log) for run in runs]
+
+                def setup(item: tuple[CellRun, object]) -> None:
+                    run, pod = item
                     try:
-                        run.setup()
+                        run.setup(pod)  # type: ignore[arg-type]
                     except CellSetupError as exc:
                         run.setup_error = str(exc)
+
+                with ThreadPoolExecutor(max_workers=4) as pool:
+                    list(pool.map(setup, zip(runs, pods, strict=True)))
                 phases.enter("rounds")
                 self._run_rounds(runs)
                 phases.enter("collect")
                 # Stopping a capture waits for its file to settle: do all of them at once.
                 with ThreadPoolExecutor(max_workers=8) as pool:
                     list(pool.map(lambda r: r.stop_processes(), runs))
+                facts = read_pcaps([run.pcap_path for run in runs])
                 for run in runs:
-                    self.results[run.cell.id] = run.collect(lbs[run.cell.cluster].problems(), cluster.alive())
+                    self.results[run.cell.id] = run.collect(lbs[run.cell.cluster].problems(), cluster.alive(),
+                                                            facts.get(run.pcap_path))
                 if self.keep:
                     _say(f"--keep: the cluster stays up; admin kubeconfig {cluster.admin_kubeconfig}; "
                          f"API server {cluster.server_url()}. Ctrl-C tears it down.")
@@ -266,6 +277,21 @@ class Execution:
             profiles=sorted(profiles.values(), key=lambda x: x.name),
             cells=[self.results[c.id] for c in p.cells], interrupted=self.interrupted,
         )
+
+
+def _read_one(path: Path) -> PcapFacts | Exception:
+    try:
+        return read_pcap(path, server_ports={API_PORT})
+    except (PcapError, OSError) as exc:
+        return exc
+
+
+def read_pcaps(paths: list[Path]) -> dict[Path, PcapFacts | Exception]:
+    """Read every cell's capture in parallel processes: parsing pcaps is CPU work."""
+    if not paths:
+        return {}
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return dict(zip(paths, pool.map(_read_one, paths), strict=True))
 
 
 def _display_path(path: Path) -> str:
