@@ -163,6 +163,9 @@ class LoadBalancer:
         self.topo.sysctl(ns, "net.bridge.bridge-nf-call-iptables", "0")
         # Without this, a late packet re-adopts an expired flow and the LB forgets nothing (FACTS.md).
         self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_loose", "0")
+        # Window tracking must not call a live flow's packets invalid (they would be dropped as if
+        # expired, e.g. under load); a packet of a forgotten flow stays invalid: it has no entry.
+        self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_be_liberal", "1")
         self.log.run(in_netns(ns, ["nft", "-f", "-"]), input_text=nft_ruleset(
             table=self.table, profile=self.profile, vip=self.vip, api_target=self.api_target, timer=b.timer))
         if self.profile.front == "tcp-proxy":

@@ -540,3 +540,24 @@ def test_summarize_lb_events_counts_one_pods_flows_until_the_deadline() -> None:
         expired=1, rst_to_client=2, rst_to_server=1, dropped_after_expiry=1
     )
     assert summarize_lb_events(events).expired == 3
+
+
+def test_idle_request_slow_first_request_is_warm_up_not_a_miss() -> None:
+    """A cold process (a JVM) may take long for its first request; only the one after the idle
+    period meets the stale pooled connection, so only its latency is judged."""
+    rounds = judge_rounds("idle-request", [STARTED, *req(1, 1.0, 14.0), *req(1, 60.0, 60.1)], DETECT,
+                          expected_rounds=1)
+    assert rounds[0].ok, rounds[0].note
+
+
+def test_an_idle_side_connection_the_lb_forgot_is_no_error_when_every_round_was_seen() -> None:
+    """An informer's idle list connection (or a pooled one) expires in a silent mode: nothing is
+    reset, the LB log shows the expiry, the capture the gap, and every round was seen."""
+    side = Conn(opened_at=0.4, data_client=[0.45], data_server=[0.5, 70.0])
+    inp = dataclasses.replace(watch_pass(), pcap=Pcap([kept_alive_conn(), side]), lb=LbSummary(expired=1))
+    j = judge_cell(inp)
+    assert j.verdict is Verdict.PASS, j.reason
+    assert "LB forgot 1 idle connection" in j.reason
+    # Without the LB's word for it, the same gap stays an ERROR: the evidence would disagree.
+    j = judge_cell(dataclasses.replace(inp, lb=LbSummary()))
+    assert j.verdict is Verdict.ERROR
