@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(never a prefix); repeat to combine")
     run.add_argument("--jobs", type=int, default=0, help="cells to run at once (default: all)")
     run.add_argument("--out", default="results", help="results directory (default: results/)")
-    run.add_argument("--keep", action="store_true", help="leave the cluster up for inspection after the run")
+    run.add_argument("--keep", action="store_true",
+                     help="leave the embedded cluster up, or the kubernetes namespaces in place, for inspection")
+    run.add_argument("--images-from", metavar="REGISTRY",
+                     help="kubernetes clusters: use watchdrop images already pushed to REGISTRY "
+                          "(same names and content-hash tags a build pushes); build nothing")
     run.add_argument("--no-readme", action="store_true", help="do not update README.md's table")
     run.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the matrix)")
 

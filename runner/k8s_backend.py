@@ -52,13 +52,13 @@ from runner.errors import Interrupted, PrerequisiteError, UsageError, WatchdropE
 from runner.images import Images, resolve_images
 from runner.matrix import KubernetesCluster
 from runner.model import CellResult, Verdict
-from runner.pcapfacts import PcapError, read_pcap
+from runner.pcapfacts import PcapError, PcapFacts, read_pcap
 from runner.plan import Cell
 from runner.verdicts import EARLY_SLACK, CellInputs, Update, judge_cell, parse_watcher_log
 
 if TYPE_CHECKING:
     from runner.embedded import EmbeddedCluster
-    from runner.lb import LoadBalancer
+    from runner.lb import LoadBalancer, Pod
     from runner.procs import Child
 
 Obj = dict[str, Any]
@@ -627,7 +627,8 @@ class KubeCellRun(CellRun):
         return FreshCoreV1Api(self.new_api)
 
     # -- deploy ---------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, pod: Pod | None = None) -> None:
+        """Apply the cell's objects (the pod last). `pod` is CellRun's LB slot: unused here."""
         (self.evidence / "manifests.json").write_text(json.dumps(
             self.objects + [{"kind": "Secret", "name": s["metadata"]["name"], "note": "copied, not recorded"}
                             for s in self.pull_secrets], indent=2) + "\n")
@@ -713,7 +714,10 @@ class KubeCellRun(CellRun):
         finally:
             api.close()
 
-    def collect(self, lb_problems: list[str] | None = None, cluster_alive: bool = True) -> CellResult:
+    def collect(self, lb_problems: list[str] | None = None, cluster_alive: bool = True,
+                pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
+        """Stop, copy out and judge. The LB arguments are the embedded cluster's (no emulated LB
+        here); `pcap_facts`, when given, is the capture already read."""
         from runner.run_matrix import base_result
 
         self.stop_processes()
@@ -727,9 +731,11 @@ class KubeCellRun(CellRun):
         lines = None
         if self.pod_started:
             try:
+                if isinstance(pcap_facts, Exception):
+                    raise pcap_facts
                 # The pod makes only the watcher's connections and the capture starts first, so each
                 # SYN names the server end; no port filter (kube-proxy may or may not rewrite 443).
-                pcap = read_pcap(self.evidence / "pod.pcap")
+                pcap = pcap_facts or read_pcap(self.pcap_path)
             except (PcapError, OSError) as exc:
                 errors.append(f"no packet evidence: {exc}")
             lines = parse_watcher_log(self.stdout.read_text(errors="replace")) if self.stdout.exists() else None
@@ -1065,7 +1071,9 @@ class KubernetesBackend:
                 problems.append(f"namespace {ns} not gone: {status}")
         (self.evidence / "teardown.json").write_text(json.dumps(self.teardown_status, indent=2, sort_keys=True) + "\n")
         if problems:
-            self.say(f"  {self.cluster.name}: teardown left namespaces; remove them with: {self.delete_command()}")
+            self.say(f"  {self.cluster.name}: {len(problems)} teardown problem(s), see "
+                     f"{self.evidence / 'teardown.json'}; if namespaces remain, remove them with: "
+                     f"{self.delete_command()}")
         return problems
 
 
@@ -1126,7 +1134,8 @@ def run_kubernetes_cells(
             say(f"cluster {name}: kubernetes ({cluster.description or cluster.context or cluster.kubeconfig})")
             reach = (access or {}).get(name) or connect(cluster)
             images = resolve_images([c for _, c in group], registry=cluster.registry, images_from=images_from,
-                                    log_dir=run_dir / "builds" / "images", say=lambda t: say(f"  {t}"))
+                                    log_dir=run_dir / "builds" / "images", say=lambda t: say(f"  {t}"),
+                                    platform=getattr(cluster, "image_platform", None))
             backend = KubernetesBackend(cluster, reach, run_id=run_id, run_dir=run_dir, stop=stop, slot=slot,
                                         settings=settings, say=say)
             try:

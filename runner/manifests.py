@@ -85,10 +85,20 @@ TIMER_RESOURCES: Obj = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": 
 # SIGINT when asked (`touch stop`), which makes tcpdump flush and close the file cleanly, and then
 # keep the container up so the runner can copy the file out. `-U`: each packet is written as it
 # arrives, so whatever happens later the file holds what was seen.
+# The interface is the one with the default route (read from /proc/net/route: the image needs no
+# iproute2), eth0 when there is none. Not `-i any`: with --immediate-mode, libpcap 1.10's `any`
+# device loses packets ("dropped by kernel"; 5 of 8 loopback runs in tests/test_k8s_backend.py's
+# sandbox), while a named interface never did.
 CAPTURE_SCRIPT = """\
 set -u
 cd /capture
-tcpdump -i any -n -U --immediate-mode -w /capture/pod.pcap "$WATCHDROP_CAPTURE_FILTER" 2>/capture/tcpdump.log &
+iface=""
+while read -r name dest _; do
+  if [ "$dest" = "00000000" ]; then iface=$name; break; fi
+done </proc/net/route
+iface=${iface:-eth0}
+echo "capturing on $iface" >/capture/iface
+tcpdump -i "$iface" -n -U --immediate-mode -w /capture/pod.pcap "$WATCHDROP_CAPTURE_FILTER" 2>/capture/tcpdump.log &
 pid=$!
 echo "$$" >/capture/capture.pid
 trap 'touch /capture/stop' TERM INT

@@ -25,8 +25,10 @@ from runner.clientbuild import BuiltClient, build_client
 from runner.descriptor import Descriptor, load_descriptor
 from runner.embedded import EmbeddedCluster
 from runner.errors import BuildError, ExitCode, Interrupted, UsageError, WatchdropError
+from runner.images import kubernetes_problem
+from runner.k8s_backend import run_kubernetes_cells
 from runner.lb import LoadBalancer
-from runner.matrix import Matrix, load_matrix
+from runner.matrix import KubernetesCluster, Matrix, load_matrix
 from runner.model import CellResult, ProfileFacts, RunResult, Timings, Verdict
 from runner.netns import new_run_id
 from runner.pcapfacts import PcapError, PcapFacts, read_pcap
@@ -37,8 +39,6 @@ from runner.report import render_readme_section, render_table, update_readme, wr
 from runner.timer import start_timer_server
 
 REPO = Path(__file__).resolve().parent.parent
-
-KUBERNETES_BACKEND_MISSING = "the kubernetes backend is not implemented yet; only embedded clusters run"
 
 
 def _say(msg: str) -> None:
@@ -67,8 +67,12 @@ def prepare(matrix_path: Path, only: Sequence[str], clients_dir: Path | None = N
     descriptors = {c.folder: load_descriptor(clients_dir / c.folder) for c in cells}
     skips = skip_reasons(cells, descriptors)
     for c in cells:
-        if c.cluster_kind == "kubernetes" and not skips.get(c.id):
-            skips[c.id] = KUBERNETES_BACKEND_MISSING
+        if c.cluster_kind == "kubernetes":
+            # The image is the build: local toolchains do not matter; the Dockerfile and scenarios do.
+            desc = descriptors[c.folder]
+            skips[c.id] = kubernetes_problem(c.src, c.build_env) or (
+                None if c.scenario in desc.scenarios
+                else f"{c.folder} implements only the {' and '.join(desc.scenarios)} scenario")
     prepared = Prepared(matrix_path, matrix, cells, descriptors, skips, full=not filters)
     prepared.unmatched = unmatched(all_cells, filters)  # type: ignore[attr-defined]
     return prepared
@@ -102,6 +106,7 @@ class Execution:
     out: Path
     jobs: int
     keep: bool = False
+    images_from: str | None = None
     run_id: str = field(default_factory=new_run_id)
     results: dict[str, CellResult] = field(default_factory=dict)
     interrupted: bool = False
@@ -153,6 +158,8 @@ class Execution:
                 self.results[cell.id] = skipped_result(cell, p.descriptors[cell.folder], reason)
             else:
                 runnable.append(cell)
+        kube = [c for c in runnable if c.cluster_kind == "kubernetes"]
+        runnable = [c for c in runnable if c.cluster_kind != "kubernetes"]
         cluster: EmbeddedCluster | None = None
         lbs: dict[str, LoadBalancer] = {}
         runs: list[CellRun] = []
@@ -213,6 +220,13 @@ class Execution:
                     _say(f"--keep: the cluster stays up; admin kubeconfig {cluster.admin_kubeconfig}; "
                          f"API server {cluster.server_url()}. Ctrl-C tears it down.")
                     _wait_for_ctrl_c()
+            if kube:
+                phases.enter("kubernetes")
+                run_kubernetes_cells(
+                    kube, clusters={c.name: c for c in p.matrix.clusters if isinstance(c, KubernetesCluster)},
+                    descriptors=p.descriptors, run_id=self.run_id, run_dir=self.run_dir, results=self.results,
+                    stop=self.stop, images_from=self.images_from, keep=self.keep, jobs=self.jobs, say=_say,
+                    run_rounds=self._run_rounds)
         except Interrupted:
             self.interrupted = True
             raise
@@ -337,12 +351,14 @@ def main(args: argparse.Namespace) -> int:
     if args.plan:
         print(describe_plan(prepared.cells, prepared.skips))
         return 0
-    sysdeps.require_root("running the matrix on the embedded cluster")
-    sysdeps.ensure_tools(_say)
+    if any(c.cluster_kind != "kubernetes" and not prepared.skips.get(c.id) for c in prepared.cells):
+        sysdeps.require_root("running the matrix on the embedded cluster")
+        sysdeps.ensure_tools(_say)
     out = Path(args.out)
     if args.jobs < 0:
         raise UsageError("--jobs must be 0 (all at once) or a positive number")
-    ex = Execution(prepared=prepared, out=out, jobs=args.jobs, keep=args.keep)
+    ex = Execution(prepared=prepared, out=out, jobs=args.jobs, keep=args.keep,
+                   images_from=getattr(args, "images_from", None))
     _say(f"run {ex.run_id}: {len(prepared.cells)} cells from {matrix_path}; evidence in {ex.run_dir}")
     try:
         result = ex.execute()
