@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render a results file")
     rep.add_argument("results", help="a results.json written by a run")
     rep.add_argument("--format", choices=["plain", "github"], default="plain")
+    rep.add_argument("--html", action="store_true",
+                     help="also (re)write index.html, the cell pages with timelines, and junit.xml")
 
     cl = sub.add_parser("cluster", help="the embedded cluster on its own")
     cl.add_argument("action", choices=["check", "up"])

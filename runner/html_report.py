@@ -114,6 +114,8 @@ def _write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        # Pages are for reading, also by a web server or a CI artifact collector of another user.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -147,7 +149,7 @@ def reproduce_command(run: RunResult, cell: CellResult) -> str:
 def _legend() -> list[str]:
     out = ['<ul class="legend">']
     for v in Verdict:
-        out.append(f'<li><span class="swatch {_VERDICT_CLASS[v]}">{_e(v.value)}</span>{_e(v.legend)}</li>')
+        out.append(f'<li><span class="swatch {_VERDICT_CLASS[v]}">{_e(v.value)}</span> {_e(v.legend)}</li>')
     return [*out, "</ul>"]
 
 

@@ -119,6 +119,7 @@ def write_junit(run: RunResult, run_dir: Path) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(render_junit(run))
+        os.chmod(tmp, 0o644)  # read by CI's collector, which may run as another user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -384,11 +384,27 @@ def load_results(path: Path) -> RunResult:
         ) from None
 
 
-def render_readme_section(run: RunResult) -> str:
-    """The README's part: which run, the table with profiles, legend and mitigations; no per-cell detail."""
+def readme_examples(run: RunResult) -> dict[str, CellResult]:
+    """One FAIL-SILENT and one PASS watch cell (the first of each), whose timelines the README shows."""
+    out: dict[str, CellResult] = {}
+    for c in run.cells:
+        if c.scenario == "watch" and c.verdict in (Verdict.FAIL_SILENT, Verdict.PASS):
+            out.setdefault(c.verdict.value, c)
+    return out
+
+
+def render_readme_section(run: RunResult, images: dict[str, str] | None = None) -> str:
+    """The README's part: which run, the table with profiles, legend and mitigations, and the
+    example timelines (`images`: verdict -> repo-relative SVG path); no per-cell detail."""
     head = (f"From run `{run.run_id}` of `{run.matrix}` ({_when(run.finished)}; "
             f"{run.machine.get('cpus', '?')} CPUs, kernel {run.machine.get('kernel', '?')}). "
             "Each cell's evidence is in `results/<run-id>/cells/`; `report.md` there has every round.")
     if run.interrupted:
         head += " **This run was interrupted.**"
-    return "\n".join([head, "", render_table(run, "github").rstrip(), ""])
+    parts = [head, "", render_table(run, "github").rstrip(), ""]
+    examples = readme_examples(run)
+    for verdict, path in sorted((images or {}).items(), key=lambda kv: kv[0] != "FAIL-SILENT"):
+        c = examples[verdict]
+        parts += [f"**{verdict}**: `{c.cell_id}`: {_md(c.reason)}", "",
+                  f"![{verdict} timeline of {c.cell_id}]({path})", ""]
+    return "\n".join(parts)

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from runner.clientbuild import BuiltClient, build_client
 from runner.descriptor import Descriptor, load_descriptor
 from runner.embedded import EmbeddedCluster
 from runner.errors import BuildError, ExitCode, Interrupted, UsageError, WatchdropError
+from runner.html_report import write_extras
 from runner.images import kubernetes_problem
 from runner.k8s_backend import run_kubernetes_cells
 from runner.lb import LoadBalancer
@@ -35,7 +37,7 @@ from runner.pcapfacts import PcapError, PcapFacts, read_pcap
 from runner.phases import PhaseLog
 from runner.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
 from runner.progress import RunProgress
-from runner.report import render_readme_section, render_table, update_readme, write_reports
+from runner.report import readme_examples, render_readme_section, render_table, update_readme, write_reports
 from runner.timer import start_timer_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -255,6 +257,10 @@ class Execution:
                 self.interrupted = self.interrupted or signals.interrupted()
                 self.result = self.to_result()
                 write_reports(self.result, self.run_dir)
+                try:
+                    write_extras(self.result, self.run_dir)
+                except Exception as exc:  # the JSON and markdown are written; the pictures are extra
+                    _say(f"warning: the HTML report could not be written: {exc}")
                 phases.enter("done")
         return self.result
 
@@ -291,6 +297,19 @@ class Execution:
             profiles=sorted(profiles.values(), key=lambda x: x.name),
             cells=[self.results[c.id] for c in p.cells], interrupted=self.interrupted,
         )
+
+
+def readme_images(result: RunResult, run_dir: Path) -> dict[str, str]:
+    """Copy the example cells' timelines into docs/timelines/ (results/ is not in the repo)."""
+    images = {}
+    for verdict, cell in readme_examples(result).items():
+        svg = run_dir / "cells" / cell.cell_id / "timeline.svg"
+        if svg.exists():
+            target = REPO / "docs" / "timelines" / f"{verdict.lower()}.svg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(svg, target)
+            images[verdict] = str(target.relative_to(REPO))
+    return images
 
 
 def _read_one(path: Path) -> PcapFacts | Exception:
@@ -372,7 +391,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nresults: {ex.run_dir / 'results.json'}  report: {ex.run_dir / 'report.md'}")
     if prepared.full and not args.no_readme and matrix_path.resolve().parent == REPO:
         readme = REPO / "README.md"
-        if readme.exists() and update_readme(readme, render_readme_section(result)):
+        if readme.exists() and update_readme(readme, render_readme_section(result, readme_images(result, ex.run_dir))):
             _say("README.md: table updated")
     return int(ExitCode.CELL_ERRORS if any(c.verdict is Verdict.ERROR for c in result.cells) else ExitCode.OK)
 

@@ -9,6 +9,13 @@ from runner.report import load_results, render_table
 
 
 def report_main(args: argparse.Namespace) -> int:
-    run = load_results(Path(args.results))
+    """Print the table; with --html, also write index.html, the cell pages and junit.xml beside it."""
+    path = Path(args.results)
+    run = load_results(path)
     print(render_table(run, args.format))
+    if getattr(args, "html", False):
+        from runner.html_report import write_extras
+
+        write_extras(run, path.parent)
+        print(f"\nHTML report: {path.parent / 'index.html'}")
     return 0

@@ -26,7 +26,9 @@ compared byte for byte elsewhere). Text is drawn as paths, so the SVG needs no f
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -352,8 +354,16 @@ def draw_timeline(ev: Evidence, cell: CellResult, out: Path) -> Path:
                bbox_to_anchor=(0.5, 0.0))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT, "svg.fonttype": "path"}):
-        fig.savefig(out, format="svg", metadata={"Date": None})
+    # Written beside and renamed, so a page never links a half-written image.
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT, "svg.fonttype": "path"}):
+            fig.savefig(fh, format="svg", metadata={"Date": None})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return out
 
 

@@ -359,3 +359,24 @@ def test_rendered_results_validate_against_the_schema() -> None:
 def test_schema_verdicts_match_the_model() -> None:
     schema = json.loads(SCHEMA.read_text())
     assert schema["$defs"]["verdict"]["enum"] == [v.value for v in Verdict]
+
+
+def test_readme_section_shows_the_example_timelines() -> None:
+    from runner.report import readme_examples, render_readme_section
+
+    run = _run_with_examples()
+    examples = readme_examples(run)
+    assert set(examples) == {"FAIL-SILENT", "PASS"}
+    text = render_readme_section(run, {"PASS": "docs/timelines/pass.svg",
+                                       "FAIL-SILENT": "docs/timelines/fail-silent.svg"})
+    assert text.index("fail-silent.svg") < text.index("pass.svg")  # the failure first
+    assert "## Cells" not in text  # no per-cell detail in the README
+
+
+def _run_with_examples():
+    import dataclasses
+
+    run = sample_run()
+    cells = [dataclasses.replace(run.cells[0], verdict=Verdict.PASS, scenario="watch"),
+             dataclasses.replace(run.cells[0], client="x", verdict=Verdict.FAIL_SILENT, scenario="watch")]
+    return dataclasses.replace(run, cells=cells)

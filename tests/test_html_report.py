@@ -1,0 +1,274 @@
+"""The HTML report: pages rendered from a real recorded run and looked at in a real headless browser.
+
+The recorded run (tests/test_timeline.recorded_run) gets its pages written into its own results dir,
+as the runner does at the end of a run; the browser's screenshots are saved next to them under
+`screenshots/` for a person to look at. Pure-logic tests (escaping, layout) use a model-built run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from runner.html_report import cell_page_path, reproduce_command, write_extras, write_html
+from runner.model import RunResult, Verdict
+from runner.report import load_results
+from tests.test_junit import synthetic_run, validate_results_json
+from tests.test_timeline import FAIL_SILENT_ID, PASS_ID, recorded_run
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+
+
+class Page(HTMLParser):
+    """Tags, attributes and text of a page, enough to assert on its structure."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict[str, str]]:
+        return [a for t, a in self.tags if t == tag]
+
+    @property
+    def plain(self) -> str:
+        return " ".join("".join(self.text).split())
+
+
+@pytest.fixture(scope="module")
+def rendered() -> tuple[RunResult, Path]:
+    run_dir = recorded_run()
+    # Every results.json rendered here follows the published schema.
+    validate_results_json((run_dir / "results.json").read_text(encoding="utf-8"))
+    run = load_results(run_dir / "results.json")
+    write_extras(run, run_dir)
+    return run, run_dir
+
+
+def _page(path: Path) -> Page:
+    return Page(path.read_text(encoding="utf-8"))
+
+
+# --- the files ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_index_links_every_cell_to_its_page(rendered) -> None:
+    run, run_dir = rendered
+    page = _page(run_dir / "index.html")
+    hrefs = {a["href"] for a in page.all("a")}
+    for cell in run.cells:
+        assert cell_page_path(cell) in hrefs
+        assert (run_dir / cell_page_path(cell)).is_file()
+    assert {"results.json", "report.md", "junit.xml"} <= hrefs
+    assert (run_dir / "junit.xml").is_file()
+    text = page.plain
+    assert "silent-drop after 45 s idle (scaled from azure-slb-no-reset: 240 s)" in text  # the real numbers
+    for v in Verdict:
+        assert v.legend in text
+
+
+@pytest.mark.slow
+def test_fail_silent_page_says_what_happened_without_logs(rendered) -> None:
+    run, run_dir = rendered
+    cell = next(c for c in run.cells if c.cell_id == FAIL_SILENT_ID)
+    assert cell.verdict is Verdict.FAIL_SILENT, cell.reason
+    page = _page(run_dir / cell_page_path(cell))
+    story = page.plain.split("What happened", 1)[1].split("Timeline", 1)[0]
+    # The flow idled past the timeout, the LB forgot it without telling anyone, the update was
+    # written, nothing reached the pod or the watcher, and the watcher never complained.
+    assert re.search(r"carried no packet either way for \d+ s .* at least the LB's idle timeout of 45 s", story)
+    assert re.search(r"expired flow :\d+ after 45 s idle at \+[\d.]+ s and forgot it; it sent no RST", story)
+    assert "set the trigger to round-1" in story and "set the trigger to round-2" in story
+    assert story.count("no matching event-seen by the deadline") == 2
+    assert story.count("not one data packet from the server reached the pod") == 2
+    assert "no error and no reconnect" in story
+    assert "FAIL-SILENT" in page.plain.split("What happened", 1)[0]
+
+
+@pytest.mark.slow
+def test_cell_page_has_every_part(rendered) -> None:
+    run, run_dir = rendered
+    for cell in run.cells:
+        path = run_dir / cell_page_path(cell)
+        page = _page(path)
+        imgs = page.all("img")
+        assert [i["src"] for i in imgs] == ["timeline.svg"]
+        ET.parse(path.parent / "timeline.svg")
+        for heading in ("Expected vs observed, per round", "Facts read from the packets", "LB events",
+                        "Watcher (stdout, JSON lines)", "Evidence files", "Reproduce this cell only"):
+            assert heading in page.plain
+        assert reproduce_command(run, cell) in page.plain
+        assert reproduce_command(run, cell) == (
+            f"python -m runner matrix.quick.yaml --only client={cell.client} --only cluster={cell.cluster} "
+            f"--only scenario={cell.scenario}")
+        # Every relative link resolves to a file of the run: pcaps, logs, the way back.
+        hrefs = [a["href"] for a in page.all("a")]
+        assert any(h.endswith("pod.pcap") for h in hrefs)
+        for h in hrefs:
+            assert (path.parent / h).resolve().is_file(), h
+
+
+@pytest.mark.slow
+def test_rerendering_gives_the_same_bytes(rendered, tmp_path) -> None:
+    run, run_dir = rendered
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, symlinks=True)
+    write_html(run, copy)
+    for path in [run_dir / "index.html", *(run_dir / "cells").rglob("index.html"), *(run_dir / "cells").rglob("*.svg")]:
+        assert (copy / path.relative_to(run_dir)).read_bytes() == path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_pages_are_self_contained(rendered) -> None:
+    _, run_dir = rendered
+    for path in [run_dir / "index.html", *(run_dir / "cells").rglob("index.html")]:
+        text = path.read_text(encoding="utf-8")
+        assert "<script" not in text.lower()
+        assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), path
+        assert "@import" not in text and "url(" not in text
+
+
+# --- escaping and layout, from a model-built run ---------------------------------------------------
+
+
+def test_hostile_text_is_escaped_everywhere(tmp_path) -> None:
+    run = synthetic_run()
+    validate_results_json(run.to_json())
+    write_html(run, tmp_path)
+    pages = [tmp_path / "index.html", *(tmp_path / "cells").rglob("index.html")]
+    assert len(pages) == 1 + len(run.cells)
+    for path in pages:
+        text = path.read_text(encoding="utf-8")
+        assert "<script>" not in text and "<b>boom</b>" not in text
+    index = _page(tmp_path / "index.html").plain
+    assert 'missed round; error "<b>boom</b>" & more' in index  # shown as text, intact
+    error_page = _page(tmp_path / "cells/client-c/lb-1/watch/index.html").plain
+    assert "<script>alert(1)</script>" in error_page
+    skipped = _page(tmp_path / "cells/client-c/lb-2/watch/index.html").plain
+    assert "No timeline: no evidence recorded for this cell" in skipped
+
+
+def test_index_uses_the_text_tables_rows_and_columns(tmp_path) -> None:
+    run = synthetic_run()
+    write_html(run, tmp_path)
+    page = _page(tmp_path / "index.html")
+    heads = [t for t, _ in page.tags if t in ("th",)]
+    assert heads  # rows and headers exist
+    plain = page.plain
+    assert plain.index("client-a") < plain.index("client-b") < plain.index("client-c")
+    assert "6 cells: 1 PASS, 1 RECOVERED, 1 FAIL-LOUD, 1 FAIL-SILENT, 1 ERROR, 1 SKIPPED." in plain
+
+
+def test_a_cell_id_that_would_leave_cells_gets_no_page(tmp_path) -> None:
+    run = synthetic_run()
+    run.cells[0].client = ".."
+    run.cells[0].folder = ".."
+    write_html(run, tmp_path / "run")
+    assert not (tmp_path / "run" / "lb-1").exists()
+    assert not list((tmp_path).glob("lb-1*"))
+
+
+# --- in a real browser ----------------------------------------------------------------------------
+
+
+def _chromium() -> str:
+    """chromium's path, installing Debian's package as root when it is missing; else skip."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("chromium is not installed and cannot be installed here (not root or no apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0 and argv[1] == "install":
+            pytest.skip(f"chromium could not be installed: {proc.stderr.strip()[-300:]}")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("chromium could not be installed")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[tuple[str, Path]]:
+    exe = _chromium()
+    profile = Path(tempfile.mkdtemp(prefix="wdtest-chromium-"))
+    try:
+        yield exe, profile
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _chrome(browser: tuple[str, Path], *args: str) -> str:
+    exe, profile = browser
+    proc = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _shot(browser: tuple[str, Path], url: str, out: Path, size: str) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _chrome(browser, f"--window-size={size}", f"--screenshot={out}", url)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return out
+
+
+def _pixels_near(png: Path, rgb: tuple[int, int, int], tol: int = 3) -> int:
+    from PIL import Image  # pillow comes with matplotlib
+
+    with Image.open(png) as im:
+        data = im.convert("RGB").tobytes()
+    return sum(1 for i in range(0, len(data), 3)
+               if all(abs(data[i + k] - rgb[k]) <= tol for k in range(3)))
+
+
+@pytest.mark.slow
+def test_browser_renders_the_matrix_and_a_cell_page_with_its_timeline(rendered, browser) -> None:
+    run, run_dir = rendered
+    index_dom = Page(_chrome(browser, "--dump-dom", (run_dir / "index.html").as_uri()))
+    tables = [a for a in index_dom.all("table") if "matrix" in a.get("class", "")]
+    assert len(tables) == 1
+    links = [a["href"] for a in index_dom.all("a") if a["href"].startswith("cells/")]
+    assert sorted(links) == sorted(cell_page_path(c) for c in run.cells)
+
+    # Follow the FAIL-SILENT cell's link as the browser resolves it.
+    silent = next(c for c in run.cells if c.cell_id == FAIL_SILENT_ID)
+    page_path = (run_dir / next(h for h in links if h == cell_page_path(silent))).resolve()
+    cell_dom = Page(_chrome(browser, "--dump-dom", page_path.as_uri()))
+    assert "FAIL-SILENT" in cell_dom.plain and "What happened" in cell_dom.plain
+    srcs = [i["src"] for i in cell_dom.all("img")]
+    assert srcs == ["timeline.svg"]
+    svg_path = page_path.parent / srcs[0]
+    assert ET.parse(svg_path).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    # The browser itself loads the SVG as an image document, not an XML error page.
+    svg_dom = _chrome(browser, "--dump-dom", svg_path.as_uri())
+    assert "<svg" in svg_dom and "error on line" not in svg_dom.lower()
+
+    shots = run_dir / "screenshots"
+    index_png = _shot(browser, (run_dir / "index.html").as_uri(), shots / "index.png", "1400,900")
+    cell_png = _shot(browser, page_path.as_uri(), shots / "fail-silent-cell.png", "1400,1600")
+    pass_cell = next(c for c in run.cells if c.cell_id == PASS_ID)
+    _shot(browser, (run_dir / cell_page_path(pass_cell)).as_uri(), shots / "pass-cell.png", "1400,1600")
+    # The CSS applied (the FAIL-SILENT colour fills a table cell) and the timeline image drew
+    # (its idle-past-timeout shading only exists inside the SVG).
+    assert _pixels_near(index_png, (0xFF, 0xCF, 0xD2)) > 2000
+    assert _pixels_near(cell_png, (254, 245, 222), tol=4) > 5000
