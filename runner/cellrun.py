@@ -260,7 +260,7 @@ class CellRun:
             lb_helper_died=any("agent" in p for p in lb_problems),
             apiserver_died=not cluster_alive,
             harness_errors=errors + [p for p in lb_problems if "agent" not in p],
-            expected_version=desc.version,
+            expected_version=desc.version_for(cell.build_env),
         )
         j = judge_cell(inputs)
         result = base_result(cell, desc, j.verdict, j.reason)

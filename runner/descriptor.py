@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -86,10 +86,19 @@ class Descriptor(BaseModel):
     settings: dict[str, str] = Field(
         default_factory=dict, description="extra environment variables the watcher understands -> meaning"
     )
+    version_env: str | None = Field(
+        None,
+        description="a build_env variable a variant may set to build another library version; the watcher must "
+        "then report that version instead of `version`",
+    )
     scenarios: list[Literal["watch", "idle-request"]] = Field(
         default_factory=lambda: ["watch", "idle-request"],
         description="the scenarios the watcher implements; cells of the others are SKIPPED with the reason",
     )
+
+    def version_for(self, build_env: Mapping[str, str]) -> str:
+        """The library version a build with this build_env pins."""
+        return (build_env.get(self.version_env) if self.version_env else None) or self.version
 
     def build_argvs(self, src: Path, out: Path) -> list[list[str]]:
         """The build commands with `{src}`/`{out}` filled in."""

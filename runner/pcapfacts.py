@@ -135,9 +135,10 @@ class PcapFacts:
             count = sum(len(r) for _, r in records)
             if count:
                 bursts = [(c, t) for c, r in records for t in _burst_starts([t for t, _ in r])]
-                idles = [_silence_before(c, t) for c, t in bursts]
-                # A record right after other traffic (a reply, a request's tail) is no keepalive.
-                idle = _median([i for i in idles if i is not None and i >= 1.0])
+                idles = [i for c, t in bursts if (i := _silence_before(c, t)) is not None and i >= 1.0]
+                # A record right after other traffic (a reply, a request's tail) is no keepalive, and
+                # neither is a lone one after a silence (a TLS close_notify): it must recur.
+                idle = _median(idles) if len(idles) >= 2 else None
                 after = f" after {_fmt_seconds(idle)} s idle" if idle is not None else ""
                 parts.append(
                     f"small records from {side}{after} ({_plural(len(bursts), 'burst')}, {_plural(count, 'record')})"

@@ -86,7 +86,8 @@ def skipped_result(cell: Cell, desc: Descriptor, reason: str) -> CellResult:
 
 def base_result(cell: Cell, desc: Descriptor, verdict: Verdict, reason: str) -> CellResult:
     return CellResult(
-        client=cell.client, folder=cell.folder, library=desc.library, library_version=desc.version,
+        client=cell.client, folder=cell.folder, library=desc.library,
+        library_version=desc.version_for(cell.build_env),
         api_style=cell.env.get("WATCHDROP_STYLE", desc.api_style), variant_env=dict(cell.env),
         cluster=cell.cluster, profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
         scenario=cell.scenario,
