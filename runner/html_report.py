@@ -44,6 +44,7 @@ from runner.report import (
     _mitigations,
     _ordered_entries,
     _profiles_used,
+    _rel,
     _when,
 )
 from runner.timeline import Evidence, LbFlow, draw_timeline, read_evidence, read_jsonl
@@ -222,14 +223,6 @@ def render_index(run: RunResult, linkable: set[str]) -> str:
 
 
 # --- a cell's page --------------------------------------------------------------------------------
-
-
-def _rel(t: float | None, origin: float | None) -> str:
-    if t is None:
-        return "—"
-    if origin is None:
-        return f"{t:.3f}"
-    return f"+{t - origin:.1f} s"
 
 
 def _port(endpoint: str) -> str:
