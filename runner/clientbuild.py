@@ -13,10 +13,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from runner.cache import cache_root
 from runner.descriptor import Descriptor
@@ -56,7 +60,31 @@ def build_key(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]) -
     return h.hexdigest()[:16]
 
 
-def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str], log_path: Path) -> BuiltClient:
+def _run_step(argv: list[str], cwd: Path, env: dict[str, str], log: IO[str], stop: threading.Event | None) -> int:
+    """One build command in its own process group, so an interrupted run can stop all of it."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while proc.poll() is None:
+        if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+            why = "interrupted" if stop is not None and stop.is_set() else f"timed out after {BUILD_TIMEOUT} s"
+            log.write(f"{why}: stopping the build\n")
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            return -1
+        time.sleep(0.1)
+    return proc.returncode
+
+
+def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str], log_path: Path,
+                 stop: threading.Event | None = None) -> BuiltClient:
     """Return the built client, building it first unless the cache has it."""
     out = cache_root() / "clients" / f"{descriptor.name}-{build_key(src, descriptor, build_env)}"
     built = BuiltClient(folder=src.name, descriptor=descriptor, out=out, src=src.resolve())
@@ -77,15 +105,10 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
                 log.write("$ " + " ".join(argv) + "\n")
                 log.flush()
                 try:
-                    proc = subprocess.run(argv, cwd=built.src, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          timeout=BUILD_TIMEOUT, check=False)
-                    rc = proc.returncode
+                    rc = _run_step(argv, built.src, env, log, stop)
                 except FileNotFoundError:
                     rc = 127
                     log.write(f"not found: {argv[0]}\n")
-                except subprocess.TimeoutExpired:
-                    rc = -1
-                    log.write(f"timed out after {BUILD_TIMEOUT} s\n")
                 if rc != 0:
                     log.flush()
                     shutil.rmtree(out, ignore_errors=True)

@@ -139,13 +139,17 @@ class Execution:
             log = self.run_dir / "builds" / f"{cell.client}.log"
             _say(f"build {cell.folder} ({desc.library} {desc.version})")
             try:
-                built[key] = build_client(cell.src, desc, cell.build_env, log)
+                built[key] = build_client(cell.src, desc, cell.build_env, log, stop=self.stop)
             except BuildError as exc:
                 built[key] = exc
                 _say(f"build {cell.folder} FAILED: {exc.message}")
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(one, keys))
+            try:
+                list(pool.map(one, keys))
+            except BaseException:
+                self.stop.set()  # running builds stop before the pool's exit waits for them
+                raise
         return built
 
     # -- run --------------------------------------------------------------------------------
