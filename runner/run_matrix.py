@@ -44,7 +44,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    # One write per line: build threads print at the same time, and print() writes the text and
+    # its newline separately.
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
 
 
 @dataclass
