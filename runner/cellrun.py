@@ -33,6 +33,8 @@ from runner.verdicts import CellInputs, Update, judge_cell, parse_watcher_log, s
 
 TRIGGER = "trigger"
 OPEN_TIMEOUT = 60.0
+#: How long the first request of an idle-request round may take before it counts as hung.
+FIRST_REQUEST_GRACE = 120.0
 API_PORT = 6443
 
 
@@ -212,11 +214,18 @@ class CellRun:
         say(f"  {c.id}: idle-request finished", True)
 
     def _hung_request(self, after: float) -> dict[str, Any] | None:
-        """The last request-sent line, when no request-done followed it for `after` seconds."""
+        """The last request-sent line, when no request-done followed it for `after` seconds.
+
+        The first request of a round meets no stale connection, only the process's own warm-up (a
+        cold JVM on a busy machine), so it gets FIRST_REQUEST_GRACE before it counts as hung."""
         lines = [x for x in _jsonl(self.stdout) if x.get("event") in ("request-sent", "request-done")]
-        if lines and lines[-1]["event"] == "request-sent" and time.time() - float(lines[-1]["ts"]) > after:
-            return lines[-1]
-        return None
+        if not lines or lines[-1]["event"] != "request-sent":
+            return None
+        last = lines[-1]
+        first_of_round = not any(x["event"] == "request-sent" and x.get("round") == last.get("round")
+                                 for x in lines[:-1])
+        limit = max(after, FIRST_REQUEST_GRACE) if first_of_round else after
+        return last if time.time() - float(last["ts"]) > limit else None
 
     # -- collect --------------------------------------------------------------------------------
     def stop_processes(self) -> None:

@@ -220,7 +220,7 @@ class Execution:
                 self._run_rounds(runs)
                 phases.enter("collect")
                 # Stopping a capture waits for its file to settle: do all of them at once.
-                with ThreadPoolExecutor(max_workers=8) as pool:
+                with ThreadPoolExecutor(max_workers=32) as pool:
                     list(pool.map(lambda r: r.stop_processes(), runs))
                 facts = read_pcaps([run.pcap_path for run in runs])
                 for run in runs:
@@ -244,8 +244,10 @@ class Execution:
             with signals.shield():
                 self.stop.set()
                 phases.enter("teardown")
-                for run in runs:
-                    run.stop_processes()
+                # In parallel: each stop may wait a few seconds (grace, capture settling), and a run
+                # has up to a few hundred cells; teardown must stay bounded.
+                with ThreadPoolExecutor(max_workers=32) as pool:
+                    list(pool.map(lambda r: r.stop_processes(), runs))
                 if self.interrupted:
                     for run in runs:
                         if run.cell.id not in self.results:
