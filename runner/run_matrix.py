@@ -268,7 +268,10 @@ class Execution:
                 self.result = self.to_result()
                 write_reports(self.result, self.run_dir)
                 try:
-                    write_extras(self.result, self.run_dir)
+                    # Pictures take about half a second a cell: an interrupted run writes only the
+                    # results (`python -m runner report RESULTS.json --html` draws them later).
+                    if not self.interrupted:
+                        write_extras(self.result, self.run_dir)
                 except Exception as exc:  # the JSON and markdown are written; the pictures are extra
                     _say(f"warning: the HTML report could not be written: {exc}")
                 phases.enter("done")
