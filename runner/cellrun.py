@@ -33,6 +33,7 @@ from runner.verdicts import CellInputs, Update, judge_cell, parse_watcher_log, s
 
 TRIGGER = "trigger"
 OPEN_TIMEOUT = 60.0
+WATCHER_STOP_GRACE = 15.0
 #: How long the first request of an idle-request round may take before it counts as hung.
 FIRST_REQUEST_GRACE = 120.0
 API_PORT = 6443
@@ -230,7 +231,9 @@ class CellRun:
     # -- collect --------------------------------------------------------------------------------
     def stop_processes(self) -> None:
         if self.watcher is not None and self.watcher_exit is None:
-            self.watcher_exit = self.watcher.stop(grace=5)
+            # Generous: on a loaded machine a watcher may need seconds to act on SIGTERM, and a
+            # SIGKILL after the grace would read as a crash (ERROR).
+            self.watcher_exit = self.watcher.stop(grace=WATCHER_STOP_GRACE)
         if self.capture is not None:
             self.capture.stop()
 
