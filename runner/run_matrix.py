@@ -60,6 +60,7 @@ class Prepared:
     descriptors: dict[str, Descriptor]
     skips: dict[str, str | None]
     full: bool  # no --only: the whole matrix runs
+    unmatched: list[tuple[str, str]] = field(default_factory=list)  # --only filters that matched nothing
 
 
 def prepare(matrix_path: Path, only: Sequence[str], clients_dir: Path | None = None) -> Prepared:
@@ -78,9 +79,8 @@ def prepare(matrix_path: Path, only: Sequence[str], clients_dir: Path | None = N
             skips[c.id] = kubernetes_problem(c.src, c.build_env) or (
                 None if c.scenario in desc.scenarios
                 else f"{c.folder} implements only the {' and '.join(desc.scenarios)} scenario")
-    prepared = Prepared(matrix_path, matrix, cells, descriptors, skips, full=not filters)
-    prepared.unmatched = unmatched(all_cells, filters)  # type: ignore[attr-defined]
-    return prepared
+    return Prepared(matrix_path, matrix, cells, descriptors, skips, full=not filters,
+                    unmatched=unmatched(all_cells, filters))
 
 
 def skipped_result(cell: Cell, desc: Descriptor, reason: str) -> CellResult:
@@ -375,7 +375,7 @@ def _wait_for_ctrl_c() -> None:
 def main(args: argparse.Namespace) -> int:
     matrix_path = Path(args.matrix)
     prepared = prepare(matrix_path, args.only, Path(args.clients) if getattr(args, "clients", None) else None)
-    for key, glob in getattr(prepared, "unmatched", []):
+    for key, glob in prepared.unmatched:
         _say(f"note: --only {key}={glob} matched no cell")
     if not prepared.cells:
         print("watchdrop: nothing selected: no cell matches the --only filters", file=sys.stderr)
