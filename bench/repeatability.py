@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +30,15 @@ def main() -> int:
         argv = [sys.executable, "-m", "runner", args.matrix, "--out", str(out), "--no-readme"]
         for o in args.only:
             argv += ["--only", o]
-        subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+        t0 = time.monotonic()
+        # The runner's own output goes to a log next to the results, to read while it runs.
+        with (out / "runner.log").open("w") as log:
+            rc = subprocess.run(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        took = time.monotonic() - t0
         results = json.loads((out / "latest" / "results.json").read_text())
         for c in results["cells"]:
             seen.setdefault(f"{c['client']}/{c['cluster']}/{c['scenario']}", []).append((c["verdict"], c["reason"]))
-        print(f"run {i + 1}/{args.runs}: {results['run_id']} in {out}", flush=True)
+        print(f"run {i + 1}/{args.runs}: {results['run_id']} exit {rc} in {took:.0f} s, {out}", flush=True)
     same = [k for k, v in seen.items() if len({verdict for verdict, _ in v}) == 1]
     print(f"agreement: {len(same)}/{len(seen)} cells = {len(same) / max(len(seen), 1):.3f}")
     for k, v in sorted(seen.items()):

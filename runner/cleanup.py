@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from runner.commands import CommandLog
@@ -92,7 +93,45 @@ def clean(log: CommandLog, say=print) -> int:  # type: ignore[no-untyped-def]
     return removed
 
 
-def main() -> int:
-    n = clean(CommandLog())
+def clean_kubernetes(matrix_path: Path, say=print) -> int:  # type: ignore[no-untyped-def]
+    """Delete the namespaces crashed runs from this host left on the matrix's kubernetes clusters."""
+    from kubernetes import client
+
+    from runner import kube_leftovers
+    from runner.k8s_backend import REQUEST_TIMEOUT, api_error, connect, delete_command
+    from runner.matrix import KubernetesCluster, load_matrix
+
+    matrix = load_matrix(matrix_path, matrix_path.resolve().parent / "clients")
+    removed = 0
+    for cluster in matrix.clusters:
+        if not isinstance(cluster, KubernetesCluster):
+            continue
+        access = connect(cluster)
+        api = access.new_api()
+        try:
+            removed += len(kube_leftovers.remove(
+                client.CoreV1Api(api), own_run_id="", timeout=REQUEST_TIMEOUT,
+                say=lambda t, c=cluster.name: say(f"{c}: {t}"),  # type: ignore[misc]
+                delete_hint=partial(delete_command, access)))
+        except Exception as exc:
+            say(f"{cluster.name}: could not look for leftovers: {api_error(exc)}")
+        finally:
+            api.close()
+    return removed
+
+
+def main(matrix_path: Path | None = None) -> int:
+    """`clean`: this machine's leftovers (as root), and with a matrix its kubernetes clusters' too."""
+    n = 0
+    if os.geteuid() == 0:
+        n += clean(CommandLog())
+    elif matrix_path is None:
+        from runner import sysdeps
+
+        sysdeps.require_root("clean")
+    else:
+        print("clean: not root, so this machine's namespaces and processes are not looked at")
+    if matrix_path is not None:
+        n += clean_kubernetes(matrix_path)
     print(f"clean: removed {n} leftover(s)" if n else "clean: nothing to remove")
     return 0

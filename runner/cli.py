@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from runner import signals
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
@@ -23,7 +24,8 @@ commands:
   cluster check          start the embedded etcd + kube-apiserver, do one smoke round, tear down
   cluster up             start the embedded cluster and keep it up until Ctrl-C
   lb-probe --profile P   the seed's curl experiment through one load-balancer profile
-  clean                  remove leftovers (namespaces, nft tables, processes) of crashed runs
+  clean [MATRIX.yaml]    remove leftovers (namespaces, nft tables, processes) of crashed runs;
+                         with a matrix, also their namespaces on its kubernetes clusters
 
 exit codes: 0 ran, no ERROR cells; 1 some cell ERROR; 2 interrupted; 3 internal error;
             4 usage error or bad matrix; 5 nothing selected.
@@ -70,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--idle-timeout", type=int, help="override the profile's idle timeout (s)")
     probe.add_argument("--out", default="results", help="where the evidence goes")
 
-    sub.add_parser("clean", help="remove leftovers of crashed runs (only wd- prefixed resources)")
+    cln = sub.add_parser("clean", help="remove leftovers of crashed runs (only wd- prefixed resources)")
+    cln.add_argument("matrix", nargs="?",
+                     help="also delete crashed runs' namespaces on this matrix's kubernetes clusters")
     return p
 
 
@@ -94,10 +98,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
     if args.command == "clean":
-        from runner import cleanup, sysdeps
+        from runner import cleanup
 
-        sysdeps.require_root("clean")
-        return cleanup.main()
+        return cleanup.main(Path(args.matrix) if args.matrix else None)
     if args.command == "lb-probe":
         from runner import lbprobe
 

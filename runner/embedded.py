@@ -55,10 +55,12 @@ class EmbeddedCluster:
                  ready_timeout: float = 90.0):
         self.run_id = run_id or new_run_id()
         self._own_workdir = workdir is None
+        self.topology = Topology(self.run_id, CommandLog())
+        self.topology.claim()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"watchdrop-{self.run_id}-"))
         self.evidence_dir = evidence_dir or self.workdir / "evidence"
         self.log = CommandLog(self.evidence_dir / "commands.log")
-        self.topology = Topology(self.run_id, self.log)
+        self.topology.log = self.log
         self.churn_interval = churn_interval
         self.progress = progress
         self.extra_apiserver_args = extra_apiserver_args or []

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -43,8 +44,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from runner import kube_leftovers, signals
 from runner import manifests as m
-from runner import signals
 from runner.cellrun import CellRun, CellSetupError
 from runner.clientbuild import BuiltClient
 from runner.descriptor import Descriptor
@@ -53,6 +54,7 @@ from runner.images import Images, resolve_images
 from runner.matrix import KubernetesCluster
 from runner.model import CellResult, Verdict
 from runner.pcapfacts import PcapError, PcapFacts, read_pcap
+from runner.phases import PhaseLog
 from runner.plan import Cell
 from runner.verdicts import EARLY_SLACK, CellInputs, Update, judge_cell, parse_watcher_log
 
@@ -135,6 +137,11 @@ def connect(cluster: KubernetesCluster) -> KubeAccess:
     if cluster.context:
         flags += ["--context", cluster.context]
     return KubeAccess(new_api=lambda: client.ApiClient(configuration=cfg), namespace=ns, kubectl_flags=tuple(flags))
+
+
+def delete_command(access: KubeAccess, run_id: str) -> str:
+    """The kubectl command that deletes a run's namespaces, shown wherever the runner leaves them."""
+    return " ".join(["kubectl", *access.kubectl_flags, "delete", "namespace", "-l", m.run_selector(run_id)])
 
 
 def api_error(exc: BaseException) -> str:
@@ -789,7 +796,7 @@ class KubernetesBackend:
         self.cluster, self.access, self.run_id, self.run_dir = cluster, access, run_id, run_dir
         self.stop, self.slot, self.say = stop, slot, say
         self.settings = settings or KubeSettings()
-        self.pull_policy = getattr(cluster, "image_pull_policy", None) or self.settings.pull_policy
+        self.pull_policy = cluster.image_pull_policy or self.settings.pull_policy
         self.run_ns = m.run_namespace(run_id, slot)
         self.evidence = run_dir / "clusters" / cluster.name
         self.evidence.mkdir(parents=True, exist_ok=True)
@@ -800,6 +807,8 @@ class KubernetesBackend:
         #: namespace -> "gone" | what it still was when teardown stopped waiting.
         self.teardown_status: dict[str, str] = {}
         self._secrets: list[tuple[str, str | None, Any]] | None = None
+        #: Written on every namespace, so a later run can tell whether this one crashed.
+        self.runner = kube_leftovers.runner_mark(os.getpid())
 
     def note(self, text: str) -> None:
         with (self.evidence / "cluster.log").open("a") as f:
@@ -851,13 +860,31 @@ class KubernetesBackend:
         return [m.pull_secret_copy({"metadata": {"name": name}, "type": kind, "data": data}, ns, self.run_id)
                 for name, kind, data in self._secrets]
 
+    def remove_leftovers(self) -> list[str]:
+        """Delete the namespaces of earlier runs from this host that were killed before their
+        teardown (runner/kube_leftovers.py); a fault here is noted, it does not stop the run."""
+        api = self.access.new_api()
+        try:
+            removed = kube_leftovers.remove(client.CoreV1Api(api), own_run_id=self.run_id, timeout=REQUEST_TIMEOUT,
+                                            say=lambda t: self.say(f"  {self.cluster.name}: {t}"),
+                                            delete_hint=self.delete_command)
+        except Exception as exc:
+            self.say(f"  {self.cluster.name}: could not look for leftovers of crashed runs: {api_error(exc)}")
+            return []
+        finally:
+            api.close()
+        for ns in removed:
+            self.note(f"removed leftover namespace {ns}")
+        return removed
+
     # -- the timer server -------------------------------------------------------------------------
     def deploy_timer(self, images: Images) -> None:
         """The seed's LB probe behind a Service of the cluster's service_type. Not evidence for any
         cell, so a failure here is noted, not fatal."""
         objs = m.timer_objects(self.run_ns, self.run_id, cluster=self.cluster.name, image=images.timer_server,
                                capture_image=images.capture, service_type=self.cluster.service_type,
-                               pull_policy=self.pull_policy, pull_secrets=self.cluster.pull_secrets)
+                               pull_policy=self.pull_policy, pull_secrets=self.cluster.pull_secrets,
+                               runner=self.runner)
         (self.evidence / "timer-manifests.json").write_text(json.dumps(objs, indent=2) + "\n")
         self.namespaces.append(self.run_ns)
         api = self.access.new_api()
@@ -880,7 +907,8 @@ class KubernetesBackend:
         objs = m.cell_objects(ns, self.run_id, cluster=self.cluster.name, index=index, cell=cell.id,
                               client_name=cell.client, scenario=cell.scenario, image=image,
                               capture_image=images.capture, env=cell.watcher_env(), pull_policy=self.pull_policy,
-                              pull_secrets=self.cluster.pull_secrets, api_server=self.cluster.api_server)
+                              pull_secrets=self.cluster.pull_secrets, api_server=self.cluster.api_server,
+                              runner=self.runner)
         src = cell.src or Path(cell.folder)
         # The image is the build; BuiltClient only carries the descriptor here.
         built = BuiltClient(folder=cell.folder, descriptor=desc, out=src, src=src)
@@ -1001,9 +1029,8 @@ class KubernetesBackend:
             api.close()
 
     # -- teardown ---------------------------------------------------------------------------------
-    def delete_command(self) -> str:
-        return " ".join(["kubectl", *self.access.kubectl_flags, "delete", "namespace", "-l",
-                         m.run_selector(self.run_id)])
+    def delete_command(self, run_id: str | None = None) -> str:
+        return delete_command(self.access, run_id or self.run_id)
 
     def teardown(self) -> list[str]:
         """Delete every namespace of this run on this cluster and wait (bounded) until they are gone.
@@ -1113,21 +1140,27 @@ def run_kubernetes_cells(
     run_id: str, run_dir: Path, results: dict[str, CellResult], stop: threading.Event,
     images_from: str | None = None, keep: bool = False, jobs: int = 0, settings: KubeSettings | None = None,
     say: Say = print, run_rounds: Callable[[list[CellRun]], None] | None = None, first_index: int = 0,
-    access: Mapping[str, KubeAccess] | None = None,
+    access: Mapping[str, KubeAccess] | None = None, phases: PhaseLog | None = None,
 ) -> None:
     """Run the kubernetes cells, one matrix cluster after the other, filling `results` in place (so
     an interrupted run keeps what it has). Teardown runs in `finally` for each cluster.
 
     `run_rounds` is the caller's round loop (run_matrix's, with its progress display); without it
     a plain one runs. `access` overrides how each cluster is reached (tests pass the embedded
-    API server's).
+    API server's). `phases` gets "kubernetes deploy|pods|rounds|collect|teardown" as each starts.
     """
-    settings = settings or KubeSettings()
+    base = settings or KubeSettings()
+
+    def enter(phase: str) -> None:
+        if phases is not None:
+            phases.enter(f"kubernetes {phase}")
+
     by_cluster: dict[str, list[tuple[int, Cell]]] = {}
     for i, cell in enumerate(cells):
         by_cluster.setdefault(cell.cluster, []).append((first_index + i, cell))
     for slot, (name, group) in enumerate(by_cluster.items()):
         cluster = clusters[name]
+        settings = replace(base, start_timeout=float(cluster.start_timeout)) if cluster.start_timeout else base
         backend: KubernetesBackend | None = None
         runs: list[KubeCellRun] = []
         try:
@@ -1135,11 +1168,13 @@ def run_kubernetes_cells(
             reach = (access or {}).get(name) or connect(cluster)
             images = resolve_images([c for _, c in group], registry=cluster.registry, images_from=images_from,
                                     log_dir=run_dir / "builds" / "images", say=lambda t: say(f"  {t}"),
-                                    platform=getattr(cluster, "image_platform", None))
+                                    platform=cluster.image_platform)
             backend = KubernetesBackend(cluster, reach, run_id=run_id, run_dir=run_dir, stop=stop, slot=slot,
                                         settings=settings, say=say)
             try:
+                enter("deploy")
                 backend.preflight()
+                backend.remove_leftovers()
                 backend.deploy_timer(images)
                 for index, cell in group:
                     desc = descriptors[cell.folder]
@@ -1150,14 +1185,17 @@ def run_kubernetes_cells(
                         runs.append(backend.new_cell(index, cell, desc, images))
                 say(f"  {name}: deploying {len(runs)} cells into namespaces watchdrop-{run_id}-cNNN")
                 backend.deploy(runs)
+                enter("pods")
                 say(f"  {name}: waiting up to {settings.start_timeout:.0f} s for the pods to start")
                 backend.wait_started(runs)
+                enter("rounds")
                 if run_rounds is not None:
                     run_rounds(cast("list[CellRun]", runs))
                 else:
                     _default_rounds(runs, jobs, stop, say)
                 if stop.is_set():
                     raise Interrupted("stopped")
+                enter("collect")
                 say(f"  {name}: collecting")
                 results.update(backend.collect(runs))
                 backend.collect_timer()
@@ -1171,6 +1209,7 @@ def run_kubernetes_cells(
                     if run.pod_watcher is not None:
                         run.pod_watcher.close(timeout=1.0)
                 with signals.shield():
+                    enter("teardown")
                     if keep:
                         say(f"  {name}: --keep: namespaces left in place; delete them with: {backend.delete_command()}")
                     else:

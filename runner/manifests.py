@@ -51,6 +51,9 @@ LABEL_MANAGED = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 ANNOTATION_CELL = "watchdrop.io/cell"
 ANNOTATION_CLUSTER = "watchdrop.io/cluster"
+#: `<host> <pid> <process start ticks>` of the runner that made a namespace: a later run on the
+#: same host can tell a crashed run's leftovers from a live run's (runner/kube_leftovers.py).
+ANNOTATION_RUNNER = "watchdrop.io/runner"
 MANAGER = "watchdrop"
 
 WATCHER_POD = "watcher"
@@ -185,7 +188,7 @@ def _meta(name: str, labels: Mapping[str, str], namespace: str | None = None,
 
 
 def namespace(name: str, run_id: str, *, cluster: str, cell: str | None = None,
-              cell_index: int | None = None) -> Obj:
+              cell_index: int | None = None, runner: str = "") -> Obj:
     labels = {**run_labels(run_id),
               # NET_RAW/NET_ADMIN of the capture sidecar are outside the baseline level.
               "pod-security.kubernetes.io/enforce": "privileged"}
@@ -194,6 +197,8 @@ def namespace(name: str, run_id: str, *, cluster: str, cell: str | None = None,
     annotations = {ANNOTATION_CLUSTER: cluster}
     if cell is not None:
         annotations[ANNOTATION_CELL] = cell
+    if runner:
+        annotations[ANNOTATION_RUNNER] = runner
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(name, labels, annotations=annotations)}
 
 
@@ -378,9 +383,9 @@ def timer_service(ns: str, run_id: str, service_type: str) -> Obj:
 
 def cell_objects(ns: str, run_id: str, *, cluster: str, index: int, cell: str, client_name: str, scenario: str,
                  image: str, capture_image: str, env: Mapping[str, str], pull_policy: str = "IfNotPresent",
-                 pull_secrets: Sequence[str] = (), api_server: str | None = None) -> list[Obj]:
+                 pull_secrets: Sequence[str] = (), api_server: str | None = None, runner: str = "") -> list[Obj]:
     """A cell's objects in creation order (the pod last: its ServiceAccount must exist first)."""
-    objs = [namespace(ns, run_id, cluster=cluster, cell=cell, cell_index=index),
+    objs = [namespace(ns, run_id, cluster=cluster, cell=cell, cell_index=index, runner=runner),
             service_account(ns, SERVICE_ACCOUNT, run_id), watcher_role(ns, run_id), watcher_binding(ns, run_id)]
     if scenario == "watch":
         objs.append(trigger_configmap(ns, run_id))
@@ -391,8 +396,8 @@ def cell_objects(ns: str, run_id: str, *, cluster: str, index: int, cell: str, c
 
 
 def timer_objects(ns: str, run_id: str, *, cluster: str, image: str, capture_image: str, service_type: str,
-                  pull_policy: str = "IfNotPresent", pull_secrets: Sequence[str] = ()) -> list[Obj]:
-    return [namespace(ns, run_id, cluster=cluster), service_account(ns, TIMER_SERVICE_ACCOUNT, run_id),
+                  pull_policy: str = "IfNotPresent", pull_secrets: Sequence[str] = (), runner: str = "") -> list[Obj]:
+    return [namespace(ns, run_id, cluster=cluster, runner=runner), service_account(ns, TIMER_SERVICE_ACCOUNT, run_id),
             timer_pod(ns, run_id, image=image, capture_image=capture_image, pull_policy=pull_policy,
                       pull_secrets=pull_secrets),
             timer_service(ns, run_id, service_type)]

@@ -256,6 +256,20 @@ class KubernetesCluster(_Strict):
         default=None,
         description="idle timeout of the provider's LB in front of the API server (240 on AKS), resolves idle+N",
     )
+    start_timeout: Seconds | None = Field(
+        default=None, description="seconds for every pod to be running, image pulls included (default 300)"
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="imagePullPolicy of the pods (default IfNotPresent: tags follow content)"
+    )
+    image_platform: (
+        Annotated[
+            str,
+            Field(pattern=r"^[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?$",
+                  json_schema_extra={"fix": "write os/arch, e.g. linux/amd64"}),
+        ]
+        | None
+    ) = Field(default=None, description="platform to build images for when it differs from the builder's")
 
     @model_validator(mode="after")
     def _reachable(self) -> KubernetesCluster:

@@ -159,6 +159,15 @@ class Topology:
         return f"{PREFIX}{self.run_id}-{role}"
 
     # -- setup ------------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Mark the run id as this live process's before anything carrying it exists, so that a
+        parallel run's cleanup (runner/cleanup.py) never takes this run's temp dir for a leftover."""
+        try:
+            RUNS_DIR.mkdir(parents=True, exist_ok=True)
+            (RUNS_DIR / self.run_id).write_text(f"{os.getpid()}\n")
+        except PermissionError:
+            pass  # not root: this process creates no namespaces either, and cleanup needs root
+
     def allocate(self) -> Block:
         """Pick a free /20 and raise the guard route, under a lock shared by parallel runs."""
         with _alloc_lock():

@@ -20,9 +20,10 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import signals, sysdeps
+from runner import cleanup, signals, sysdeps
 from runner.cellrun import API_PORT, CellRun, CellSetupError
 from runner.clientbuild import BuiltClient, build_client
+from runner.commands import CommandLog
 from runner.descriptor import Descriptor, load_descriptor
 from runner.embedded import EmbeddedCluster
 from runner.errors import BuildError, ExitCode, Interrupted, UsageError, WatchdropError
@@ -236,7 +237,7 @@ class Execution:
                     kube, clusters={c.name: c for c in p.matrix.clusters if isinstance(c, KubernetesCluster)},
                     descriptors=p.descriptors, run_id=self.run_id, run_dir=self.run_dir, results=self.results,
                     stop=self.stop, images_from=self.images_from, keep=self.keep, jobs=self.jobs, say=_say,
-                    run_rounds=self._run_rounds)
+                    run_rounds=self._run_rounds, phases=phases)
         except Interrupted:
             self.interrupted = True
             raise
@@ -386,6 +387,9 @@ def main(args: argparse.Namespace) -> int:
     if any(c.cluster_kind != "kubernetes" and not prepared.skips.get(c.id) for c in prepared.cells):
         sysdeps.require_root("running the matrix on the embedded cluster")
         sysdeps.ensure_tools(_say)
+        # A run killed with SIGKILL never reached its teardown: remove what it left (only dead
+        # runs' `wd-` resources; a parallel live run is left alone).
+        cleanup.clean(CommandLog(), say=lambda t: _say(f"leftover of a crashed run: {t}"))
     out = Path(args.out)
     if args.jobs < 0:
         raise UsageError("--jobs must be 0 (all at once) or a positive number")

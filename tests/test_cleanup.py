@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,43 @@ def test_clean_removes_a_killed_runs_leftovers_and_nothing_else() -> None:
         assert not [n for n in list_project_netns() if run_id in n]
         time.sleep(0.2)
         assert not [p for p in pids if _running(p)]
+        assert not Path(workdir).exists()
+        assert run_id not in find_leftovers()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        clean(CommandLog(), say=lambda _: None)
+
+
+NEXT_RUN_MATRIX = """
+clients:
+  - name: brokenbuild
+clusters:
+  - name: reset-fast
+    lb: {profile: azure-slb, idle_timeout: 5}
+scenarios:
+  watch: {interval: idle+3, detection_timeout: 5, rounds: 1}
+"""
+
+
+def test_the_next_run_removes_a_killed_runs_leftovers(tmp_path: Path) -> None:
+    """No `clean` needed: a run starts by removing what dead runs left (its own cell fails to build
+    here, so it starts no cluster of its own and ends in seconds)."""
+    shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "brokenbuild", tmp_path / "clients" / "brokenbuild")
+    (tmp_path / "matrix.yaml").write_text(NEXT_RUN_MATRIX)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        run_id, workdir = (proc.stdout.readline() if proc.stdout else "").split()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert [n for n in list_project_netns() if run_id in n]
+        nxt = subprocess.run([sys.executable, "-m", "runner", str(tmp_path / "matrix.yaml"), "--out",
+                              str(tmp_path / "out"), "--no-readme"], cwd=Path(__file__).resolve().parent.parent,
+                             capture_output=True, text=True, timeout=300)
+        assert nxt.returncode == 1, nxt.stdout + nxt.stderr  # its one cell is ERROR: build failed
+        assert f"leftover of a crashed run: removing netns wd-{run_id}-api (run {run_id})" in nxt.stdout
+        assert not [n for n in list_project_netns() if run_id in n]
         assert not Path(workdir).exists()
         assert run_id not in find_leftovers()
     finally:

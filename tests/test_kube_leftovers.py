@@ -1,0 +1,48 @@
+"""Telling a crashed run's namespaces from a live run's by the runner mark they carry."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from runner.kube_leftovers import mark_state, runner_mark
+
+
+def test_a_live_runner_on_this_host_is_alive() -> None:
+    assert mark_state(runner_mark(os.getpid())) == "alive"
+
+
+def test_a_runner_that_exited_is_dead() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    mark = runner_mark(proc.pid)
+    proc.wait()
+    assert mark_state(mark) == "dead"
+
+
+def test_a_reused_pid_is_not_the_runner() -> None:
+    host, pid, ticks = runner_mark(os.getpid()).split()
+    assert mark_state(f"{host} {pid} {int(ticks) - 1}") == "dead"
+
+
+def test_another_hosts_or_an_unreadable_mark_is_never_taken_for_dead() -> None:
+    _, pid, ticks = runner_mark(os.getpid()).split()
+    assert mark_state(f"not-{socket.gethostname()} 999999 1") == "elsewhere"
+    assert mark_state(f"other {pid} {ticks}") == "elsewhere"
+    for garbage in ("", "host", "host pid ticks", "a b c d"):
+        assert mark_state(garbage) == "elsewhere"
+
+
+def test_a_process_name_with_spaces_and_parentheses_reads_right() -> None:
+    # /proc/PID/stat's second field is the command name in parentheses; it may contain both.
+    child = "import time; open('/proc/self/comm', 'w').write('a) b (c'); print(flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline()
+        with open(f"/proc/{proc.pid}/comm") as f:
+            assert f.read().strip() == "a) b (c"
+        assert mark_state(runner_mark(proc.pid)) == "alive"
+    finally:
+        proc.kill()
+        proc.wait()
