@@ -157,3 +157,12 @@ def test_client_python_settings_parse_variant_options(monkeypatch: pytest.Monkey
     assert (settings.rounds, settings.idle_s) == (3, 250.5)
     assert (settings.tcp_keepalive_idle_s, settings.request_timeout_s) == (30, 60)
     assert settings.kubeconfig is None and settings.style == "watch"
+
+
+def test_client_python_timeout_variant_lets_the_server_end_each_watch() -> None:
+    """Equal server and client timeouts race (a read-timeout error or a clean end, by chance): the
+    repeatability benchmark saw client-python-timeout flip between PASS and RECOVERED."""
+    watcher = _load_python_watcher()
+    assert watcher.watch_timeouts(None) == {}
+    got = watcher.watch_timeouts(30)
+    assert got["timeout_seconds"] == 30 and got["_request_timeout"] >= 30 + 5

@@ -9,9 +9,11 @@ asks for it through one of these settings:
 
 - ``WATCHDROP_TCP_KEEPALIVE=<idle s>``: TCP keepalive on the library's sockets, set the way the
   library documents it (``Configuration.socket_options``; kubernetes-client/python#2067, #2693).
-- ``WATCHDROP_REQUEST_TIMEOUT=<s>``: ``timeout_seconds`` (the server ends each watch) and
-  ``_request_timeout`` (the client gives up a silent read), as in the library's
-  examples/watch/timeout-settings.md.
+- ``WATCHDROP_REQUEST_TIMEOUT=<s>``: ``timeout_seconds=<s>`` (the server ends each watch) and
+  ``_request_timeout=<s>+10`` (the client gives up a silent read), the pair the library's
+  examples/watch/timeout-settings.md describes. The client's is the longer one so that the
+  server's end of the watch, not a race between two equal timers, ends each healthy stream; the
+  read timeout stays the backstop for a stream that went silent.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ STYLES = ("watch",)
 #: unreachable API server turns the loop into a busy spin that floods stdout; a user's loop
 #: would sleep too. A stream that simply ended is restarted at once, as user code does.
 RETRY_PAUSE_S = 1.0
+
+#: WATCHDROP_REQUEST_TIMEOUT: the client's timeout exceeds the server's watch timeout by this much.
+#: With equal values both timers fire within milliseconds of each other and which one wins is
+#: chance (a read-timeout error or a clean end of stream), so repeated runs disagreed.
+CLIENT_TIMEOUT_MARGIN_S = 10
 
 #: Probe interval and count for WATCHDROP_TCP_KEEPALIVE: the defaults of the library's own
 #: helper (kubernetes.utils.keepalive), which copies what client-go gets from Go on Linux.
@@ -231,12 +238,17 @@ def _observed(func: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def watch_timeouts(request_timeout_s: int | None) -> dict[str, int]:
+    """WATCHDROP_REQUEST_TIMEOUT as the stream's keyword arguments (none when unset)."""
+    if request_timeout_s is None:
+        return {}
+    return {"timeout_seconds": request_timeout_s, "_request_timeout": request_timeout_s + CLIENT_TIMEOUT_MARGIN_S}
+
+
 def run_watch(v1: client.CoreV1Api, settings: Settings) -> None:
     """Stream ConfigMap events until SIGTERM, streaming again whenever a stream ends."""
     kwargs: dict[str, Any] = {"namespace": settings.namespace}
-    if settings.request_timeout_s is not None:
-        kwargs["timeout_seconds"] = settings.request_timeout_s
-        kwargs["_request_timeout"] = settings.request_timeout_s
+    kwargs.update(watch_timeouts(settings.request_timeout_s))
     w = watch.Watch()
     while True:
         try:

@@ -13,9 +13,11 @@ inside one ``stream()`` without ``timeout_seconds`` the library re-watches by it
 resourceVersion when the server ends a watch. Those re-watches show as ``reconnect`` then
 ``watch-opened``. Nothing else is added unless a variant asks for it:
 
-- ``WATCHDROP_REQUEST_TIMEOUT=<s>``: ``timeout_seconds`` (the server ends each watch) and
-  ``_request_timeout`` (aiohttp's total timeout for the request), the pair the kubernetes client
-  docs describe for watches; the user's loop then re-watches after each one.
+- ``WATCHDROP_REQUEST_TIMEOUT=<s>``: ``timeout_seconds=<s>`` (the server ends each watch) and
+  ``_request_timeout=<s>+10`` (aiohttp's total timeout for the request), the pair the kubernetes
+  client docs describe for watches; the user's loop then re-watches after each one. The client's
+  is the longer one so that the server's end of the watch, not a race between two equal timers,
+  ends each healthy stream.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ STYLES = ("watch",)
 #: unreachable API server turns the loop into a busy spin that floods stdout; a user's loop
 #: would sleep too. A stream that simply ended is restarted at once, as user code does.
 RETRY_PAUSE_S = 1.0
+
+#: WATCHDROP_REQUEST_TIMEOUT: the client's timeout exceeds the server's watch timeout by this much.
+#: With equal values both timers fire within milliseconds of each other and which one wins is
+#: chance (a read-timeout error or a clean end of stream), so repeated runs disagreed.
+CLIENT_TIMEOUT_MARGIN_S = 10
 
 EXIT_OK = 0
 EXIT_CRASH = 1
@@ -193,12 +200,17 @@ def observed(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
     return call
 
 
+def watch_timeouts(request_timeout_s: int | None) -> dict[str, int]:
+    """WATCHDROP_REQUEST_TIMEOUT as the stream's keyword arguments (none when unset)."""
+    if request_timeout_s is None:
+        return {}
+    return {"timeout_seconds": request_timeout_s, "_request_timeout": request_timeout_s + CLIENT_TIMEOUT_MARGIN_S}
+
+
 async def run_watch(v1: client.CoreV1Api, settings: Settings) -> None:
     """Stream ConfigMap events until cancelled, streaming again whenever a stream ends."""
     kwargs: dict[str, Any] = {}
-    if settings.request_timeout_s is not None:
-        kwargs["timeout_seconds"] = settings.request_timeout_s
-        kwargs["_request_timeout"] = settings.request_timeout_s
+    kwargs.update(watch_timeouts(settings.request_timeout_s))
     w = watch.Watch()
     try:
         while True:
