@@ -98,7 +98,7 @@ def clean_kubernetes(matrix_path: Path, say=print) -> int:  # type: ignore[no-un
     from kubernetes import client
 
     from runner import kube_leftovers
-    from runner.k8s_backend import REQUEST_TIMEOUT, api_error, connect, delete_command
+    from runner.k8s_api import REQUEST_TIMEOUT, api_error, connect, delete_command
     from runner.matrix import KubernetesCluster, load_matrix
 
     matrix = load_matrix(matrix_path, matrix_path.resolve().parent / "clients")

@@ -6,9 +6,9 @@ do) → images → deploy (the timer server in `watchdrop-<run-id>`, each cell i
 collect → teardown (in `finally`, also on Ctrl-C; `--keep` leaves the namespaces and prints how to
 delete them).
 
-The rounds are the embedded harness's own (runner/cellrun.py's CellRun: update `trigger` every
-interval, wait for `event-seen`, write `failure-<timestamp>` on a miss), driven from outside the
-cluster. Two things differ from the embedded cluster, both because the runner's own path to the
+The rounds are the embedded cells' own (runner/harness.py: update `trigger` every interval, wait
+for `event-seen`, write `failure-<timestamp>` on a miss), driven from outside the cluster by
+runner/k8s_cell.py's KubeCellRun. Two things differ from the embedded cluster, both because the runner's own path to the
 API server may cross the same kind of load balancer the cells test:
 
 - every write of the harness goes over a new ApiClient (a new TCP and TLS connection), so an
@@ -24,766 +24,53 @@ the runtime, in `watcher.stderr`; everything in `watcher.log`), the pod's captur
 sidecar (`pod.pcap`, `tcpdump.log`), the pod's events and last status, the rendered objects, the
 harness log. Verdicts come from runner/verdicts.judge_cell, as on the embedded cluster; a pod that
 never started, was evicted or OOM-killed, or whose capture died, is ERROR with the reason.
+
+This module holds one cluster's lifetime (KubernetesBackend) and the run over the matrix's
+kubernetes clusters; talking to the API is runner/k8s_api.py, reading pods runner/k8s_pods.py.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
-from kubernetes.stream import stream
 
 from runner import kube_leftovers, signals
 from runner import manifests as m
-from runner.cellrun import CellRun, CellSetupError
 from runner.clientbuild import BuiltClient
 from runner.descriptor import Descriptor
-from runner.errors import Interrupted, PrerequisiteError, UsageError, WatchdropError
+from runner.errors import Interrupted, PrerequisiteError, WatchdropError
+from runner.harness import CellSetupError, HarnessRun, error_result
 from runner.images import Images, resolve_images
+from runner.k8s_api import (
+    REQUEST_TIMEOUT,
+    KubeAccess,
+    KubeSettings,
+    Obj,
+    Say,
+    api_error,
+    apply,
+    connect,
+    copy_capture,
+    delete_command,
+    describe_obj,
+    missing_permissions,
+)
+from runner.k8s_cell import KubeCellRun
+from runner.k8s_pods import container_statuses, describe_pod, start_state
 from runner.matrix import KubernetesCluster
-from runner.model import CellResult, Verdict
-from runner.pcapfacts import PcapError, PcapFacts, read_pcap
+from runner.model import CellResult
 from runner.phases import PhaseLog
 from runner.plan import Cell
-from runner.verdicts import EARLY_SLACK, CellInputs, Update, judge_cell, parse_watcher_log
-
-if TYPE_CHECKING:
-    from runner.embedded import EmbeddedCluster
-    from runner.lb import LoadBalancer, Pod
-    from runner.procs import Child
-
-Obj = dict[str, Any]
-NewApi = Callable[[], client.ApiClient]
-Say = Callable[[str], None]
-
-#: (connect, read) seconds for every request the runner makes: a dead path fails, never hangs.
-REQUEST_TIMEOUT = (10.0, 30.0)
-
-#: Waiting reasons that no amount of waiting fixes.
-FATAL_WAITING = {"InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "ErrImageNeverPull",
-                 "RunContainerError", "PostStartHookError"}
-
-
-@dataclass(frozen=True)
-class KubeSettings:
-    """Bounds of the kubernetes backend; every wait in it is one of these."""
-
-    #: Seconds for every pod to be running: scheduling, an image pull on a cold node, the capture's
-    #: postStart. A pod not running by then is ERROR "pod never started" with its phase,
-    #: conditions and warning events.
-    start_timeout: float = 300.0
-    #: Seconds the watcher gets to exit after SIGTERM before SIGKILL; its exit code is evidence.
-    stop_timeout: float = 20.0
-    #: Seconds for one exec (stop the capture, copy it out).
-    exec_timeout: float = 120.0
-    #: The runner's log stream reconnects after this many silent seconds; far below every cloud
-    #: LB idle timeout (240 s and up), so the runner's own stream never idles out.
-    log_read_timeout: float = 20.0
-    #: Seconds to wait for the run's namespaces to be gone after the deletes.
-    teardown_timeout: float = 180.0
-    #: A namespace still Terminating with no status conditions after this many seconds has no
-    #: namespace controller acting on it (the controller sets conditions on its first pass): stop
-    #: waiting for it instead of waiting out teardown_timeout.
-    no_controller_after: float = 20.0
-    #: Seconds between status polls while waiting.
-    poll: float = 1.0
-    #: imagePullPolicy when the matrix does not say; content-hash tags make IfNotPresent safe.
-    pull_policy: str = "IfNotPresent"
-
-
-# -- reaching the cluster ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KubeAccess:
-    """How the runner reaches one cluster: fresh ApiClients on demand, and the context's namespace."""
-
-    new_api: NewApi
-    #: The kube context's namespace: where pull_secrets are read from.
-    namespace: str = "default"
-    #: `--kubeconfig ... --context ...` for the kubectl commands the runner prints.
-    kubectl_flags: tuple[str, ...] = ()
-
-
-def connect(cluster: KubernetesCluster) -> KubeAccess:
-    """Load the cluster's kubeconfig/context once; every ApiClient shares that configuration but has
-    its own connection pool (exec credential plugins refresh through the shared configuration)."""
-    path = str(Path(cluster.kubeconfig).expanduser()) if cluster.kubeconfig else None
-    cfg = client.Configuration()
-    try:
-        config.load_kube_config(config_file=path, context=cluster.context, client_configuration=cfg,
-                                persist_config=False)
-        contexts, active = config.list_kube_config_contexts(config_file=path)
-    except Exception as exc:  # ConfigException, a missing file, bad YAML
-        raise UsageError(f"cluster {cluster.name}: cannot load kube context {cluster.context or '(current)'}"
-                         f"{' from ' + path if path else ''}: {exc}",
-                         fix="check `context:` / `kubeconfig:` in the matrix (`kubectl config get-contexts`)") from exc
-    chosen = next((c for c in contexts if c.get("name") == cluster.context), active) if cluster.context else active
-    ns = ((chosen or {}).get("context") or {}).get("namespace") or "default"
-    flags: list[str] = []
-    if path:
-        flags += ["--kubeconfig", path]
-    if cluster.context:
-        flags += ["--context", cluster.context]
-    return KubeAccess(new_api=lambda: client.ApiClient(configuration=cfg), namespace=ns, kubectl_flags=tuple(flags))
-
-
-def delete_command(access: KubeAccess, run_id: str) -> str:
-    """The kubectl command that deletes a run's namespaces, shown wherever the runner leaves them."""
-    return " ".join(["kubectl", *access.kubectl_flags, "delete", "namespace", "-l", m.run_selector(run_id)])
-
-
-def api_error(exc: BaseException) -> str:
-    """One line from an ApiException (the API's own message), or the exception's text."""
-    if isinstance(exc, ApiException):
-        try:
-            body = json.loads(exc.body or "{}")
-            message = body.get("message") or exc.reason
-        except (ValueError, AttributeError):
-            message = exc.reason
-        return f"{exc.status} {message}".strip()
-    return f"{exc.__class__.__name__}: {exc}"
-
-
-def missing_permissions(api: client.ApiClient, namespace: str, *, secrets_from: str | None = None) -> list[str]:
-    """SelfSubjectAccessReviews for everything the runner will do (manifests.RUNNER_RULES);
-    `namespace` is a namespace the run will create. Returns `verb resource` for each refusal."""
-    authz = client.AuthorizationV1Api(api)
-
-    def allowed(group: str, resource: str, verb: str, ns: str | None) -> bool:
-        res, _, sub = resource.partition("/")
-        attrs = client.V1ResourceAttributes(group=group, resource=res, subresource=sub or None, verb=verb,
-                                            namespace=ns)
-        review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
-        status = authz.create_self_subject_access_review(review, _request_timeout=REQUEST_TIMEOUT).status
-        return bool(status and status.allowed)
-
-    missing = []
-    for group, resource, verbs in m.RUNNER_RULES:
-        for verb in verbs:
-            ns = None if resource == "namespaces" else namespace
-            if not allowed(group, resource, verb, ns):
-                missing.append(f"{verb} {resource}" + (f".{group}" if group else ""))
-    if secrets_from is not None:
-        if not allowed("", "secrets", "get", secrets_from):
-            missing.append(f"get secrets in {secrets_from}")
-        for verb in ("create", "patch"):
-            if not allowed("", "secrets", verb, namespace):
-                missing.append(f"{verb} secrets")
-    return missing
-
-
-# -- objects ------------------------------------------------------------------------------------------
-
-_KINDS: dict[str, tuple[str, bool, str]] = {
-    "Namespace": ("core", False, "namespace"),
-    "ServiceAccount": ("core", True, "namespaced_service_account"),
-    "ConfigMap": ("core", True, "namespaced_config_map"),
-    "Secret": ("core", True, "namespaced_secret"),
-    "Pod": ("core", True, "namespaced_pod"),
-    "Service": ("core", True, "namespaced_service"),
-    "Role": ("rbac", True, "namespaced_role"),
-    "RoleBinding": ("rbac", True, "namespaced_role_binding"),
-}
-
-
-def _target(api: client.ApiClient, obj: Obj) -> tuple[Any, str, list[str]]:
-    group, namespaced, suffix = _KINDS[obj["kind"]]
-    target = client.CoreV1Api(api) if group == "core" else client.RbacAuthorizationV1Api(api)
-    meta = obj["metadata"]
-    args = [meta["name"], meta["namespace"]] if namespaced else [meta["name"]]
-    return target, suffix, args
-
-
-def apply(api: client.ApiClient, obj: Obj, *, dry_run: bool = False) -> Any:
-    """Server-side apply with strict field validation: an unknown or misspelt field is an error."""
-    target, suffix, args = _target(api, obj)
-    return getattr(target, f"patch_{suffix}")(
-        *args, body=obj, field_manager=m.MANAGER, force=True, field_validation="Strict",
-        dry_run="All" if dry_run else None, _content_type="application/apply-patch+yaml",
-        _request_timeout=REQUEST_TIMEOUT)
-
-
-def delete(api: client.ApiClient, obj: Obj, *, grace: int | None = None) -> bool:
-    """Delete; False when it was already gone."""
-    target, suffix, args = _target(api, obj)
-    try:
-        getattr(target, f"delete_{suffix}")(*args, grace_period_seconds=grace, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-def _describe_obj(obj: Obj) -> str:
-    meta = obj["metadata"]
-    return f"{obj['kind']} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta['name']}"
-
-
-class FreshCoreV1Api(client.CoreV1Api):
-    """The harness's writes (trigger updates, failure ConfigMaps), each on a new ApiClient.
-
-    The harness idles for a whole interval between two writes; a pooled connection could be one
-    the LB in front of the API server forgot meanwhile, and the write would then hang or fail for
-    reasons that belong to the runner, not the watcher.
-    """
-
-    def __init__(self, new_api: NewApi):  # no shared ApiClient, on purpose
-        self._new_api = new_api
-
-    def _once(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        api = self._new_api()
-        try:
-            kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-            return getattr(client.CoreV1Api(api), method)(*args, **kwargs)
-        finally:
-            api.close()
-
-    def patch_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        return self._once("patch_namespaced_config_map", *args, **kwargs)
-
-    def create_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        return self._once("create_namespaced_config_map", *args, **kwargs)
-
-
-# -- exec ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ExecResult:
-    #: None when the exec did not finish in time or its status could not be read.
-    rc: int | None
-    stdout: bytes
-    stderr: bytes
-
-    def text(self) -> str:
-        return (self.stdout + self.stderr).decode(errors="replace").strip()
-
-
-def exec_in(new_api: NewApi, ns: str, pod: str, container: str, argv: Sequence[str], timeout: float) -> ExecResult:
-    """Run argv in a container (the pods/exec WebSocket), binary-safe, bounded by `timeout`."""
-    api = new_api()
-    out, err = bytearray(), bytearray()
-    rc: int | None = None
-    try:
-        ws = stream(client.CoreV1Api(api).connect_get_namespaced_pod_exec, pod, ns, container=container,
-                    command=list(argv), stderr=True, stdin=False, stdout=True, tty=False,
-                    _preload_content=False, binary=True)
-        try:
-            deadline = time.monotonic() + timeout
-            while ws.is_open() and time.monotonic() < deadline:
-                ws.update(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
-                out += ws.read_stdout(timeout=0)
-                err += ws.read_stderr(timeout=0)
-            out += ws.read_stdout(timeout=0)
-            err += ws.read_stderr(timeout=0)
-            if not ws.is_open():
-                try:
-                    rc = ws.returncode
-                except Exception:  # no status frame (connection cut): unknown, not 0
-                    rc = None
-        finally:
-            ws.close()
-    finally:
-        api.close()
-    return ExecResult(rc, bytes(out), bytes(err))
-
-
-def extract_files(tar_bytes: bytes, dest: Path, names: Iterable[str]) -> list[str]:
-    """Regular files named `names` (basename only) out of a tar stream into dest; nothing else."""
-    wanted = set(names)
-    got = []
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-        for member in tar.getmembers():
-            name = Path(member.name).name
-            if not member.isfile() or name not in wanted:
-                continue
-            f = tar.extractfile(member)
-            if f is not None:
-                (dest / name).write_bytes(f.read())
-                got.append(name)
-    return got
-
-
-def copy_capture(new_api: NewApi, ns: str, pod: str, dest: Path, *, prefix: str = "", timeout: float) -> list[str]:
-    """Stop tcpdump in the pod's capture container (it closes the file) and copy its files out.
-
-    Returns the problems met; the evidence files are `<prefix>pod.pcap` and `<prefix>tcpdump.log`.
-    """
-    problems = []
-    stopped = exec_in(new_api, ns, pod, m.CAPTURE_CONTAINER, ["/bin/sh", "-c", m.STOP_CAPTURE_SCRIPT], timeout)
-    if stopped.rc != 0:
-        problems.append(f"stopping tcpdump: exit {stopped.rc}: {stopped.text()[-300:]}")
-    tar = exec_in(new_api, ns, pod, m.CAPTURE_CONTAINER,
-                  ["tar", "cf", "-", "-C", m.CAPTURE_DIR, "pod.pcap", "tcpdump.log"], timeout)
-    if tar.rc != 0:
-        problems.append(f"copying the capture out: exit {tar.rc}: {tar.stderr.decode(errors='replace')[-300:]}")
-    if tar.stdout:
-        tmp = dest / f".{prefix}capture"
-        try:
-            for name in extract_files(tar.stdout, tmp, ["pod.pcap", "tcpdump.log"]):
-                (tmp / name).replace(dest / f"{prefix}{name}")
-        except (tarfile.TarError, OSError) as exc:
-            problems.append(f"copying the capture out: {exc}")
-        finally:
-            for leftover in tmp.glob("*"):
-                leftover.unlink()
-            if tmp.exists():
-                tmp.rmdir()
-    return problems
-
-
-# -- pod status ---------------------------------------------------------------------------------------
-
-
-def _statuses(pod: client.V1Pod) -> dict[str, client.V1ContainerStatus]:
-    st = pod.status
-    return {cs.name: cs for cs in ((st.container_statuses if st else None) or [])}
-
-
-def _terminated(cs: client.V1ContainerStatus | None) -> client.V1ContainerStateTerminated | None:
-    if cs is None or cs.state is None:
-        return None
-    return cs.state.terminated
-
-
-def _limit(pod: client.V1Pod, container: str) -> str:
-    for c in (pod.spec.containers if pod.spec else []) or []:
-        if c.name == container and c.resources and c.resources.limits:
-            return str(c.resources.limits.get("memory", "?"))
-    return "?"
-
-
-def pod_problem(pod: client.V1Pod) -> str | None:
-    """A reason the pod's evidence cannot be judged (evicted, OOM-killed, capture gone), or None."""
-    st = pod.status
-    if st is not None and st.reason == "Evicted":
-        return f"pod evicted: {st.message or 'no message'}"
-    statuses = _statuses(pod)
-    for name, cs in statuses.items():
-        for state in (cs.state, cs.last_state):
-            term = state.terminated if state is not None else None
-            if term is not None and term.reason == "OOMKilled":
-                return f"{name} container OOM-killed (memory limit {_limit(pod, name)})"
-    cap = _terminated(statuses.get(m.CAPTURE_CONTAINER))
-    if cap is not None:  # the runner only ever stops tcpdump, never the sidecar itself
-        return f"capture sidecar ended early ({cap.reason or 'exit'} {cap.exit_code}): no packet evidence after it"
-    if st is not None and st.phase == "Failed" and st.reason:
-        return f"pod failed: {st.reason}: {st.message or ''}".strip()
-    return None
-
-
-def describe_pod(pod: client.V1Pod | None, events: Sequence[client.CoreV1Event] = ()) -> str:
-    """Phase, conditions, container waiting/terminated reasons and the last warnings, in one line."""
-    if pod is None:
-        return "the pod does not exist"
-    st = pod.status
-    parts = [f"phase {(st.phase if st else None) or 'unknown'}"]
-    conditions = (st.conditions if st else None) or []
-    if not conditions:
-        parts.append("no conditions (never scheduled: no scheduler acted on it or no node was assigned)")
-    for c in conditions:
-        if c.status != "True":
-            parts.append(f"{c.type}={c.status}" + (f" ({c.reason}: {c.message})" if c.reason else ""))
-    for name, cs in _statuses(pod).items():
-        if cs.state is None:
-            continue
-        if cs.state.waiting is not None:
-            w = cs.state.waiting
-            parts.append(f"{name} waiting: {w.reason}" + (f" ({w.message})" if w.message else ""))
-        elif cs.state.terminated is not None:
-            t = cs.state.terminated
-            parts.append(f"{name} terminated: {t.reason} exit {t.exit_code}" + (f" ({t.message})" if t.message else ""))
-    warnings = [e for e in events if e.type == "Warning"][-3:]
-    for e in warnings:
-        parts.append(f"event {e.reason}: {e.message}")
-    if not events:
-        parts.append("no events")
-    return "; ".join(parts)
-
-
-def start_state(pod: client.V1Pod) -> tuple[str, str | None]:
-    """("running", None), ("waiting", None) or ("failed", why) for a pod the runner is starting."""
-    problem = pod_problem(pod)
-    if problem:
-        return "failed", problem
-    st = pod.status
-    if st is not None and st.phase in ("Succeeded", "Failed"):
-        return "failed", f"pod {st.phase.lower()} before the watcher ran"
-    statuses = _statuses(pod)
-    for name, cs in statuses.items():
-        waiting = cs.state.waiting if cs.state is not None else None
-        if waiting is not None and waiting.reason in FATAL_WAITING:
-            return "failed", f"{name}: {waiting.reason}: {waiting.message or ''}".strip()
-    cap, wat = statuses.get(m.CAPTURE_CONTAINER), statuses.get(m.WATCHER_CONTAINER)
-    cap_running = cap is not None and cap.state is not None and cap.state.running is not None
-    wat_started = wat is not None and wat.state is not None and (
-        wat.state.running is not None or wat.state.terminated is not None)
-    return ("running", None) if cap_running and wat_started else ("waiting", None)
-
-
-# -- the watcher as seen from outside -----------------------------------------------------------------
-
-
-class LineSink:
-    """Where the watcher's log lines go: JSON objects to `jsonl` (what the harness and the verdict
-    read), the rest to `other`, everything verbatim to `raw`; receipt times for the clock check."""
-
-    def __init__(self, jsonl: Path, other: Path, raw: Path):
-        self.jsonl, self.other, self.raw = jsonl, other, raw
-        self.seen = 0
-        self.received: list[tuple[float, float]] = []
-        for p in (jsonl, other, raw):
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.touch()
-
-    def emit(self, line: bytes, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        text = line.decode("utf-8", "replace").rstrip("\r")
-        with self.raw.open("a") as f:
-            f.write(text + "\n")
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            obj = None
-        target = self.jsonl if isinstance(obj, dict) else self.other
-        with target.open("a") as f:
-            f.write(text + "\n")
-        if isinstance(obj, dict) and isinstance(obj.get("ts"), int | float):
-            self.received.append((now, float(obj["ts"])))
-
-    def feed_stream(self, chunks: Iterable[bytes], *, final: bool = False) -> None:
-        """One read of the whole log from its start: skip the lines already emitted, emit the rest.
-        A trailing line without newline is kept for the next read unless this is the final one."""
-        count = 0
-        buf = b""
-        for chunk in chunks:
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                count += 1
-                if count > self.seen:
-                    self.emit(line)
-                    self.seen = count
-        if final and buf:
-            count += 1
-            if count > self.seen:
-                self.emit(buf)
-                self.seen = count
-
-
-class PodWatcher:
-    """The watcher container seen from outside: lines as they arrive, alive or not, exit code.
-
-    Stands in for runner.procs.Child in CellRun's round loop (`alive()`, `returncode`).
-    """
-
-    def __init__(self, new_api: NewApi, ns: str, sink: LineSink, *, read_timeout: float, note: Say):
-        self.new_api, self.ns, self.sink, self.read_timeout = new_api, ns, sink, read_timeout
-        self._note, self._last_note = note, ""
-        self.ended = threading.Event()
-        self.closed = threading.Event()
-        self.pod: client.V1Pod | None = None
-        self.gone = False
-        self._thread = threading.Thread(target=self._run, name=f"logs {ns}", daemon=True)
-
-    def start(self) -> PodWatcher:
-        self._thread.start()
-        return self
-
-    def note(self, text: str) -> None:
-        """Into the harness log, once per distinct message (a refused stream is retried every 0.5 s)."""
-        if text != self._last_note:
-            self._last_note = text
-            self._note(text)
-
-    def alive(self) -> bool:
-        return not self.ended.is_set()
-
-    @property
-    def termination(self) -> client.V1ContainerStateTerminated | None:
-        return _terminated(_statuses(self.pod).get(m.WATCHER_CONTAINER)) if self.pod is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        term = self.termination
-        return term.exit_code if term is not None else None
-
-    def wait_ended(self, timeout: float) -> bool:
-        return self.ended.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.closed.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def refresh(self) -> client.V1Pod | None:
-        api = self.new_api()
-        try:
-            core = client.CoreV1Api(api)
-            self.pod = core.read_namespaced_pod(m.WATCHER_POD, self.ns, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 404:
-                self.gone = True
-                return None
-            self.note(f"pod status: {api_error(exc)}")
-        except Exception as exc:
-            self.note(f"pod status: {api_error(exc)}")
-        finally:
-            api.close()
-        return self.pod
-
-    def _read(self, follow: bool) -> None:
-        api = self.new_api()
-        resp: Any = None
-        try:
-            resp = client.CoreV1Api(api).read_namespaced_pod_log(
-                m.WATCHER_POD, self.ns, container=m.WATCHER_CONTAINER, follow=follow, _preload_content=False,
-                _request_timeout=(REQUEST_TIMEOUT[0], self.read_timeout))
-            self.sink.feed_stream(resp.stream(8192), final=not follow)
-        except Exception as exc:  # read timeout (silence), a cut stream, the API refusing: read again
-            if not follow or "timed out" not in str(exc).lower():
-                self.note(f"log stream: {api_error(exc)}")
-        finally:
-            if resp is not None:
-                resp.release_conn()
-            api.close()
-
-    def _run(self) -> None:
-        while not self.closed.is_set():
-            self._read(follow=True)
-            pod = self.refresh()
-            if self.gone or (pod is not None and self.termination is not None) or (
-                    pod is not None and pod.status is not None and pod.status.phase in ("Succeeded", "Failed")):
-                if not self.gone:
-                    self._read(follow=False)
-                self.ended.set()
-                return
-            self.closed.wait(0.5)
-        self.ended.set()
-
-
-def clock_problems(received: Sequence[tuple[float, float]], lines: Sequence[Mapping[str, Any]],
-                   updates: Sequence[Update]) -> list[str]:
-    """Evidence that the node's clock and the runner's disagree by more than the verdict tolerates.
-
-    The watcher's `ts` and the capture come from the node's clock, the harness's update times from
-    the runner's. A line stamped after the runner received it proves the node ahead; an event
-    carrying a round's unique value stamped before the runner wrote it proves the node behind.
-    """
-    problems = []
-    ahead = max((ts - recv for recv, ts in received), default=0.0)
-    if ahead > EARLY_SLACK:
-        problems.append(f"the node's clock is at least {ahead:.1f} s ahead of the runner's (a line was stamped "
-                        "after the runner received it); sync both clocks (NTP) and run again")
-    for u in updates:
-        early = [float(x["ts"]) for x in lines if x.get("event") == "event-seen" and x.get("value") == u.value
-                 and isinstance(x.get("ts"), int | float)]
-        if early and min(early) < u.at - EARLY_SLACK:
-            problems.append(f"the node's clock is at least {u.at - min(early):.1f} s behind the runner's (the "
-                            f"event for {u.value} is stamped before the runner wrote it); sync both clocks (NTP) "
-                            "and run again")
-            break
-    return problems
-
-
-# -- one cell -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class KubeCellRun(CellRun):
-    """One cell on a real cluster: CellRun's rounds, with a pod instead of a process.
-
-    Stopgap until CellRun's round loop moves into a base class without `cluster`/`lb` (see the
-    report): those two fields are None here and nothing inherited reads them.
-    """
-
-    run_id: str = ""
-    access: KubeAccess | None = None
-    settings: KubeSettings = field(default_factory=KubeSettings)
-    objects: list[Obj] = field(default_factory=list)
-    pull_secrets: list[Obj] = field(default_factory=list)
-    pod_watcher: PodWatcher | None = None
-    pod_started: bool = False
-    pod_problems: list[str] = field(default_factory=list)
-    _stopped: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.namespace = m.cell_namespace(self.run_id, self.index)
-
-    @property
-    def new_api(self) -> NewApi:
-        assert self.access is not None
-        return self.access.new_api
-
-    def _core(self) -> client.CoreV1Api:
-        return FreshCoreV1Api(self.new_api)
-
-    # -- deploy ---------------------------------------------------------------------------------
-    def setup(self, pod: Pod | None = None) -> None:
-        """Apply the cell's objects (the pod last). `pod` is CellRun's LB slot: unused here."""
-        (self.evidence / "manifests.json").write_text(json.dumps(
-            self.objects + [{"kind": "Secret", "name": s["metadata"]["name"], "note": "copied, not recorded"}
-                            for s in self.pull_secrets], indent=2) + "\n")
-        api = self.new_api()
-        try:
-            ns, *rest = self.objects
-            for obj in [ns, *self.pull_secrets, *rest]:
-                apply(api, obj)
-                self.harness(f"applied {_describe_obj(obj)}")
-        except Exception as exc:
-            raise CellSetupError(f"cell setup failed: {api_error(exc)}") from exc
-        finally:
-            api.close()
-
-    def started_now(self) -> None:
-        self.pod_started = True
-        self.started = time.time()
-        self.pod_watcher = PodWatcher(self.new_api, self.namespace, LineSink(self.stdout, self.stderr,
-                                                                            self.evidence / "watcher.log"),
-                                      read_timeout=self.settings.log_read_timeout, note=self.harness).start()
-        # CellRun's round loop asks `alive()` and `returncode`, which PodWatcher answers.
-        self.watcher = cast("Child", self.pod_watcher)
-        self.harness("pod running; following the watcher's log")
-
-    # -- stop and collect -----------------------------------------------------------------------
-    def _signal(self, sig: str) -> str:
-        r = exec_in(self.new_api, self.namespace, m.WATCHER_POD, m.CAPTURE_CONTAINER,
-                    ["/bin/sh", "-c", m.SIGNAL_WATCHER_SCRIPT, "signal", sig], self.settings.exec_timeout)
-        return r.text() if r.rc == 0 else f"exit {r.rc}: {r.text()}"
-
-    def stop_processes(self) -> None:
-        """SIGTERM the watcher (SIGKILL after stop_timeout), then stop the capture and copy it out."""
-        if self._stopped or not self.pod_started or self.pod_watcher is None:
-            return
-        self._stopped = True
-        w = self.pod_watcher
-        try:
-            if w.alive():
-                self.harness(f"stop: SIGTERM to the watcher: {self._signal('TERM')}")
-                if not w.wait_ended(self.settings.stop_timeout):
-                    self.harness(f"stop: no exit within {self.settings.stop_timeout:.0f} s; "
-                                 f"SIGKILL: {self._signal('KILL')}")
-                    if not w.wait_ended(self.settings.stop_timeout):
-                        self.harness_errors.append("the watcher did not stop after SIGKILL")
-            pod = w.refresh()
-            self.watcher_exit = w.returncode
-            term = w.termination
-            if term is not None:
-                self.harness(f"watcher exited: {term.reason} exit {term.exit_code}")
-            if pod is not None:
-                problem = pod_problem(pod)
-                if problem:
-                    self.pod_problems.append(problem)
-            elif w.gone:
-                self.pod_problems.append("the pod disappeared during the cell (deleted, or its node was lost)")
-            if not w.gone:
-                for p in copy_capture(self.new_api, self.namespace, m.WATCHER_POD, self.evidence,
-                                      timeout=self.settings.exec_timeout):
-                    self.harness(p)
-        except Exception as exc:
-            self.harness_errors.append(f"stopping the pod: {api_error(exc)}")
-        finally:
-            w.close()
-            self.finished = self.finished or time.time()
-
-    def snapshot(self) -> None:
-        """The pod's last status and its namespace's events, as evidence (no tokens in either)."""
-        api = self.new_api()
-        core = client.CoreV1Api(api)
-        try:
-            try:
-                pod = core.read_namespaced_pod(m.WATCHER_POD, self.namespace, _request_timeout=REQUEST_TIMEOUT)
-                (self.evidence / "pod.json").write_text(json.dumps(api.sanitize_for_serialization(pod.status),
-                                                                   indent=2, sort_keys=True) + "\n")
-            except ApiException as exc:
-                if exc.status != 404:
-                    self.harness(f"pod status: {api_error(exc)}")
-            events = core.list_namespaced_event(self.namespace, _request_timeout=REQUEST_TIMEOUT).items
-            (self.evidence / "events.json").write_text(json.dumps(
-                [event_record(e) for e in events], indent=2, sort_keys=True) + "\n")
-        except Exception as exc:
-            self.harness(f"events: {api_error(exc)}")
-        finally:
-            api.close()
-
-    def collect(self, lb_problems: list[str] | None = None, cluster_alive: bool = True,
-                pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
-        """Stop, copy out and judge. The LB arguments are the embedded cluster's (no emulated LB
-        here); `pcap_facts`, when given, is the capture already read."""
-        from runner.run_matrix import base_result
-
-        self.stop_processes()
-        self.snapshot()
-        cell, desc = self.cell, self.built.descriptor
-        errors = list(self.harness_errors)
-        if self.setup_error:
-            errors.append(self.setup_error)
-        errors += self.pod_problems
-        pcap = None
-        lines = None
-        if self.pod_started:
-            try:
-                if isinstance(pcap_facts, Exception):
-                    raise pcap_facts
-                # The pod makes only the watcher's connections and the capture starts first, so each
-                # SYN names the server end; no port filter (kube-proxy may or may not rewrite 443).
-                pcap = pcap_facts or read_pcap(self.pcap_path)
-            except (PcapError, OSError) as exc:
-                errors.append(f"no packet evidence: {exc}")
-            lines = parse_watcher_log(self.stdout.read_text(errors="replace")) if self.stdout.exists() else None
-            if self.pod_watcher is not None:
-                clock = clock_problems(self.pod_watcher.sink.received, lines or [], self.updates)
-                errors += clock
-                (self.evidence / "clock.json").write_text(json.dumps({
-                    "max_line_ahead_of_receipt": max((ts - r for r, ts in self.pod_watcher.sink.received),
-                                                     default=None),
-                    "problems": clock}, indent=2) + "\n")
-        inputs = CellInputs(
-            scenario=cell.scenario, detection_timeout=cell.detection_timeout, expected_rounds=cell.rounds,
-            profile=None, updates=self.updates, watcher_lines=lines, watcher_exit=self.watcher_exit,
-            watcher_stderr=self.stderr.read_text(errors="replace") if self.stderr.exists() else "",
-            pcap=pcap, lb=None, harness_errors=errors, expected_version=desc.version,
-        )
-        j = judge_cell(inputs)
-        result = base_result(cell, desc, j.verdict, j.reason)
-        result.rounds = j.rounds
-        result.watcher = j.watcher
-        result.pcap = pcap.to_dict() if pcap else None
-        result.keepalive = pcap.keepalive_summary() if pcap else ""
-        result.errors = list(inputs.harness_errors)
-        result.started, result.finished = self.started, self.finished
-        rel = self.evidence.relative_to(self.run_dir)
-        result.evidence = {name: str(rel / name) for name in EVIDENCE if (self.evidence / name).exists()
-                           or name == "cell.json"}
-        (self.evidence / "cell.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-        return result
-
-
-EVIDENCE = ("watcher.jsonl", "watcher.stderr", "watcher.log", "pod.pcap", "tcpdump.log", "events.json", "pod.json",
-            "manifests.json", "clock.json", "harness.log", "cell.json")
-
-
-def event_record(e: client.CoreV1Event) -> Obj:
-    involved = e.involved_object
-    return {"type": e.type, "reason": e.reason, "message": e.message, "count": e.count,
-            "object": f"{involved.kind}/{involved.name}" if involved else None,
-            "first": str(e.first_timestamp or e.event_time or ""), "last": str(e.last_timestamp or "")}
-
 
 # -- one cluster --------------------------------------------------------------------------------------
 
@@ -892,7 +179,7 @@ class KubernetesBackend:
             ns, *rest = objs
             for obj in [ns, *self._pull_secret_copies(self.run_ns), *rest]:
                 apply(api, obj)
-                self.note(f"applied {_describe_obj(obj)}")
+                self.note(f"applied {describe_obj(obj)}")
         except Exception as exc:
             self.problems.append(f"timer server not deployed: {api_error(exc)}")
             self.say(f"  {self.cluster.name}: timer server not deployed: {api_error(exc)}")
@@ -912,8 +199,7 @@ class KubernetesBackend:
         src = cell.src or Path(cell.folder)
         # The image is the build; BuiltClient only carries the descriptor here.
         built = BuiltClient(folder=cell.folder, descriptor=desc, out=src, src=src)
-        return KubeCellRun(index=index, cell=cell, built=built, cluster=cast("EmbeddedCluster", None),
-                           lb=cast("LoadBalancer", None), evidence=self.run_dir / "cells" / cell.id,
+        return KubeCellRun(index=index, cell=cell, built=built, evidence=self.run_dir / "cells" / cell.id,
                            run_dir=self.run_dir, stop=self.stop, run_id=self.run_id, access=self.access,
                            settings=self.settings, objects=objs)
 
@@ -981,7 +267,7 @@ class KubernetesBackend:
             pod = core.read_namespaced_pod(m.TIMER_POD, self.run_ns, _request_timeout=REQUEST_TIMEOUT)
         except ApiException:
             return False
-        statuses = _statuses(pod)
+        statuses = container_statuses(pod)
         self.timer_started = all(cs.state is not None and cs.state.running is not None for cs in statuses.values()) \
             and len(statuses) == 2
         return self.timer_started
@@ -1001,7 +287,7 @@ class KubernetesBackend:
             try:
                 return run.collect()
             except Exception as exc:  # a collect fault is ERROR for that cell, never a lost result
-                return _error_result(run.cell, run.built.descriptor, f"collect failed: {api_error(exc)}")
+                return error_result(run.cell, run.built.descriptor, f"collect failed: {api_error(exc)}")
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(one, runs))
@@ -1107,7 +393,7 @@ class KubernetesBackend:
 # -- the run --------------------------------------------------------------------------------------------
 
 
-def _default_rounds(runs: Sequence[CellRun], jobs: int, stop: threading.Event, say: Say) -> None:
+def _default_rounds(runs: Sequence[HarnessRun], jobs: int, stop: threading.Event, say: Say) -> None:
     todo = [r for r in runs if r.setup_error is None]
     if not todo:
         return
@@ -1127,19 +413,11 @@ def _default_rounds(runs: Sequence[CellRun], jobs: int, stop: threading.Event, s
             f.result()
 
 
-def _error_result(cell: Cell, desc: Descriptor, reason: str) -> CellResult:
-    from runner.run_matrix import base_result
-
-    r = base_result(cell, desc, Verdict.ERROR, reason)
-    r.errors.append(reason)
-    return r
-
-
 def run_kubernetes_cells(
     cells: Sequence[Cell], *, clusters: Mapping[str, KubernetesCluster], descriptors: Mapping[str, Descriptor],
     run_id: str, run_dir: Path, results: dict[str, CellResult], stop: threading.Event,
     images_from: str | None = None, keep: bool = False, jobs: int = 0, settings: KubeSettings | None = None,
-    say: Say = print, run_rounds: Callable[[list[CellRun]], None] | None = None, first_index: int = 0,
+    say: Say = print, run_rounds: Callable[[Sequence[HarnessRun]], None] | None = None, first_index: int = 0,
     access: Mapping[str, KubeAccess] | None = None, phases: PhaseLog | None = None,
 ) -> None:
     """Run the kubernetes cells, one matrix cluster after the other, filling `results` in place (so
@@ -1180,7 +458,7 @@ def run_kubernetes_cells(
                     desc = descriptors[cell.folder]
                     problem = images.problem(cell)
                     if problem:
-                        results[cell.id] = _error_result(cell, desc, problem)
+                        results[cell.id] = error_result(cell, desc, problem)
                     else:
                         runs.append(backend.new_cell(index, cell, desc, images))
                 say(f"  {name}: deploying {len(runs)} cells into namespaces watchdrop-{run_id}-cNNN")
@@ -1190,7 +468,7 @@ def run_kubernetes_cells(
                 backend.wait_started(runs)
                 enter("rounds")
                 if run_rounds is not None:
-                    run_rounds(cast("list[CellRun]", runs))
+                    run_rounds(runs)
                 else:
                     _default_rounds(runs, jobs, stop, say)
                 if stop.is_set():
@@ -1225,7 +503,7 @@ def run_kubernetes_cells(
                 f.write(exc.render() + "\n")
             for _, cell in group:
                 if cell.id not in results:
-                    r = _error_result(cell, descriptors[cell.folder], f"cluster {name}: {exc.message}")
+                    r = error_result(cell, descriptors[cell.folder], f"cluster {name}: {exc.message}")
                     if exc.fix:
                         r.errors.append(f"fix: {exc.fix}")
                     results[cell.id] = r

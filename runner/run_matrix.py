@@ -21,18 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import cleanup, signals, sysdeps
-from runner.cellrun import API_PORT, CellRun, CellSetupError
+from runner.cellrun import API_PORT, CellRun
 from runner.clientbuild import BuiltClient, build_client
 from runner.commands import CommandLog
 from runner.descriptor import Descriptor, load_descriptor
 from runner.embedded import EmbeddedCluster
 from runner.errors import BuildError, ExitCode, Interrupted, UsageError, WatchdropError
+from runner.harness import CellSetupError, HarnessRun, base_result
 from runner.html_report import write_extras
 from runner.images import kubernetes_problem
 from runner.k8s_backend import run_kubernetes_cells
 from runner.lb import LoadBalancer
 from runner.matrix import KubernetesCluster, Matrix, load_matrix
-from runner.model import CellResult, ProfileFacts, RunResult, Timings, Verdict
+from runner.model import CellResult, ProfileFacts, RunResult, Verdict
 from runner.netns import new_run_id
 from runner.pcapfacts import PcapError, PcapFacts, read_pcap
 from runner.phases import PhaseLog
@@ -88,19 +89,6 @@ def skipped_result(cell: Cell, desc: Descriptor, reason: str) -> CellResult:
     return base_result(cell, desc, Verdict.SKIPPED, reason)
 
 
-def base_result(cell: Cell, desc: Descriptor, verdict: Verdict, reason: str) -> CellResult:
-    return CellResult(
-        client=cell.client, folder=cell.folder, library=desc.library,
-        library_version=desc.version_for(cell.build_env),
-        api_style=cell.env.get("WATCHDROP_STYLE", desc.api_style), variant_env=dict(cell.env),
-        cluster=cell.cluster, profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
-        scenario=cell.scenario,
-        timings=Timings(interval=cell.interval, detection_timeout=cell.detection_timeout, rounds=cell.rounds,
-                        idle=cell.idle),
-        verdict=verdict, reason=reason, build_env=dict(cell.build_env),
-    )
-
-
 def machine_info() -> dict[str, str]:
     return {"kernel": platform.release(), "python": platform.python_version(), "cpus": str(os.cpu_count())}
 
@@ -130,7 +118,7 @@ class Execution:
     # -- build ------------------------------------------------------------------------------
     def build(self, cells: list[Cell], phases: PhaseLog) -> dict[tuple[str, str], BuiltClient | BuildError]:
         """Each (folder, build env) once, two at a time; a failure is kept, not raised."""
-        keys = {}
+        keys: dict[tuple[str, str], Cell] = {}
         for c in cells:
             keys.setdefault((c.folder, json.dumps(dict(c.build_env), sort_keys=True)), c)
         built: dict[tuple[str, str], BuiltClient | BuildError] = {}
@@ -278,7 +266,7 @@ class Execution:
                 phases.enter("done")
         return self.result
 
-    def _run_rounds(self, runs: list[CellRun]) -> None:
+    def _run_rounds(self, runs: Sequence[HarnessRun]) -> None:
         todo = [r for r in runs if r.setup_error is None]
         longest = max((r.cell.estimated_seconds for r in todo), default=0)
         jobs = self.jobs or len(todo) or 1

@@ -25,18 +25,9 @@ from runner import manifests as m
 from runner.descriptor import load_descriptor
 from runner.embedded import EmbeddedCluster
 from runner.errors import Interrupted, PrerequisiteError
-from runner.k8s_backend import (
-    FreshCoreV1Api,
-    KubeAccess,
-    KubeSettings,
-    LineSink,
-    clock_problems,
-    describe_pod,
-    extract_files,
-    pod_problem,
-    run_kubernetes_cells,
-    start_state,
-)
+from runner.k8s_api import FreshCoreV1Api, KubeAccess, KubeSettings, extract_files
+from runner.k8s_backend import run_kubernetes_cells
+from runner.k8s_pods import LineSink, clock_problems, describe_pod, pod_problem, start_state
 from runner.kubeconfig import token_user, write_kubeconfig
 from runner.matrix import KubernetesCluster
 from runner.model import CellResult, Verdict

@@ -11,7 +11,7 @@ from kubernetes.client.rest import ApiException
 
 from runner import manifests as m
 from runner.embedded import EmbeddedCluster
-from runner.k8s_backend import apply, delete
+from runner.k8s_api import apply, delete
 from runner.netns import new_run_id
 from runner.rbac import service_account_can
 from tests.conftest import needs_root_tools

@@ -1,0 +1,237 @@
+"""The harness side of one cell, wherever its watcher runs: the Updater's rounds and the cell's result.
+
+The watcher only watches, as a typical user of its library writes a watch. The harness is the
+Updater: every interval it changes ConfigMap `trigger` and waits up to the detection timeout for
+the watcher's `event-seen` line; a missed round writes a `failure-<timestamp>` ConfigMap, as the
+seed did. For idle-request it follows the watcher's own rounds and stops a request that hangs.
+
+HarnessRun holds that loop; a backend supplies where the watcher runs and how the harness writes:
+runner/cellrun.py (a process in a pod netns behind the LB emulator) and runner/k8s_cell.py (a pod
+on a real cluster).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from kubernetes import client
+
+from runner.clientbuild import BuiltClient
+from runner.descriptor import Descriptor
+from runner.model import CellResult, ProfileFacts, Timings, Verdict
+from runner.plan import Cell
+from runner.verdicts import Update
+
+TRIGGER = "trigger"
+OPEN_TIMEOUT = 60.0
+#: How long the first request of an idle-request round may take before it counts as hung.
+FIRST_REQUEST_GRACE = 120.0
+
+
+class CellSetupError(Exception):
+    pass
+
+
+class Watched(Protocol):
+    """The watcher as the round loop sees it: a local process (procs.Child) or a pod (PodWatcher)."""
+
+    def alive(self) -> bool: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+
+def base_result(cell: Cell, desc: Descriptor, verdict: Verdict, reason: str) -> CellResult:
+    """A cell's result with everything the plan knows filled in; the caller adds the evidence."""
+    return CellResult(
+        client=cell.client, folder=cell.folder, library=desc.library,
+        library_version=desc.version_for(cell.build_env),
+        api_style=cell.env.get("WATCHDROP_STYLE", desc.api_style), variant_env=dict(cell.env),
+        cluster=cell.cluster, profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
+        scenario=cell.scenario,
+        timings=Timings(interval=cell.interval, detection_timeout=cell.detection_timeout, rounds=cell.rounds,
+                        idle=cell.idle),
+        verdict=verdict, reason=reason, build_env=dict(cell.build_env),
+    )
+
+
+def error_result(cell: Cell, desc: Descriptor, reason: str) -> CellResult:
+    r = base_result(cell, desc, Verdict.ERROR, reason)
+    r.errors.append(reason)
+    return r
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _is_event_for(value: str, line: dict[str, Any]) -> bool:
+    return line.get("event") == "event-seen" and line.get("name") == TRIGGER and line.get("value") == value
+
+
+@dataclass
+class HarnessRun:
+    index: int
+    cell: Cell
+    built: BuiltClient
+    evidence: Path
+    run_dir: Path
+    stop: threading.Event
+    setup_error: str | None = None
+    namespace: str = ""
+    watcher: Watched | None = None
+    watcher_exit: int | None = None
+    updates: list[Update] = field(default_factory=list)
+    harness_errors: list[str] = field(default_factory=list)
+    started: float | None = None
+    finished: float | None = None
+    rounds_done: int = 0
+
+    def __post_init__(self) -> None:
+        self.evidence.mkdir(parents=True, exist_ok=True)
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def stdout(self) -> Path:
+        return self.evidence / "watcher.jsonl"
+
+    @property
+    def pcap_path(self) -> Path:
+        return self.evidence / "pod.pcap"
+
+    @property
+    def stderr(self) -> Path:
+        return self.evidence / "watcher.stderr"
+
+    def harness(self, text: str) -> None:
+        with (self.evidence / "harness.log").open("a") as f:
+            f.write(f"{time.time():.3f} {text}\n")
+
+    # -- what a backend supplies ------------------------------------------------------------------
+    def _core(self) -> client.CoreV1Api:
+        """The API the harness writes `trigger` and `failure-*` with."""
+        raise NotImplementedError
+
+    def stop_processes(self) -> None:
+        """Stop the watcher and its capture; keep the exit code (idempotent)."""
+        raise NotImplementedError
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def _wait_line(self, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not self.stop.is_set():
+            for line in read_jsonl(self.stdout):
+                if pred(line):
+                    return line
+            if self.watcher is not None and not self.watcher.alive():
+                # One more read: the line may have been written just before it exited.
+                return next((x for x in read_jsonl(self.stdout) if pred(x)), None)
+            time.sleep(0.05)
+        return None
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless the run is stopping; True when it is."""
+        return self.stop.wait(seconds)
+
+    def run_rounds(self, say: Callable[[str, bool], None]) -> None:
+        try:
+            if self.cell.scenario == "watch":
+                self._run_watch(say)
+            else:
+                self._run_idle_request(say)
+        except Exception as exc:  # a harness fault is evidence for ERROR, never a verdict
+            self.harness_errors.append(f"harness: {exc.__class__.__name__}: {exc}")
+            self.harness(f"harness error: {exc}")
+        finally:
+            self.finished = time.time()
+
+    def _run_watch(self, say: Callable[[str, bool], None]) -> None:
+        c = self.cell
+        opened = self._wait_line(lambda x: x.get("event") in ("watch-opened", "event-seen"), OPEN_TIMEOUT)
+        if opened is None:
+            if not self.stop.is_set():
+                self.harness_errors.append(f"the watcher opened no watch within {OPEN_TIMEOUT:.0f} s")
+            return
+        core = self._core()
+        assert c.interval is not None
+        for r in range(1, c.rounds + 1):
+            if self._sleep(c.interval):
+                return
+            if self.watcher is not None and not self.watcher.alive():
+                self.harness(f"round {r}: the watcher exited ({self.watcher.returncode}) before the update")
+                return
+            value = f"round-{r}"
+            at = time.time()  # taken before the write: the verdict accepts events from here on
+            core.patch_namespaced_config_map(TRIGGER, self.namespace, {"data": {"value": value}})
+            self.updates.append(Update(at=at, value=value))
+            self.harness(f"round {r}: set {TRIGGER}={value}")
+            seen = self._wait_line(partial(_is_event_for, value), c.detection_timeout)
+            self.rounds_done = r
+            if seen is not None:
+                self.harness(f"round {r}: seen after {float(seen['ts']) - at:.3f} s")
+                say(f"  {c.id}: round {r}/{c.rounds} seen", True)
+                continue
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+            core.create_namespaced_config_map(self.namespace, client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=f"failure-{stamp}-r{r}"),
+                data={"round": str(r), "expected": value, "updated_at": f"{at:.3f}",
+                      "detection_timeout": str(c.detection_timeout)}))
+            self.harness(f"round {r}: FAILURE: no event-seen for {value} within {c.detection_timeout} s; "
+                         f"wrote failure-{stamp}-r{r}")
+            say(f"  {c.id}: round {r}/{c.rounds} MISSED (no event within {c.detection_timeout} s)", True)
+
+    def _run_idle_request(self, say: Callable[[str, bool], None]) -> None:
+        c = self.cell
+        assert c.idle is not None and self.watcher is not None
+        limit = c.rounds * (c.idle + 2 * c.detection_timeout + 30) + 60
+        deadline = time.time() + limit
+        while self.watcher.alive() and time.time() < deadline:
+            hung = self._hung_request(c.detection_timeout + 5)
+            if hung is not None:
+                # A request that never returns is the finding itself (a stale pooled connection),
+                # not a harness fault: stop waiting and let the verdict read it.
+                self.harness(f"round {hung.get('round')}: request hung for more than "
+                             f"{c.detection_timeout + 5} s; stopping the watcher")
+                say(f"  {c.id}: request HUNG (no response within {c.detection_timeout} s)", True)
+                return
+            if self._sleep(0.2):
+                return
+        if self.watcher.alive():
+            self.harness_errors.append(f"the watcher did not finish its {c.rounds} round(s) within {limit} s")
+            return
+        say(f"  {c.id}: idle-request finished", True)
+
+    def _hung_request(self, after: float) -> dict[str, Any] | None:
+        """The last request-sent line, when no request-done followed it for `after` seconds.
+
+        The first request of a round meets no stale connection, only the process's own warm-up (a
+        cold JVM on a busy machine), so it gets FIRST_REQUEST_GRACE before it counts as hung."""
+        lines = [x for x in read_jsonl(self.stdout) if x.get("event") in ("request-sent", "request-done")]
+        if not lines or lines[-1]["event"] != "request-sent":
+            return None
+        last = lines[-1]
+        first_of_round = not any(x["event"] == "request-sent" and x.get("round") == last.get("round")
+                                 for x in lines[:-1])
+        limit = max(after, FIRST_REQUEST_GRACE) if first_of_round else after
+        return last if time.time() - float(last["ts"]) > limit else None
+
+    def interrupted_result(self) -> CellResult:
+        r = base_result(self.cell, self.built.descriptor, Verdict.ERROR, "interrupted")
+        r.errors.append("the run was interrupted before this cell finished")
+        return r
