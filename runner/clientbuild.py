@@ -92,6 +92,7 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
     with open(str(out) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / COMPLETE).exists():
+            os.utime(out / COMPLETE)  # last used: what prune_builds keeps by
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(f"cached build: {out}\n")
             return built
@@ -117,3 +118,41 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
                                      detail=tail, fix=f"see {log_path}")
         (out / COMPLETE).write_text("ok\n")
     return built
+
+
+#: Client builds not used for this long are removed when a run starts building (each edit of a
+#: watcher makes a new content-keyed build; the JVM and Rust ones are hundreds of MB).
+KEEP_UNUSED_DAYS = 14.0
+
+
+def prune_builds(keep_days: float = KEEP_UNUSED_DAYS, now: float | None = None) -> list[str]:
+    """Remove client builds last used more than `keep_days` ago, and builds a crash left
+    incomplete; a build another run holds (its lock is taken) is skipped. Returns what went."""
+    root = cache_root() / "clients"
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for out in sorted(p for p in root.iterdir() if p.is_dir()):
+        marker = out / COMPLETE
+        try:
+            last = marker.stat().st_mtime if marker.exists() else out.stat().st_mtime
+        except OSError:
+            continue
+        # An incomplete build older than the longest build is a crash's leftover; a complete
+        # one goes after keep_days without use.
+        limit = keep_days * 86400 if marker.exists() else BUILD_TIMEOUT
+        if now - last <= limit:
+            continue
+        with open(str(out) + ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built or used by a parallel run
+            shutil.rmtree(out, ignore_errors=True)
+            Path(str(out) + ".lock").unlink(missing_ok=True)
+        removed.append(out.name)
+    for lock_path in root.glob("*.lock"):
+        if not Path(str(lock_path)[: -len(".lock")]).exists() and now - lock_path.stat().st_mtime > BUILD_TIMEOUT:
+            lock_path.unlink(missing_ok=True)
+    return removed

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from runner import cleanup, signals, sysdeps
 from runner.cellrun import API_PORT, CellRun
-from runner.clientbuild import BuiltClient, build_client
+from runner.clientbuild import KEEP_UNUSED_DAYS, BuiltClient, build_client, prune_builds
 from runner.commands import CommandLog
 from runner.descriptor import Descriptor, load_descriptor
 from runner.embedded import EmbeddedCluster
@@ -123,6 +123,8 @@ class Execution:
             keys.setdefault((c.folder, json.dumps(dict(c.build_env), sort_keys=True)), c)
         built: dict[tuple[str, str], BuiltClient | BuildError] = {}
         phases.enter("build")
+        for name in prune_builds():
+            _say(f"cache: removed client build {name} (unused for {KEEP_UNUSED_DAYS:.0f} days, or left incomplete)")
 
         def one(key: tuple[str, str]) -> None:
             cell = keys[key]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from runner.clientbuild import build_client, build_key
+from runner.clientbuild import COMPLETE, KEEP_UNUSED_DAYS, build_client, build_key, prune_builds
 from runner.descriptor import load_descriptor
 from runner.errors import BuildError
 
@@ -69,3 +71,47 @@ def test_stop_interrupts_a_running_build_and_its_children(tmp_path: Path) -> Non
     stat = Path(f"/proc/{pid}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
     assert "interrupted" in (tmp_path / "b.log").read_text()
+
+
+def test_prune_removes_unused_and_incomplete_builds_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDROP_CACHE", str(tmp_path))
+    root = tmp_path / "clients"
+    now = time.time()
+    old = now - (KEEP_UNUSED_DAYS + 1) * 86400
+
+    def build(name: str, *, complete: bool, used: float) -> Path:
+        out = root / name
+        out.mkdir(parents=True)
+        (out / "payload").write_text("x")
+        (Path(str(out) + ".lock")).touch()
+        if complete:
+            (out / COMPLETE).write_text("ok\n")
+            os.utime(out / COMPLETE, (used, used))
+        os.utime(out, (used, used))
+        return out
+
+    build("java-old", complete=True, used=old)
+    build("java-new", complete=True, used=now - 3600)
+    build("rust-crashed", complete=False, used=now - 7200)
+    building = build("go-building", complete=False, used=now - 7200)
+    held = build("py-old-in-use", complete=True, used=old)
+    with open(str(held) + ".lock", "w") as lock1, open(str(building) + ".lock", "w") as lock2:
+        fcntl.flock(lock1, fcntl.LOCK_EX)  # another run is using it
+        fcntl.flock(lock2, fcntl.LOCK_EX)  # another run is building it
+        removed = prune_builds(now=now)
+    assert sorted(removed) == ["java-old", "rust-crashed"]
+    assert not (root / "java-old").exists() and not (root / "java-old.lock").exists()
+    assert (root / "java-new" / "payload").exists()
+    assert (held / "payload").exists() and (building / "payload").exists()
+
+
+def test_a_cache_hit_counts_as_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDROP_CACHE", str(tmp_path / "cache"))
+    src = _client(tmp_path, "true")
+    desc = load_descriptor(src)
+    first = build_client(src, desc, {}, tmp_path / "b1.log")
+    long_ago = time.time() - (KEEP_UNUSED_DAYS + 1) * 86400
+    os.utime(first.out / COMPLETE, (long_ago, long_ago))
+    assert build_client(src, desc, {}, tmp_path / "b2.log").out == first.out
+    assert prune_builds() == []
+    assert (first.out / COMPLETE).exists()
