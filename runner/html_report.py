@@ -36,16 +36,16 @@ from runner.junit import write_junit
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 from runner.pcapfacts import ConnFacts
 from runner.report import (
-    _cell_text,
-    _column_title,
-    _columns,
-    _keepalive,
-    _label,
-    _mitigations,
-    _ordered_entries,
-    _profiles_used,
-    _rel,
-    _when,
+    cell_text,
+    column_title,
+    entry_label,
+    keepalive_text,
+    mitigation_lines,
+    ordered_entries,
+    profiles_used,
+    rel_time,
+    table_columns,
+    utc_time,
 )
 from runner.timeline import Evidence, LbFlow, draw_timeline, read_evidence, read_jsonl
 
@@ -156,14 +156,14 @@ def _legend() -> list[str]:
 
 def render_index(run: RunResult, linkable: set[str]) -> str:
     """index.html: run facts, the matrix with links to the cell pages, profiles, legend, mitigations."""
-    entries = _ordered_entries(run.cells)
-    columns = _columns(run.cells)
+    entries = ordered_entries(run.cells)
+    columns = table_columns(run.cells)
     many = len({sc for _, sc in columns}) > 1
     defaults = {c.folder: c for c in run.cells if not c.is_variant}
     body = [f"<h1>watchdrop run {_e(run.run_id)}</h1>"]
     facts = [
         f"matrix <code>{_e(run.matrix)}</code>",
-        f"started {_e(_when(run.started))}, finished {_e(_when(run.finished))}",
+        f"started {_e(utc_time(run.started))}, finished {_e(utc_time(run.finished))}",
         *(f"{_e(k)}: {_e(v)}" for k, v in sorted(run.machine.items())),
     ]
     body.append('<p class="muted">' + " · ".join(facts) + "</p>")
@@ -176,16 +176,16 @@ def render_index(run: RunResult, linkable: set[str]) -> str:
         body.append(f"<p>{len(run.cells)} cells: {_e(summary)}.</p>")
 
     body.append('<div class="wide"><table class="matrix">')
-    heads = ["client", "library", "keepalive (observed)", *(_column_title(cl, sc, many) for cl, sc in columns)]
+    heads = ["client", "library", "keepalive (observed)", *(column_title(cl, sc, many) for cl, sc in columns)]
     body.append("<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr></thead>")
     body.append("<tbody>")
     for name, cells in entries:
         by_col = {(c.cluster, c.scenario): c for c in cells}
         first = cells[0]
         row = [
-            f"<th>{_e(_label(name, cells, defaults))}</th>",
+            f"<th>{_e(entry_label(name, cells, defaults))}</th>",
             f"<td>{_e(first.library)} {_e(first.library_version)}</td>",
-            f"<td>{_e(_keepalive(cells))}</td>",
+            f"<td>{_e(keepalive_text(cells))}</td>",
         ]
         for col in columns:
             c = by_col.get(col)
@@ -194,21 +194,21 @@ def render_index(run: RunResult, linkable: set[str]) -> str:
                 continue
             verdict = _e(c.verdict.value)
             link = f'<a href="{_href(cell_page_path(c))}">{verdict}</a>' if c.cell_id in linkable else verdict
-            row.append(f'<td class="cell {_VERDICT_CLASS[c.verdict]}" title="{_e(_cell_text(c))}">{link}'
+            row.append(f'<td class="cell {_VERDICT_CLASS[c.verdict]}" title="{_e(cell_text(c))}">{link}'
                        f'<span class="reason">{_e(c.reason)}</span></td>')
         body.append("<tr>" + "".join(row) + "</tr>")
     body.append("</tbody></table></div>")
     if not run.cells:
         body.append("<p>(no cells)</p>")
 
-    profiles = _profiles_used(run)
+    profiles = profiles_used(run)
     if profiles:
         body.append("<h2>Profiles (real numbers)</h2><ul>")
         body += [f"<li>{_e(p)}</li>" for p in profiles]
         body.append("</ul>")
     body.append("<h2>Legend</h2>")
     body += _legend()
-    mitigations = _mitigations(run)
+    mitigations = mitigation_lines(run)
     if mitigations:
         body.append("<h2>Mitigations</h2><ul>")
         body += [f"<li>{_e(m)}</li>" for m in mitigations]
@@ -265,7 +265,8 @@ def story(cell: CellResult, ev: Evidence) -> list[str]:
                 quiet = _b(f"carried no packet either way for {fmt_secs(b - a)}", "bad")
                 out.append(
                     f"Capture: the pod's connection {name} {quiet}"
-                    f" from {_rel(a, o)} to {_rel(b, o)}, at least the LB's idle timeout of {fmt_secs(timeout)}.")
+                    f" from {rel_time(a, o)} to {rel_time(b, o)},"
+                    f" at least the LB's idle timeout of {fmt_secs(timeout)}.")
             if not gaps:
                 silence = _longest_silence(c, last_ts)
                 longest = f" (longest silence {fmt_secs(silence)})" if silence is not None else ""
@@ -277,11 +278,12 @@ def story(cell: CellResult, ev: Evidence) -> list[str]:
                          f"{len(c.keepalive_server)} from the server")
         if c.rsts:
             # The capture sees one leg: an RST "from the server" may be the LB speaking for it.
-            senders = [f"{'the pod' if who == 'client' else 'the server side'} at {_rel(t, o)}" for t, who in c.rsts]
+            senders = [f"{'the pod' if who == 'client' else 'the server side'} at {rel_time(t, o)}"
+                       for t, who in c.rsts]
             kinds.append("RST from " + ", ".join(senders))
         if c.close_kind and not c.rsts:
             late = c.closed_at is not None and last_deadline is not None and c.closed_at > last_deadline
-            kinds.append(f"closed by {c.close_kind} at {_rel(c.closed_at, o)}"
+            kinds.append(f"closed by {c.close_kind} at {rel_time(c.closed_at, o)}"
                          + (" (after the last round's deadline)" if late else ""))
         if kinds:
             out.append(f"Capture: on {name}: {_e('; '.join(kinds))}.")
@@ -300,14 +302,15 @@ def story(cell: CellResult, ev: Evidence) -> list[str]:
     for r in cell.rounds:
         arrived = _server_packets(conns, r.update_at, r.deadline)
         if cell.scenario == "watch":
-            did = f"Harness: round {r.index} set the trigger to <code>{_e(r.expected)}</code> at {_rel(r.update_at, o)}"
+            did = (f"Harness: round {r.index} set the trigger to <code>{_e(r.expected)}</code>"
+                   f" at {rel_time(r.update_at, o)}")
         else:
-            did = f"Watcher: round {r.index} sent its request after the idle period at {_rel(r.update_at, o)}"
+            did = f"Watcher: round {r.index} sent its request after the idle period at {rel_time(r.update_at, o)}"
         if r.ok and r.seen_at is not None:
             res = _b(f"seen after {r.seen_at - r.update_at:.2f} s", "ok")
         else:
             what = "no matching event-seen" if cell.scenario == "watch" else "no answer"
-            res = _b(f"{what} by the deadline {_rel(r.deadline, o)}", "bad")
+            res = _b(f"{what} by the deadline {rel_time(r.deadline, o)}", "bad")
         wire = ""
         if ev.pcap is not None:
             wire = (f"; {_plural(arrived, 'data packet')} from the server reached the pod in that window"
@@ -330,7 +333,8 @@ def story(cell: CellResult, ev: Evidence) -> list[str]:
         else:
             passed = cell.verdict in (Verdict.PASS, Verdict.RECOVERED)
             out.append("Watcher: " + _b("no error and no reconnect", "ok" if passed else "bad")
-                       + f"; its last line was <code>{_e(last.get('event'))}</code> at {_rel(float(last['ts']), o)}.")
+                       + f"; its last line was <code>{_e(last.get('event'))}</code>"
+                       f" at {rel_time(float(last['ts']), o)}.")
     for e in cell.errors:
         out.append(f"Harness problem: {_e(e)}")
     return out
@@ -339,10 +343,10 @@ def story(cell: CellResult, ev: Evidence) -> list[str]:
 def _lb_sentence(f: LbFlow, o: float | None, last_deadline: float | None) -> str:
     name = _e(_port(f.client))
     if f.expired_at is None:
-        end = f" and saw it closed at {_rel(f.closed_at, o)}" if f.closed_at is not None else ""
-        return f"LB: tracked flow {name} from {_rel(f.opened_at, o)}{end}; it {_b('never expired it', 'ok')}."
+        end = f" and saw it closed at {rel_time(f.closed_at, o)}" if f.closed_at is not None else ""
+        return f"LB: tracked flow {name} from {rel_time(f.opened_at, o)}{end}; it {_b('never expired it', 'ok')}."
     idle = f" after {fmt_secs(f.expired_at - f.last_activity)} idle" if f.last_activity is not None else ""
-    text = f"LB: {_b(f'expired flow {name}{idle} at {_rel(f.expired_at, o)} and forgot it', 'bad')}"
+    text = f"LB: {_b(f'expired flow {name}{idle} at {rel_time(f.expired_at, o)} and forgot it', 'bad')}"
     sent = sorted({"the pod" if to == "client" else "the server" for _, to in f.rst_sent})
     text += f"; it sent an RST to {' and '.join(sent)}" if sent else "; it sent no RST to either end"
     dropped = [(t, s) for t, s, a in f.after_expiry if a != "reset"]
@@ -358,7 +362,7 @@ def _lb_sentence(f: LbFlow, o: float | None, last_deadline: float | None) -> str
     if later:
         text += f"; {_plural(later, 'more packet')} dropped after the last round's deadline"
     for t, s in resets:
-        text += f"; a late packet from {'the pod' if s == 'client' else 'the server'} at {_rel(t, o)} drew an RST"
+        text += f"; a late packet from {'the pod' if s == 'client' else 'the server'} at {rel_time(t, o)} drew an RST"
     return text + "."
 
 
@@ -382,15 +386,15 @@ def _rounds_table(cell: CellResult) -> list[str]:
     for r in cell.rounds:
         if r.ok and r.seen_at is not None:
             after = f"(+{r.seen_at - r.update_at:.2f} s)"
-            seen = ("event-seen " if watch else "answer ") + f"at {_rel(r.seen_at, o)} {after}"
+            seen = ("event-seen " if watch else "answer ") + f"at {rel_time(r.seen_at, o)} {after}"
             observed = f'<span class="seen">{_e(seen)}</span>'
         else:
             observed = '<span class="missed">nothing in time</span>'
         expected = f"value <code>{_e(r.expected)}</code>" if watch else f"<code>{_e(r.expected)}</code>"
         out.append(
             f'<tr class="{"" if r.ok else "v-fail-silent"}"><td class="num">{r.index}</td>'
-            f"<td>{_e(_rel(r.update_at, o))}</td><td>{expected}</td><td>{observed}</td>"
-            f"<td>{_e(_rel(r.deadline, o))}</td>"
+            f"<td>{_e(rel_time(r.update_at, o))}</td><td>{expected}</td><td>{observed}</td>"
+            f"<td>{_e(rel_time(r.deadline, o))}</td>"
             f"<td>{_e('—' if r.idle_before is None else fmt_secs(r.idle_before))}</td><td>{_e(r.note)}</td></tr>")
     return [*out, "</tbody></table>"]
 
@@ -408,10 +412,10 @@ def _conn_table(cell: CellResult, ev: Evidence) -> list[str]:
     out += ["<table>", "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr></thead>", "<tbody>"]
     for c in ev.pcap.connections:
         silence = _longest_silence(c, ev.pcap.last_ts)
-        closed = f"{_rel(c.closed_at, o)} {c.close_kind}" if c.close_kind else "—"
-        rsts = ", ".join(f"{who} {_rel(t, o)}" for t, who in c.rsts) or "—"
+        closed = f"{rel_time(c.closed_at, o)} {c.close_kind}" if c.close_kind else "—"
+        rsts = ", ".join(f"{who} {rel_time(t, o)}" for t, who in c.rsts) or "—"
         cells = [
-            f"{c.client} → {c.server}", _rel(c.opened_at, o), closed,
+            f"{c.client} → {c.server}", rel_time(c.opened_at, o), closed,
             f"{len(c.data_client)} / {len(c.data_server)}",
             f"{len(c.small_records_client)} / {len(c.small_records_server)}",
             f"{len(c.keepalive_client)} / {len(c.keepalive_server)}", rsts,
@@ -433,7 +437,7 @@ def _lb_table(cell: CellResult, events: Sequence[dict[str, object]]) -> list[str
         details = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(rest.items()))
         flow = ev.get("flow")
         bad = ev.get("event") in ("expired", "rst-sent", "after-expiry")
-        when = _rel(ts if isinstance(ts, float | int) else None, o)
+        when = rel_time(ts if isinstance(ts, float | int) else None, o)
         out.append(
             f'<tr class="{"v-fail-silent" if bad else ""}"><td>{_e(when)}</td>'
             f"<td>{_e(ev.get('event'))}</td><td>{_e(flow if isinstance(flow, str) else '')}</td>"
@@ -470,7 +474,7 @@ def _log_block(title: str, path: Path, n: int, origin: float | None, timed: str)
                 ts = float(ln.partition(" ")[0])
             except ValueError:
                 ts = None
-        prefix = f"{_rel(ts, origin):>10}  " if ts is not None else ""
+        prefix = f"{rel_time(ts, origin):>10}  " if ts is not None else ""
         out.append(_e(prefix + ln))
     return [head, f'<p class="muted">{_e(path.name)}, {_e(shown)}:</p>', "<pre>" + "\n".join(out) + "</pre>"]
 
@@ -504,8 +508,8 @@ def _setup_facts(cell: CellResult) -> list[str]:
         ("profile", cell.profile.describe() if cell.profile else f"the provider LB of {cell.cluster} (not emulated)"),
         ("timings", ", ".join(timings)),
         ("keepalive observed", cell.keepalive or "—"),
-        ("started", _when(cell.started)),
-        ("finished", _when(cell.finished)),
+        ("started", utc_time(cell.started)),
+        ("finished", utc_time(cell.finished)),
     ]
     if cell.variant_env:
         facts.append(("environment", ", ".join(f"{k}={v}" for k, v in sorted(cell.variant_env.items()))))
@@ -542,7 +546,7 @@ def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Eviden
     if timeline is not None and (page_dir / timeline).is_file():
         alt = f"Timeline of {cell.cell_id}: TCP connections, LB flow state, harness updates, watcher events, rounds"
         body.append(f'<figure><img src="{_href(timeline)}" alt="{_e(alt)}" width="1200">'
-                    f'<figcaption class="muted">Seconds from the cell\'s start ({_e(_when(cell.started))}). '
+                    f'<figcaption class="muted">Seconds from the cell\'s start ({_e(utc_time(cell.started))}). '
                     "Shaded: a connection idle at least as long as the LB's timeout.</figcaption></figure>")
     else:
         body.append(f"<p class=\"muted\">No timeline: {_e(timeline or 'no evidence recorded for this cell')}.</p>")

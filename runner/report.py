@@ -38,7 +38,7 @@ _FAILS = (Verdict.FAIL_LOUD, Verdict.FAIL_SILENT)
 # --- rows and columns ------------------------------------------------------------------------------
 
 
-def _ordered_entries(cells: Iterable[CellResult]) -> list[tuple[str, list[CellResult]]]:
+def ordered_entries(cells: Iterable[CellResult]) -> list[tuple[str, list[CellResult]]]:
     """(entry name, its cells) with folders in first-seen order and each folder's default first."""
     folders: dict[str, dict[str, list[CellResult]]] = {}
     for c in cells:
@@ -51,7 +51,7 @@ def _ordered_entries(cells: Iterable[CellResult]) -> list[tuple[str, list[CellRe
     return out
 
 
-def _columns(cells: Iterable[CellResult]) -> list[tuple[str, str]]:
+def table_columns(cells: Iterable[CellResult]) -> list[tuple[str, str]]:
     """(cluster, scenario) pairs, clusters in first-seen order, scenarios in first-seen order."""
     clusters: dict[str, None] = {}
     scenarios: dict[str, None] = {}
@@ -75,7 +75,7 @@ def _diff(variant: CellResult, default: CellResult | None) -> str:
     return ", ".join(parts)
 
 
-def _label(name: str, cells: list[CellResult], defaults: dict[str, CellResult]) -> str:
+def entry_label(name: str, cells: list[CellResult], defaults: dict[str, CellResult]) -> str:
     first = cells[0]
     if not first.is_variant:
         return name
@@ -85,7 +85,7 @@ def _label(name: str, cells: list[CellResult], defaults: dict[str, CellResult]) 
     return f"↳ {label}" if first.folder in defaults else label
 
 
-def _keepalive(cells: list[CellResult]) -> str:
+def keepalive_text(cells: list[CellResult]) -> str:
     """What the capture showed keeping an idle watch busy, from one representative cell.
 
     The watch cell behind the control profile (no LB) shows the library's own behaviour without
@@ -104,7 +104,7 @@ def _keepalive(cells: list[CellResult]) -> str:
     return "; ".join(periodic) if periodic else "none seen"
 
 
-def _cell_text(c: CellResult | None) -> str:
+def cell_text(c: CellResult | None) -> str:
     if c is None:
         return "—"
     return f"{c.verdict.value}: {c.reason}" if c.reason else c.verdict.value
@@ -116,16 +116,16 @@ def _table_cell(text: str, fmt: Format) -> str:
     return text.replace("|", "\\|") if fmt == "github" else text
 
 
-def _column_title(cluster: str, scenario: str, many_scenarios: bool) -> str:
+def column_title(cluster: str, scenario: str, many_scenarios: bool) -> str:
     return f"{cluster} · {scenario}" if many_scenarios else cluster
 
 
-def _mitigations(run: RunResult) -> list[str]:
+def mitigation_lines(run: RunResult) -> list[str]:
     """Lines for variants that PASS where their folder's default FAILs, same cluster and scenario."""
     defaults = {(c.folder, c.cluster, c.scenario): c for c in run.cells if not c.is_variant}
     many = len({c.scenario for c in run.cells}) > 1
     lines = []
-    for name, cells in _ordered_entries(run.cells):
+    for name, cells in ordered_entries(run.cells):
         for v in cells:
             if not v.is_variant or v.verdict is not Verdict.PASS:
                 continue
@@ -133,7 +133,7 @@ def _mitigations(run: RunResult) -> list[str]:
             if d is None or d.verdict not in _FAILS:
                 continue
             diff = _diff(v, d) or "its settings"
-            where = _column_title(v.cluster, v.scenario, many)
+            where = column_title(v.cluster, v.scenario, many)
             lines.append(f"mitigation proven: {diff} turns {d.client} {d.verdict.value} into PASS on {where} ({name})")
     return lines
 
@@ -143,25 +143,25 @@ def render_table(run: RunResult, fmt: Format) -> str:
     Markdown."""
     if fmt not in ("plain", "github"):
         raise ValueError(f"unknown table format {fmt!r} (plain or github)")
-    entries = _ordered_entries(run.cells)
-    columns = _columns(run.cells)
+    entries = ordered_entries(run.cells)
+    columns = table_columns(run.cells)
     many = len({sc for _, sc in columns}) > 1
     defaults = {c.folder: c for c in run.cells if not c.is_variant}
     headers = [
         "client",
         "library",
         "keepalive (observed)",
-        *(_table_cell(_column_title(cl, sc, many), fmt) for cl, sc in columns),
+        *(_table_cell(column_title(cl, sc, many), fmt) for cl, sc in columns),
     ]
     rows = []
     for name, cells in entries:
         by_col = {(c.cluster, c.scenario): c for c in cells}
         first = cells[0]
         row = [
-            _label(name, cells, defaults),
+            entry_label(name, cells, defaults),
             f"{first.library} {first.library_version}",
-            _keepalive(cells),
-            *(_cell_text(by_col.get(col)) for col in columns),
+            keepalive_text(cells),
+            *(cell_text(by_col.get(col)) for col in columns),
         ]
         rows.append([_table_cell(text, fmt) for text in row])
     if not rows:
@@ -174,21 +174,21 @@ def render_table(run: RunResult, fmt: Format) -> str:
     out = [table, ""]
     if run.interrupted:
         out += [bold("Interrupted:") + " the run was stopped early; cells not reached are missing.", ""]
-    profiles = _profiles_used(run)
+    profiles = profiles_used(run)
     if profiles:
         out.append(bold("Profiles") + " (real numbers):")
         out += [f"- {p}" for p in profiles]
         out.append("")
     out.append(bold("Legend:"))
     out += [f"- {v.value}: {v.legend}" for v in Verdict]
-    mitigations = _mitigations(run)
+    mitigations = mitigation_lines(run)
     if mitigations:
         out += ["", bold("Mitigations:")]
         out += [f"- {m}" for m in mitigations]
     return "\n".join(out) + "\n"
 
 
-def _profiles_used(run: RunResult) -> list[str]:
+def profiles_used(run: RunResult) -> list[str]:
     seen: dict[str, str] = {}
     for p in run.profiles:
         seen.setdefault(p.name, p.describe())
@@ -201,13 +201,13 @@ def _profiles_used(run: RunResult) -> list[str]:
 # --- report.md -------------------------------------------------------------------------------------
 
 
-def _when(t: float | None) -> str:
+def utc_time(t: float | None) -> str:
     if t is None:
         return "—"
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _rel(t: float | None, origin: float | None) -> str:
+def rel_time(t: float | None, origin: float | None) -> str:
     if t is None:
         return "—"
     if origin is None:
@@ -252,7 +252,7 @@ def _cell_section(c: CellResult) -> list[str]:
             f"LB: {lb.expired} expired, RST to client {lb.rst_to_client}, RST to server {lb.rst_to_server}, "
             f"{lb.dropped_after_expiry} dropped after expiry"
         )
-    facts.append(f"started {_when(c.started)}, finished {_when(c.finished)}")
+    facts.append(f"started {utc_time(c.started)}, finished {utc_time(c.finished)}")
     out += [f"- {_md(f)}" for f in facts]
     if c.errors:
         out += ["", "Harness errors:"] + [f"- {_md(e)}" for e in c.errors]
@@ -261,7 +261,7 @@ def _cell_section(c: CellResult) -> list[str]:
             [
                 r.index,
                 _md(r.expected),
-                _rel(r.update_at, c.started),
+                rel_time(r.update_at, c.started),
                 "—" if r.seen_at is None else f"{r.seen_at - r.update_at:+.2f} s",
                 "yes" if r.ok else "NO",
                 "—" if r.idle_before is None else fmt_secs(r.idle_before),
@@ -288,7 +288,7 @@ def render_markdown(run: RunResult) -> str:
     """report.md: run facts, the matrix table, then one section per cell with its rounds and evidence."""
     out = [f"# watchdrop run {run.run_id}", ""]
     facts = [
-        f"started {_when(run.started)}, finished {_when(run.finished)}",
+        f"started {utc_time(run.started)}, finished {utc_time(run.finished)}",
         f"matrix: {run.matrix}",
     ]
     facts += [f"{k}: {v}" for k, v in sorted(run.machine.items())]
@@ -396,7 +396,7 @@ def readme_examples(run: RunResult) -> dict[str, CellResult]:
 def render_readme_section(run: RunResult, images: dict[str, str] | None = None) -> str:
     """The README's part: which run, the table with profiles, legend and mitigations, and the
     example timelines (`images`: verdict -> repo-relative SVG path); no per-cell detail."""
-    head = (f"From run `{run.run_id}` of `{run.matrix}` ({_when(run.finished)}; "
+    head = (f"From run `{run.run_id}` of `{run.matrix}` ({utc_time(run.finished)}; "
             f"{run.machine.get('cpus', '?')} CPUs, kernel {run.machine.get('kernel', '?')}). "
             "Each cell's evidence is in `results/<run-id>/cells/`; `report.md` there has every round.")
     if run.interrupted:
