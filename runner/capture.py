@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from runner import signals
 from runner.commands import CommandLog, in_netns
 from runner.errors import ClusterError
 from runner.procs import Child
@@ -47,7 +48,7 @@ class Capture:
         if self.child.alive():
             deadline = time.monotonic() + limit
             last, since = -1, time.monotonic()
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not signals.hurry.is_set():
                 size = self.pcap.stat().st_size if self.pcap.exists() else 0
                 if size != last:
                     last, since = size, time.monotonic()

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import signals
 from runner.commands import CommandLog, in_netns
 from runner.errors import ClusterError
 
@@ -275,7 +276,7 @@ def kill_netns_pids(ns: str, log: CommandLog, grace: float = 5.0) -> list[str]:
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and netns_pids(ns):
+    while time.monotonic() < deadline and netns_pids(ns) and not signals.hurry.is_set():
         time.sleep(0.05)
     left = netns_pids(ns)
     if left:

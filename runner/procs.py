@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from runner import signals
 from runner.commands import CommandLog
 
 
@@ -51,12 +52,18 @@ class Child:
         return self.popen.poll()
 
     def stop(self, grace: float = 5.0) -> int | None:
-        """SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit code.
+
+        A second Ctrl-C (signals.hurry) ends the grace at once, also in the middle of it."""
         if self.alive():
             self._send(signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + grace
+            while self.alive() and time.monotonic() < deadline and not signals.hurry.is_set():
+                try:
+                    self.popen.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.alive():
                 self._send(signal.SIGKILL)
                 self.popen.wait(10)
         for f in {self._out, self._err}:

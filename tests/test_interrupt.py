@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from runner import signals
 from runner.netns import list_project_netns
 from runner.procs import Child
 from tests.conftest import needs_root_tools
@@ -93,3 +95,59 @@ def test_sigterm_escalates_to_sigkill_for_a_child_that_ignores_it(tmp_path: Path
     rc = child.stop(grace=1.0)
     assert rc == -signal.SIGKILL
     assert time.monotonic() - t0 < 5
+
+
+def test_a_second_ctrl_c_ends_the_grace_at_once(tmp_path: Path) -> None:
+    """A child ignoring SIGTERM with a minute of grace: the second signal (hurry) kills it now."""
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(99)"
+    child = Child("stubborn", [sys.executable, "-c", code], stdout=tmp_path / "out.log")
+    deadline = time.monotonic() + 10
+    while "up" not in (tmp_path / "out.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    got: list[int | None] = []
+    stopper = threading.Thread(target=lambda: got.append(child.stop(grace=60.0)))
+    stopper.start()
+    try:
+        time.sleep(0.5)
+        assert stopper.is_alive()  # inside the grace
+        signals.hurry.set()
+        stopper.join(20)
+        assert not stopper.is_alive(), "the grace was not cut short"
+        assert got == [-signal.SIGKILL]
+    finally:
+        signals.consume()
+        if child.alive():
+            child.popen.kill()
+
+
+@needs_root_tools("ip", "nft", "tcpdump", "haproxy", "go")
+@pytest.mark.slow
+def test_two_ctrl_c_still_clean_up_everything(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "matrix.quick.yaml", "--out", str(out), "--no-readme",
+         "--only", "client=client-go", "--only", "cluster=azure-slb-quick", "--only", "scenario=watch"],
+        cwd=REPO, env={**os.environ, "WATCHDROP_PAUSE_AT": "rounds"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        log = out / "latest" / "phases.log"
+        deadline = time.monotonic() + 180
+        while not (log.exists() and " rounds" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, output
+    run_id = (out / "latest").resolve().name
+    assert not [n for n in list_project_netns() if run_id in n]
+    assert not _processes_of((run_id, str(out)))
+    assert not list(Path("/tmp").glob(f"watchdrop-{run_id}-*"))
+    results = json.loads(((out / "latest") / "results.json").read_text())
+    assert results["interrupted"] is True
