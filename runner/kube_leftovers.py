@@ -83,6 +83,7 @@ def remove(core: client.CoreV1Api, *, own_run_id: str, timeout: tuple[float, flo
     """Delete the dead runs' namespaces (without waiting for them to go); returns their names.
     `delete_hint(run_id)` is the command shown for namespaces left alone."""
     removed = []
+    elsewhere: dict[str, list[Leftover]] = {}
     for left in find(core, own_run_id=own_run_id, timeout=timeout):
         if left.state == "dead":
             try:
@@ -95,7 +96,12 @@ def remove(core: client.CoreV1Api, *, own_run_id: str, timeout: tuple[float, flo
             say(f"removed namespace {left.namespace} of crashed run {left.run_id} ({left.runner})")
             removed.append(left.namespace)
         elif left.state == "elsewhere":
-            say(f"left alone: namespace {left.namespace} of run {left.run_id}, started on "
-                f"{left.runner.split()[0] if left.runner else 'an unknown host'}; if that run is over: "
-                f"{delete_hint(left.run_id)}")
+            elsewhere.setdefault(left.run_id, []).append(left)
+    # One line per foreign run, however many namespaces it has (a run makes one per cell).
+    for run_id, lefts in sorted(elsewhere.items()):
+        names = (f"namespace {lefts[0].namespace}" if len(lefts) == 1
+                 else f"{len(lefts)} namespaces ({lefts[0].namespace}, ...)")
+        host = lefts[0].runner.split()[0] if lefts[0].runner else "an unknown host"
+        say(f"left alone: {names} of run {run_id}, started on {host}; if that run is over: "
+            f"{delete_hint(run_id)}")
     return removed

@@ -46,3 +46,41 @@ def test_a_process_name_with_spaces_and_parentheses_reads_right() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_only_dead_runs_are_deleted_and_each_foreign_run_is_named_once() -> None:
+    """remove() over a namespace list (a stand-in CoreV1Api: pure logic, no cluster)."""
+    from types import SimpleNamespace
+
+    from runner import manifests as m
+    from runner.kube_leftovers import remove
+
+    dead_proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = runner_mark(dead_proc.pid)
+    dead_proc.wait()
+
+    def ns(name: str, run_id: str, mark: str) -> SimpleNamespace:
+        return SimpleNamespace(metadata=SimpleNamespace(
+            name=name, deletion_timestamp=None, labels={m.LABEL_RUN: run_id, m.LABEL_MANAGED: m.MANAGER},
+            annotations={m.ANNOTATION_RUNNER: mark}))
+
+    items = [ns("watchdrop-dddddd", "dddddd", dead), ns("watchdrop-dddddd-c000", "dddddd", dead),
+             ns("watchdrop-aaaaaa", "aaaaaa", runner_mark(os.getpid())),
+             *[ns(f"watchdrop-eeeeee-c00{i}", "eeeeee", "far-away 1 1") for i in range(3)],
+             ns("watchdrop-ownrun", "ownrun", dead)]
+    deleted: list[str] = []
+
+    class Core:
+        def list_namespace(self, **_kw: object) -> SimpleNamespace:
+            return SimpleNamespace(items=items)
+
+        def delete_namespace(self, name: str, **_kw: object) -> None:
+            deleted.append(name)
+
+    said: list[str] = []
+    removed = remove(Core(), own_run_id="ownrun", timeout=(1, 1), say=said.append,  # type: ignore[arg-type]
+                     delete_hint=lambda rid: f"kubectl delete namespace -l watchdrop.io/run-id={rid}")
+    assert removed == deleted == ["watchdrop-dddddd", "watchdrop-dddddd-c000"]
+    foreign = [line for line in said if line.startswith("left alone")]
+    assert foreign == ["left alone: 3 namespaces (watchdrop-eeeeee-c000, ...) of run eeeeee, started on far-away; "
+                       "if that run is over: kubectl delete namespace -l watchdrop.io/run-id=eeeeee"]
