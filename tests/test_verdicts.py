@@ -449,6 +449,17 @@ def test_idle_request_failed_request_is_loud() -> None:
     assert "request failed: 'Connection reset by peer'" in reason
 
 
+def test_idle_request_whose_request_before_the_idle_failed_is_error() -> None:
+    """Seen in a full run: a cold JVM on a loaded machine missed its 10 s connect timeout on the
+    first request, before any idle; the round was FAIL-LOUD though no LB had done anything yet."""
+    msg = "KubernetesClientException: The timeout of 10000 ms has been exceeded when getting a connection"
+    lines = req(1, 1.0, 13.6, ok=False, message=msg) + req(1, 60.0, 60.1)
+    got, reason = verdict(idle_request(lines, rounds=1))
+    assert got is Verdict.ERROR, reason
+    assert reason.startswith("round 1: the request before the idle period failed (request 1 failed after 13 s")
+    assert "nothing about idle flows can be concluded" in reason
+
+
 def test_idle_request_hang_then_never_sent_is_silent() -> None:
     # Round 1's second request never returns; the watcher is stuck and never starts round 2.
     lines = req(1, 1.0, 1.1) + req(1, 60.0, None)
@@ -561,3 +572,26 @@ def test_an_idle_side_connection_the_lb_forgot_is_no_error_when_every_round_was_
     # Without the LB's word for it, the same gap stays an ERROR: the evidence would disagree.
     j = judge_cell(dataclasses.replace(inp, lb=LbSummary()))
     assert j.verdict is Verdict.ERROR
+
+
+def test_an_rst_after_the_senders_own_fin_is_the_tail_of_a_close_not_a_reset() -> None:
+    """client-go over HTTP/1.1 and kube-apiserver both close an idle connection after 90 s. In one
+    full run the server's FIN went first and the client's late TLS close drew an RST from it (read
+    as RECOVERED); in the next the client's FIN went first (PASS). Both are one orderly close."""
+    for first, rst_from in (("server", "server"), ("client", "client")):
+        pooled = Conn(opened_at=0.5, data_client=[1.0], data_server=[1.05], closed_at=91.0,
+                      close_kind=f"fin-{first}", rsts=[(91.002, rst_from)])
+        fresh = Conn(opened_at=270.0, data_client=[270.0], data_server=[270.05], closed_at=270.1,
+                     close_kind="fin-client")
+        lines = req(1, 1.0, 1.1) + req(1, 270.0, 270.1)
+        inp = dataclasses.replace(idle_request(lines, rounds=1), profile=None, lb=None,
+                                  pcap=Pcap([pooled, fresh]))
+        got, reason = verdict(inp)
+        assert got is Verdict.PASS, (first, reason)
+    # An RST with no FIN from its sender before it is a reset, as before.
+    reset = Conn(opened_at=0.5, data_client=[1.0], data_server=[1.05], closed_at=91.0,
+                 close_kind="rst-from-server", rsts=[(91.0, "server")])
+    inp = dataclasses.replace(idle_request(req(1, 1.0, 1.1) + req(1, 270.0, 270.1), rounds=1), profile=None,
+                              lb=None, pcap=Pcap([reset, Conn(opened_at=270.0, data_client=[270.0])]))
+    got, reason = verdict(inp)
+    assert got is Verdict.RECOVERED, reason
