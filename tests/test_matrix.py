@@ -137,11 +137,13 @@ def test_quick_matrix_scales_every_lb_to_45_seconds() -> None:
     for cluster in matrix.clusters:
         profile = cluster.profile()
         assert profile is not None and profile.idle_timeout == 45
-    assert matrix.scenarios.watch is not None and matrix.scenarios.watch.interval == Timing(plus=15)
+    # idle+20: off kopf's 70 s re-watch (see the matrix's comment)
+    assert matrix.scenarios.watch is not None and matrix.scenarios.watch.interval == Timing(plus=20)
     assert matrix.scenarios.watch.rounds == 2
     assert matrix.scenarios.idle_request is not None and matrix.scenarios.idle_request.idle == Timing(plus=15)
     cells = plan(matrix)
-    assert {c.wait for c in cells} == {60}
+    assert {c.wait for c in cells if c.scenario == "watch"} == {65}
+    assert {c.wait for c in cells if c.scenario == "idle-request"} == {60}
 
 
 # --- the schema's happy path -----------------------------------------------------------------------
