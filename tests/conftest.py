@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,15 @@ def system_tools():
         from runner import sysdeps
 
         sysdeps.ensure_tools()
+
+
+def wait_for_phase(proc: subprocess.Popen[str], out: Path, phase: str, timeout: float = 180) -> str:
+    """The run id, once the runner started with `--out out` has entered `phase` (its phase log)."""
+    log = out / "latest" / "phases.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and any(line.split(" ", 1)[1] == phase for line in log.read_text().splitlines()):
+            return (out / "latest").resolve().name
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.1)
+    pytest.fail(f"the run never reached phase {phase}")

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from runner.cleanup import clean, find_leftovers
 from runner.commands import CommandLog
 from runner.netns import list_project_netns, netns_pids
 from tests.conftest import needs_root_tools
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [needs_root_tools("ip", "curl"), pytest.mark.slow]
 
@@ -37,14 +41,23 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_clean_removes_a_killed_runs_leftovers_and_nothing_else() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+@contextmanager
+def _killed_cluster() -> Iterator[tuple[str, str]]:
+    """(run id, workdir) of an embedded cluster whose process was SIGKILLed; cleaned up after."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        run_id, workdir = line.split()
+        run_id, workdir = (proc.stdout.readline() if proc.stdout else "").split()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        yield run_id, workdir
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        clean(CommandLog(), say=lambda _: None)
+
+
+def test_clean_removes_a_killed_runs_leftovers_and_nothing_else() -> None:
+    with _killed_cluster() as (run_id, workdir):
         mine = [n for n in list_project_netns() if run_id in n]
         assert mine, "the killed run should have left its namespaces"
         pids = [p for n in mine for p in netns_pids(n)]
@@ -56,10 +69,6 @@ def test_clean_removes_a_killed_runs_leftovers_and_nothing_else() -> None:
         assert not [p for p in pids if _running(p)]
         assert not Path(workdir).exists()
         assert run_id not in find_leftovers()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        clean(CommandLog(), say=lambda _: None)
 
 
 NEXT_RUN_MATRIX = """
@@ -78,22 +87,13 @@ def test_the_next_run_removes_a_killed_runs_leftovers(tmp_path: Path) -> None:
     here, so it starts no cluster of its own and ends in seconds)."""
     shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "brokenbuild", tmp_path / "clients" / "brokenbuild")
     (tmp_path / "matrix.yaml").write_text(NEXT_RUN_MATRIX)
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
-    try:
-        run_id, workdir = (proc.stdout.readline() if proc.stdout else "").split()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    with _killed_cluster() as (run_id, workdir):
         assert [n for n in list_project_netns() if run_id in n]
         nxt = subprocess.run([sys.executable, "-m", "runner", str(tmp_path / "matrix.yaml"), "--out",
-                              str(tmp_path / "out"), "--no-readme"], cwd=Path(__file__).resolve().parent.parent,
+                              str(tmp_path / "out"), "--no-readme"], cwd=REPO,
                              capture_output=True, text=True, timeout=300)
         assert nxt.returncode == 1, nxt.stdout + nxt.stderr  # its one cell is ERROR: build failed
         assert f"leftover of a crashed run: removing netns wd-{run_id}-api (run {run_id})" in nxt.stdout
         assert not [n for n in list_project_netns() if run_id in n]
         assert not Path(workdir).exists()
         assert run_id not in find_leftovers()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        clean(CommandLog(), say=lambda _: None)

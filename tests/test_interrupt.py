@@ -20,7 +20,7 @@ import pytest
 from runner import signals
 from runner.netns import list_project_netns
 from runner.procs import Child
-from tests.conftest import needs_root_tools
+from tests.conftest import needs_root_tools, wait_for_phase
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = ("build", "cluster start", "lb setup", "cells setup", "rounds", "collect", "report")
@@ -45,38 +45,41 @@ def _processes_of(marks: tuple[str, ...]) -> list[str]:
     return found
 
 
-@needs_root_tools("ip", "nft", "tcpdump", "haproxy", "go")
-@pytest.mark.slow
-@pytest.mark.parametrize("phase", PHASES)
-def test_interrupt_at_phase_cleans_up(phase: str, tmp_path: Path) -> None:
-    out = tmp_path / "results"
+def _interrupt_one_cell(out: Path, phase: str, *, signals_sent: int) -> tuple[str, str, int]:
+    """Run one quick cell, SIGINT it `signals_sent` times once it is in `phase`; (run id, output, exit)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner", "matrix.quick.yaml", "--out", str(out), "--no-readme",
          "--only", "client=client-go", "--only", "cluster=azure-slb-quick", "--only", "scenario=watch"],
         cwd=REPO, env={**os.environ, "WATCHDROP_PAUSE_AT": phase},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 180
-        log = out / "latest" / "phases.log"
-        while time.monotonic() < deadline:
-            if log.exists() and any(line.split(" ", 1)[1] == phase for line in log.read_text().splitlines()):
-                break
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"the run never reached phase {phase}")
+        run_id = wait_for_phase(proc, out, phase)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        for _ in range(signals_sent):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 2, output
-    run_id = (out / "latest").resolve().name
+    return run_id, output, proc.returncode
+
+
+def _assert_nothing_of(run_id: str, out: Path) -> None:
     assert not [n for n in list_project_netns() if run_id in n]
     assert not _processes_of((run_id, str(out)))
     assert not list(Path("/tmp").glob(f"watchdrop-{run_id}-*"))
+
+
+@needs_root_tools("ip", "nft", "tcpdump", "haproxy", "go")
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", PHASES)
+def test_interrupt_at_phase_cleans_up(phase: str, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run_id, output, rc = _interrupt_one_cell(out, phase, signals_sent=1)
+    assert rc == 2, output
+    _assert_nothing_of(run_id, out)
     # nft tables live inside the run's LB namespaces, which are gone; none may leak into the root one.
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     assert f"watchdrop_{run_id}" not in tables
@@ -124,30 +127,8 @@ def test_a_second_ctrl_c_ends_the_grace_at_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_ctrl_c_still_clean_up_everything(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "matrix.quick.yaml", "--out", str(out), "--no-readme",
-         "--only", "client=client-go", "--only", "cluster=azure-slb-quick", "--only", "scenario=watch"],
-        cwd=REPO, env={**os.environ, "WATCHDROP_PAUSE_AT": "rounds"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        log = out / "latest" / "phases.log"
-        deadline = time.monotonic() + 180
-        while not (log.exists() and " rounds" in log.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.1)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 2, output
-    run_id = (out / "latest").resolve().name
-    assert not [n for n in list_project_netns() if run_id in n]
-    assert not _processes_of((run_id, str(out)))
-    assert not list(Path("/tmp").glob(f"watchdrop-{run_id}-*"))
+    run_id, output, rc = _interrupt_one_cell(out, "rounds", signals_sent=2)
+    assert rc == 2, output
+    _assert_nothing_of(run_id, out)
     results = json.loads(((out / "latest") / "results.json").read_text())
     assert results["interrupted"] is True

@@ -23,7 +23,7 @@ from kubernetes import client
 from runner import manifests as m
 from runner.embedded import EmbeddedCluster
 from runner.kube_leftovers import runner_mark
-from tests.conftest import needs_root_tools
+from tests.conftest import needs_root_tools, wait_for_phase
 
 pytestmark = [needs_root_tools("ip", "curl", "go"), pytest.mark.slow]
 
@@ -62,18 +62,6 @@ def _start(matrix: Path, out: Path, pause_at: str | None = None) -> subprocess.P
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_phase(proc: subprocess.Popen[str], out: Path, phase: str) -> str:
-    """The run id, once the run has entered `phase`."""
-    log = out / "latest" / "phases.log"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if log.exists() and any(line.split(" ", 1)[1] == phase for line in log.read_text().splitlines()):
-            return (out / "latest").resolve().name
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        time.sleep(0.1)
-    pytest.fail(f"the run never reached phase {phase}")
-
-
 def _namespaces(cluster: EmbeddedCluster, run_id: str) -> list[client.V1Namespace]:
     return client.CoreV1Api(cluster.admin_api()).list_namespace(label_selector=m.run_selector(run_id)).items
 
@@ -89,7 +77,7 @@ def test_ctrl_c_at_each_kubernetes_phase_deletes_what_the_run_made(phase: str, c
     matrix, out = _matrix(tmp_path, cluster), tmp_path / "out"
     proc = _start(matrix, out, pause_at=phase)
     try:
-        run_id = _wait_phase(proc, out, phase)
+        run_id = wait_for_phase(proc, out, phase)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
@@ -125,7 +113,7 @@ def test_a_killed_runs_namespaces_are_removed_by_clean_and_nothing_else(cluster:
     live = planted("watchdrop-aaaaaa", "aaaaaa", runner_mark(os.getpid()))
     proc = _start(matrix, out, pause_at="kubernetes pods")
     try:
-        run_id = _wait_phase(proc, out, "kubernetes pods")
+        run_id = wait_for_phase(proc, out, "kubernetes pods")
         proc.kill()
         proc.wait()
         made = _namespaces(cluster, run_id)
@@ -154,7 +142,7 @@ def test_the_next_run_removes_a_killed_runs_namespaces(cluster: EmbeddedCluster,
     matrix, out = _matrix(tmp_path, cluster), tmp_path / "out"
     proc = _start(matrix, out, pause_at="kubernetes pods")
     try:
-        killed = _wait_phase(proc, out, "kubernetes pods")
+        killed = wait_for_phase(proc, out, "kubernetes pods")
         proc.kill()
         proc.wait()
         assert not any(_deleted(ns) for ns in _namespaces(cluster, killed))
