@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import gobuild
-from runner.embedded import EmbeddedCluster
+from runner.build import gobuild
+from runner.embedded.cluster import EmbeddedCluster
 
 TARGET_READY_S = 5.0
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner.embedded import EmbeddedCluster
-from runner.lb import LoadBalancer
-from runner.profiles import Profile
-from runner.timer import start_timer_server
+from runner.config.profiles import Profile
+from runner.embedded.cluster import EmbeddedCluster
+from runner.embedded.lb import LoadBalancer
+from runner.embedded.timer import start_timer_server
 
 CLIENT = r"""
 import socket, sys, time

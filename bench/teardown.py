@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runner.netns import list_project_netns  # noqa: E402
+from runner.host.netns import list_project_netns  # noqa: E402
 
 TARGET_S = 30.0
 

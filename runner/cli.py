@@ -8,8 +8,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from runner import signals
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
+from runner.host import signals
 
 COMMANDS = ("run", "cluster", "lb-probe", "report", "clean")
 
@@ -90,28 +90,22 @@ def normalise(argv: Sequence[str]) -> list[str]:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "cluster":
-        from runner import sysdeps
-
+        from runner.host import sysdeps
         sysdeps.require_root("the embedded cluster")
         sysdeps.ensure_tools()
         from runner import cluster_cli
-
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
     if args.command == "clean":
-        from runner import cleanup
-
+        from runner.host import cleanup
         return cleanup.main(Path(args.matrix) if args.matrix else None)
     if args.command == "lb-probe":
-        from runner import lbprobe
-
+        from runner.embedded import lbprobe
         return lbprobe.main(args)
     if args.command == "report":
-        from runner import run_report
-
+        from runner.report import cli as run_report
         return run_report.report_main(args)
     if args.command == "run":
-        from runner import run_matrix
-
+        from runner import pipeline as run_matrix
         return run_matrix.main(args)
     raise UsageError("no command given", fix="see `python -m runner --help`")
 

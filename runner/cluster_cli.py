@@ -9,10 +9,10 @@ import time
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from runner.embedded import EmbeddedCluster
+from runner.credentials.rbac import service_account_can
+from runner.embedded.cluster import EmbeddedCluster
 from runner.errors import ClusterError
-from runner.netns import list_project_netns
-from runner.rbac import service_account_can
+from runner.host.netns import list_project_netns
 
 SMOKE_NS = "watchdrop-smoke"
 

@@ -6,7 +6,7 @@ the watcher's `event-seen` line; a missed round writes a `failure-<timestamp>` C
 seed did. For idle-request it follows the watcher's own rounds and stops a request that hangs.
 
 HarnessRun holds that loop; a backend supplies where the watcher runs and how the harness writes:
-runner/cellrun.py (a process in a pod netns behind the LB emulator) and runner/k8s_cell.py (a pod
+runner/embedded/cell.py (a process in a pod netns behind the LB emulator) and runner/kube/cell.py (a pod
 on a real cluster).
 """
 
@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 from kubernetes import client
 
-from runner.clientbuild import BuiltClient
-from runner.descriptor import Descriptor
+from runner.build.clients import BuiltClient
+from runner.config.descriptor import Descriptor
+from runner.config.plan import Cell
 from runner.model import CellResult, ProfileFacts, Timings, Verdict
-from runner.plan import Cell
-from runner.verdicts import Update
+from runner.verdict import Update
 
 TRIGGER = "trigger"
 OPEN_TIMEOUT = 60.0

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.profiles import PROFILES, Profile
+from runner.config.profiles import PROFILES, Profile
 
 #: Bump when a field changes meaning or disappears; readers refuse versions they do not know.
 SCHEMA_VERSION = 1
@@ -159,7 +159,7 @@ def _f(x: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class ProfileFacts:
-    """A cluster's LB profile as it really ran (runner/profiles.py Profile, after scaling/overrides)."""
+    """A cluster's LB profile as it really ran (runner/config/profiles.py Profile, after scaling/overrides)."""
 
     name: str
     #: What the LB does to a flow idle for `idle_timeout`: "none" (no LB acts: the control),
@@ -185,7 +185,7 @@ class ProfileFacts:
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ProfileFacts:
-        """The facts of a resolved runner.profiles.Profile, with its real profile's timeout if scaled."""
+        """The facts of a resolved runner.config.profiles.Profile, with its real profile's timeout if scaled."""
         real = PROFILES.get(profile.scaled_from) if profile.scaled_from else None
         return cls(
             name=profile.name,
@@ -374,7 +374,7 @@ class WatcherFacts:
 @dataclass(frozen=True)
 class LbSummary:
     """What the LB emulator's event log says it did to this cell's flows, up to the last round's
-    deadline (runner.verdicts.summarize_lb_events)."""
+    deadline (runner.verdict.summarize_lb_events)."""
 
     expired: int = 0
     rst_to_client: int = 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.netns import list_project_netns
+from runner.host.netns import list_project_netns
 
 
 def needs_root_tools(*tools: str) -> pytest.MarkDecorator:
@@ -30,8 +30,7 @@ def no_leftovers():
 def system_tools():
     """As root, install the Debian packages the runner needs, as `python -m runner` itself does."""
     if os.geteuid() == 0:
-        from runner import sysdeps
-
+        from runner.host import sysdeps
         sysdeps.ensure_tools()
 
 

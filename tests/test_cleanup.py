@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.cleanup import clean, find_leftovers
-from runner.commands import CommandLog
-from runner.netns import list_project_netns, netns_pids
+from runner.host.cleanup import clean, find_leftovers
+from runner.host.commands import CommandLog
+from runner.host.netns import list_project_netns, netns_pids
 from tests.conftest import needs_root_tools
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ pytestmark = [needs_root_tools("ip", "curl"), pytest.mark.slow]
 
 CHILD = """
 import sys, time
-from runner.embedded import EmbeddedCluster
+from runner.embedded.cluster import EmbeddedCluster
 c = EmbeddedCluster(churn_interval=0)
 c.start()
 print(c.run_id, c.workdir, flush=True)

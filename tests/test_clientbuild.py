@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.clientbuild import COMPLETE, KEEP_UNUSED_DAYS, build_client, build_key, prune_builds
-from runner.descriptor import load_descriptor
+from runner.build.clients import COMPLETE, KEEP_UNUSED_DAYS, build_client, build_key, prune_builds
+from runner.config.descriptor import load_descriptor
 from runner.errors import BuildError
 
 

@@ -3,7 +3,7 @@
 A descriptor's `version` is what the report prints for a column, and the pin in the folder's
 pom.xml is what actually gets built; the static tests keep the two from drifting apart and check
 that a build writes only under the runner's cache ({out}). The slow tests build both watchers
-exactly as the runner does (runner.clientbuild: Maven, then the class-data-sharing training run)
+exactly as the runner does (runner.build.clients: Maven, then the class-data-sharing training run)
 and run them against 127.0.0.1:1, where nothing listens, to check the contract's first line, its
 request lines and exit codes (usage error 2, normal end 0, SIGTERM 0) against the real libraries.
 """
@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from runner.clientbuild import BuiltClient, build_client
-from runner.descriptor import load_descriptor, missing_requirements
+from runner.build.clients import BuiltClient, build_client
+from runner.config.descriptor import load_descriptor, missing_requirements
 
 CLIENTS = Path(__file__).resolve().parent.parent / "clients"
 FOLDERS = ("java", "fabric8")

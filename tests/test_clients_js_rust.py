@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from runner.descriptor import load_descriptor
-from runner.versions import KUBERNETES_VERSION
+from runner.build.versions import KUBERNETES_VERSION
+from runner.config.descriptor import load_descriptor
 
 CLIENTS = Path(__file__).resolve().parent.parent / "clients"
 JS = CLIENTS / "javascript"

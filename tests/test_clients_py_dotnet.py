@@ -2,7 +2,7 @@
 
 A descriptor's `version` is what the report prints for a column, and the pin in the folder's
 build files is what actually gets built; these tests keep the two from drifting apart. The slow
-tests build the two Python watchers exactly as the runner does (runner.clientbuild, cached
+tests build the two Python watchers exactly as the runner does (runner.build.clients, cached
 outside the repo) and run them with settings a watcher must refuse, so the contract's first
 line and exit codes are checked against the installed libraries, not against stand-ins.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from runner.clientbuild import BuiltClient, build_client
-from runner.descriptor import Descriptor, load_descriptor, missing_requirements
+from runner.build.clients import BuiltClient, build_client
+from runner.config.descriptor import Descriptor, load_descriptor, missing_requirements
 
 CLIENTS = Path(__file__).resolve().parent.parent / "clients"
 PYTHON_PINS = {"kubernetes-asyncio": "kubernetes-asyncio", "kopf": "kopf"}

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.descriptor import Descriptor, expand, load_descriptor, missing_requirements
+from runner.config.descriptor import Descriptor, expand, load_descriptor, missing_requirements
 from runner.errors import MatrixError
 
 GOOD = """\

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.matrix import load_matrix
-from runner.report import load_results
+from runner.config.matrix import load_matrix
+from runner.report.render import load_results
 from tests.conftest import needs_root_tools
 
 pytestmark = [needs_root_tools("ip", "nft", "conntrack", "tcpdump", "haproxy", "go"), pytest.mark.slow]

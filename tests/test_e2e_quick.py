@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.model import RunResult
-from runner.report import load_results, write_reports
+from runner.report.render import load_results, write_reports
 from tests.conftest import needs_root_tools
 
 pytestmark = [needs_root_tools("ip", "nft", "conntrack", "tcpdump", "haproxy", "go"), pytest.mark.slow]

@@ -11,10 +11,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from runner.cluster_cli import smoke_round
-from runner.embedded import EmbeddedCluster
+from runner.credentials.rbac import service_account_can
+from runner.embedded.cluster import EmbeddedCluster
 from runner.errors import ClusterError
-from runner.netns import RANGE, list_project_netns
-from runner.rbac import service_account_can
+from runner.host.netns import RANGE, list_project_netns
 from tests.conftest import needs_root_tools
 
 pytestmark = [needs_root_tools("ip", "curl", "go"), pytest.mark.slow]

@@ -101,7 +101,7 @@ def _run(matrix: Path, out: Path, kill: str | None, only: list[str] | None = Non
 
 def test_faults_become_errors_and_healthy_cells_keep_their_verdicts(tmp_path: Path) -> None:
     matrix = _setup(tmp_path)
-    rc, cells, output = _run(matrix, tmp_path / "out", kill="runner.lbagent")
+    rc, cells, output = _run(matrix, tmp_path / "out", kill="runner.embedded.lbagent")
     assert rc == 1, output  # some cells are ERROR
     v = {k: (c["verdict"], c["reason"] + " " + " ".join(c["errors"])) for k, c in cells.items()}
     # The LB agent of one profile was killed mid-run: every cell behind it is ERROR.

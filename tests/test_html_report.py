@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.html_report import cell_page_path, reproduce_command, write_extras, write_html
 from runner.model import RunResult, Verdict
-from runner.report import load_results
+from runner.report.html import cell_page_path, reproduce_command, write_extras, write_html
+from runner.report.render import load_results
 from tests.test_junit import synthetic_run, validate_results_json
 from tests.test_timeline import FAIL_SILENT_ID, PASS_ID, recorded_run
 

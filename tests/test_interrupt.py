@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import signals
-from runner.netns import list_project_netns
-from runner.procs import Child
+from runner.host import signals
+from runner.host.netns import list_project_netns
+from runner.host.procs import Child
 from tests.conftest import needs_root_tools, wait_for_phase
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import xmlschema
 
-from runner.junit import render_junit, write_junit
 from runner.model import CellResult, LbSummary, ProfileFacts, RoundResult, RunResult, Timings, Verdict, WatcherFacts
+from runner.report.junit import render_junit, write_junit
 
 REPO = Path(__file__).resolve().parent.parent
 XSD = REPO / "docs" / "junit.xsd"
@@ -113,7 +113,7 @@ def test_schema_is_not_vacuous(schema) -> None:
 
 @pytest.mark.slow
 def test_recorded_run_junit_is_valid(schema, tmp_path) -> None:
-    from runner.report import load_results
+    from runner.report.render import load_results
     from tests.test_timeline import recorded_run
 
     run_dir = recorded_run()

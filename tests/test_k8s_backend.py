@@ -20,21 +20,21 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from runner import images
-from runner import manifests as m
-from runner.descriptor import load_descriptor
-from runner.embedded import EmbeddedCluster
+from runner.build import images
+from runner.config.descriptor import load_descriptor
+from runner.config.matrix import KubernetesCluster
+from runner.config.plan import Cell
+from runner.credentials.kubeconfig import token_user, write_kubeconfig
+from runner.embedded.cluster import EmbeddedCluster
 from runner.errors import Interrupted, PrerequisiteError
-from runner.k8s_api import FreshCoreV1Api, KubeAccess, KubeSettings, extract_files
-from runner.k8s_backend import run_kubernetes_cells
-from runner.k8s_pods import LineSink, clock_problems, describe_pod, pod_problem, start_state
-from runner.kubeconfig import token_user, write_kubeconfig
-from runner.matrix import KubernetesCluster
+from runner.evidence.pcap import read_pcap
+from runner.host.netns import new_run_id
+from runner.kube import manifests as m
+from runner.kube.api import FreshCoreV1Api, KubeAccess, KubeSettings, extract_files
+from runner.kube.backend import run_kubernetes_cells
+from runner.kube.pods import LineSink, clock_problems, describe_pod, pod_problem, start_state
 from runner.model import CellResult, Verdict
-from runner.netns import new_run_id
-from runner.pcapfacts import read_pcap
-from runner.plan import Cell
-from runner.verdicts import Update
+from runner.verdict import Update
 from tests.conftest import needs_root_tools
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from runner import manifests as m
-from runner.embedded import EmbeddedCluster
-from runner.kube_leftovers import runner_mark
+from runner.embedded.cluster import EmbeddedCluster
+from runner.kube import manifests as m
+from runner.kube.leftovers import runner_mark
 from tests.conftest import needs_root_tools, wait_for_phase
 
 pytestmark = [needs_root_tools("ip", "curl", "go"), pytest.mark.slow]

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from runner.kube_leftovers import mark_state, runner_mark
+from runner.kube.leftovers import mark_state, runner_mark
 
 
 def test_a_live_runner_on_this_host_is_alive() -> None:
@@ -52,8 +52,8 @@ def test_only_dead_runs_are_deleted_and_each_foreign_run_is_named_once() -> None
     """remove() over a namespace list (a stand-in CoreV1Api: pure logic, no cluster)."""
     from types import SimpleNamespace
 
-    from runner import manifests as m
-    from runner.kube_leftovers import remove
+    from runner.kube import manifests as m
+    from runner.kube.leftovers import remove
 
     dead_proc = subprocess.Popen([sys.executable, "-c", "pass"])
     dead = runner_mark(dead_proc.pid)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.embedded import EmbeddedCluster
-from runner.lb import LoadBalancer
-from runner.netns import list_project_netns
-from runner.profiles import Profile
-from runner.timer import start_timer_server
+from runner.config.profiles import Profile
+from runner.embedded.cluster import EmbeddedCluster
+from runner.embedded.lb import LoadBalancer
+from runner.embedded.timer import start_timer_server
+from runner.host.netns import list_project_netns
 from tests.conftest import needs_root_tools
 
 pytestmark = [needs_root_tools("ip", "nft", "conntrack", "tcpdump", "haproxy", "curl"), pytest.mark.slow]

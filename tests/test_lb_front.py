@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from runner.capture import Capture
-from runner.embedded import EmbeddedCluster
-from runner.lb import LoadBalancer
-from runner.pcapfacts import read_pcap
-from runner.procs import Child
+from runner.embedded.cluster import EmbeddedCluster
+from runner.embedded.lb import LoadBalancer
+from runner.evidence.pcap import read_pcap
+from runner.host.capture import Capture
+from runner.host.procs import Child
 from tests.conftest import needs_root_tools
 
 pytestmark = [needs_root_tools("ip", "nft", "tcpdump", "haproxy", "curl"), pytest.mark.slow]
@@ -28,7 +28,7 @@ WAIT = APISERVER_FIRST_PROBE + 25
 
 def test_front_hides_apiserver_keepalives(tmp_path) -> None:
     with EmbeddedCluster(churn_interval=0, evidence_dir=tmp_path) as cluster:
-        from runner.profiles import Profile
+        from runner.config.profiles import Profile
 
         lbs, caps, watches = [], [], []
         try:
@@ -77,8 +77,8 @@ def test_no_listening_socket_in_the_root_namespace(tmp_path) -> None:
 
     before = listeners()
     with EmbeddedCluster(churn_interval=0, evidence_dir=tmp_path) as cluster:
-        from runner.profiles import Profile
-        from runner.timer import start_timer_server
+        from runner.config.profiles import Profile
+        from runner.embedded.timer import start_timer_server
 
         timer = start_timer_server(cluster, tmp_path)
         lb = LoadBalancer(cluster, 0, Profile("t", "rst-both-ways", 30, "tcp-proxy", "test"), tmp_path / "lb").start()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.lbprobe import ProbeOutcome, story
-from runner.profiles import resolve_profile
+from runner.config.profiles import resolve_profile
+from runner.embedded.lbprobe import ProbeOutcome, story
 from tests.conftest import needs_root_tools
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from runner.lbagent import SEQ_MOD, _advance, parse, rst_packet
+from runner.embedded.lbagent import SEQ_MOD, _advance, parse, rst_packet
 
 
 def test_rst_packet_matches_scapys_build_byte_for_byte() -> None:
@@ -36,7 +36,7 @@ def _agent(mode: str = "silent-drop", timeout: float = 5.0):
     import io
     import ipaddress
 
-    from runner.lbagent import Agent
+    from runner.embedded.lbagent import Agent
 
     a = Agent.__new__(Agent)  # no sockets: only the packet logic is under test
     a.mode, a.timeout, a.vip = mode, timeout, "198.18.2.8"

@@ -9,11 +9,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runner import manifests as m
-from runner.embedded import EmbeddedCluster
-from runner.k8s_api import apply, delete
-from runner.netns import new_run_id
-from runner.rbac import service_account_can
+from runner.credentials.rbac import service_account_can
+from runner.embedded.cluster import EmbeddedCluster
+from runner.host.netns import new_run_id
+from runner.kube import manifests as m
+from runner.kube.api import apply, delete
 from tests.conftest import needs_root_tools
 
 RUN = "abc123"

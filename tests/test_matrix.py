@@ -13,10 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runner.config.matrix import EmbeddedCluster, KubernetesCluster, Matrix, Timing, load_matrix
+from runner.config.plan import plan
+from runner.config.yamlmarks import MAX_BYTES, load_marked, load_with_marks
 from runner.errors import MatrixError, UsageError
-from runner.matrix import EmbeddedCluster, KubernetesCluster, Matrix, Timing, load_matrix
-from runner.plan import plan
-from runner.yamlmarks import MAX_BYTES, load_marked, load_with_marks
 
 REPO = Path(__file__).resolve().parent.parent
 BAD = Path(__file__).resolve().parent / "bad_matrices"

@@ -1,4 +1,4 @@
-"""runner.pcapfacts: facts read from pcaps that tcpdump recorded of real loopback connections.
+"""runner.evidence.pcap: facts read from pcaps that tcpdump recorded of real loopback connections.
 
 The main tests record their own traffic: a Python server and client on 127.0.0.1, a random high
 port, tcpdump on lo. The kernel produces the keepalive probes, RSTs and FINs, so the reader is
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from scapy.packet import Packet
 
-from runner.pcapfacts import ConnFacts, PcapError, PcapFacts, median_interval, read_pcap
+from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, median_interval, read_pcap
 
 needs_capture = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("tcpdump") is None,

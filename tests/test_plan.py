@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.descriptor import Descriptor
+from runner.config.descriptor import Descriptor
+from runner.config.matrix import Matrix, load_matrix
+from runner.config.plan import Cell, describe_plan, parse_only, plan, select, skip_reason, skip_reasons, unmatched
 from runner.errors import UsageError
-from runner.matrix import Matrix, load_matrix
-from runner.plan import Cell, describe_plan, parse_only, plan, select, skip_reason, skip_reasons, unmatched
 
 MATRIX = """\
 clients:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from runner.profiles import (
+from runner.config.profiles import (
     CLIENT_GO_KEEPALIVE,
     PROFILES,
     QUICK_FLOOR,

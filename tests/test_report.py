@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from runner.config.profiles import PROFILES, resolve_profile
 from runner.errors import UsageError
 from runner.model import (
     CellResult,
@@ -19,8 +20,7 @@ from runner.model import (
     Verdict,
     WatcherFacts,
 )
-from runner.profiles import PROFILES, resolve_profile
-from runner.report import (
+from runner.report.render import (
     README_BEGIN,
     README_END,
     load_results,
@@ -362,7 +362,7 @@ def test_schema_verdicts_match_the_model() -> None:
 
 
 def test_readme_section_shows_the_example_timelines() -> None:
-    from runner.report import readme_examples, render_readme_section
+    from runner.report.render import readme_examples, render_readme_section
 
     run = _run_with_examples()
     examples = readme_examples(run)

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from runner.evidence.pcap import read_pcap
+from runner.host.netns import list_project_netns
 from runner.model import CellResult, RunResult, Verdict
-from runner.netns import list_project_netns
-from runner.pcapfacts import read_pcap
-from runner.report import load_results
-from runner.timeline import (
+from runner.report.render import load_results
+from runner.report.timeline import (
     HarnessLine,
     _active_spans,
     lb_flows,
@@ -193,8 +193,8 @@ def test_rendering_twice_gives_the_same_bytes(recorded, tmp_path) -> None:
     cell = cell_of(run, FAIL_SILENT_ID)
     a = render_timeline(run_dir / "cells" / cell.cell_id, cell, tmp_path / "a.svg")
     # A second process, as `watchdrop report` would be: no state carried over in matplotlib.
-    code = ("import sys; from pathlib import Path; from runner.report import load_results; "
-            "from runner.timeline import render_timeline; "
+    code = ("import sys; from pathlib import Path; from runner.report.render import load_results; "
+            "from runner.report.timeline import render_timeline; "
             "r = load_results(Path(sys.argv[1]) / 'results.json'); "
             "c = next(c for c in r.cells if c.cell_id == sys.argv[2]); "
             "render_timeline(Path(sys.argv[1]) / 'cells' / c.cell_id, c, Path(sys.argv[3]))")

@@ -1,6 +1,6 @@
 """Verdict rules as a table of cases, and the round-matching windows.
 
-The capture facts come from a small stand-in for runner.pcapfacts.ConnFacts carrying only the fields
+The capture facts come from a small stand-in for runner.evidence.pcap.ConnFacts carrying only the fields
 the verdict reads: these are unit tests of pure logic over recorded evidence.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from runner.model import LbSummary, ProfileFacts, Verdict
-from runner.verdicts import (
+from runner.verdict import (
     CellInputs,
     Update,
     count_stderr_errors,
@@ -36,7 +36,7 @@ DIRECT = ProfileFacts("direct", "none", 240.0, "none")
 
 @dataclass
 class Conn:
-    """Stand-in for runner.pcapfacts.ConnFacts (only the fields verdicts.py depends on)."""
+    """Stand-in for runner.evidence.pcap.ConnFacts (only the fields verdicts.py depends on)."""
 
     opened_at: float | None
     closed_at: float | None = None
@@ -509,8 +509,8 @@ def test_stderr_error_heuristic() -> None:
 
 
 def test_works_on_real_pcapfacts_connections() -> None:
-    # The stand-in above mirrors runner.pcapfacts.ConnFacts; check the real class fits the same rules.
-    pcapfacts = pytest.importorskip("runner.pcapfacts")
+    # The stand-in above mirrors runner.evidence.pcap.ConnFacts; check the real class fits the same rules.
+    pcapfacts = pytest.importorskip("runner.evidence.pcap")
     data = [1.0, 100.05, 200.05]
     keepalive = [30.0 * k for k in range(1, 7)]
     conn = pcapfacts.ConnFacts(

@@ -1,0 +1,290 @@
+"""Images for the kubernetes backend: built with the docker SDK, tagged by content hash, pushed.
+
+Three kinds: one per client folder (its own Dockerfile; a variant's build_env goes in as build
+arguments), the timer server (images/timer-server/) and the capture sidecar (tcpdump with file
+capabilities, so it runs as a non-root user with only NET_RAW and NET_ADMIN; its Dockerfile is
+below). The tag is a hash of the build context, the Dockerfile, the build arguments and the
+platform, so an image is built and pushed once per content, and a tag already in the registry is
+neither built nor pushed again. It also makes `imagePullPolicy: IfNotPresent` safe: a changed
+watcher gets a new tag.
+
+`--images-from REGISTRY` takes the same names and tags from a registry someone filled before
+(e.g. a CI machine with Docker ran `build_and_push`); nothing is built then. Without a Docker
+engine and without `--images-from`, the run stops with a PrerequisiteError naming both options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from runner.build.clients import IGNORED
+from runner.config.plan import Cell
+from runner.errors import BuildError, PrerequisiteError
+
+REPO = Path(__file__).resolve().parent.parent
+TIMER_SERVER_DIR = REPO / "images" / "timer-server"
+PREFIX = "watchdrop-"
+#: How long the runner waits for the Docker engine to answer a ping.
+DOCKER_TIMEOUT = 10
+
+# The capture sidecar. File capabilities on tcpdump let uid 65532 capture with the pod's NET_RAW
+# and NET_ADMIN (added in the pod spec, everything else dropped); sh, sed, wc and tar are the
+# runner's tools in the pod (stop the watcher, stop tcpdump, copy the file out).
+CAPTURE_DOCKERFILE = """\
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends tcpdump libcap2-bin \\
+ && setcap cap_net_raw,cap_net_admin=eip "$(command -v tcpdump)" \\
+ && rm -rf /var/lib/apt/lists/*
+USER 65532:65532
+WORKDIR /capture
+"""
+
+#: (client folder, build_env as sorted JSON): one watcher image, as run_matrix keys builds.
+ImageKey = tuple[str, str]
+
+_ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE | re.IGNORECASE)
+
+
+def image_key(cell: Cell) -> ImageKey:
+    return cell.folder, json.dumps(dict(cell.build_env), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What to build: a context folder with its Dockerfile, or an inline Dockerfile and no context."""
+
+    #: Repository name under the registry, e.g. watchdrop-client-go.
+    name: str
+    context: Path | None = None
+    dockerfile: str | None = None
+    buildargs: Mapping[str, str] = field(default_factory=dict)
+    #: e.g. linux/amd64; None: the engine's own (which must match the cluster's nodes).
+    platform: str | None = None
+
+    #: The content hash, taken once when the spec is made: the reference names that content.
+    tag: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "buildargs", MappingProxyType(dict(self.buildargs)))
+        object.__setattr__(self, "tag", self._content_hash())
+
+    def _content_hash(self) -> str:
+        h = hashlib.sha256()
+        if self.context is not None:
+            for path in sorted(p for p in self.context.rglob("*") if p.is_file()):
+                rel = path.relative_to(self.context)
+                if set(rel.parts) & IGNORED:
+                    continue
+                h.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+        h.update((self.dockerfile or "").encode() + b"\0")
+        h.update(json.dumps(dict(self.buildargs), sort_keys=True).encode() + b"\0")
+        h.update((self.platform or "").encode())
+        return h.hexdigest()[:16]
+
+    def ref(self, registry: str) -> str:
+        return f"{registry.rstrip('/')}/{self.name}:{self.tag}"
+
+
+def kubernetes_problem(src: Path | None, build_env: Mapping[str, str]) -> str | None:
+    """Why this client cannot run on a kubernetes cluster (the cell is then SKIPPED), or None."""
+    if src is None:
+        return "no client folder"
+    dockerfile = src / "Dockerfile"
+    if not dockerfile.is_file():
+        return f"no Dockerfile in clients/{src.name} (the kubernetes backend runs the watcher as an image)"
+    declared = set(_ARG.findall(dockerfile.read_text(errors="replace")))
+    missing = sorted(set(build_env) - declared)
+    if missing:
+        return (f"clients/{src.name}/Dockerfile takes no build argument {', '.join(missing)} "
+                f"(the variant's build_env; add `ARG {missing[0]}` and use it)")
+    return None
+
+
+def client_image(src: Path, build_env: Mapping[str, str], platform: str | None = None) -> ImageSpec:
+    problem = kubernetes_problem(src, build_env)
+    if problem:
+        raise BuildError(problem)
+    return ImageSpec(name=PREFIX + src.name, context=src, buildargs=build_env, platform=platform)
+
+
+def timer_server_image(platform: str | None = None) -> ImageSpec:
+    return ImageSpec(name=PREFIX + "timer-server", context=TIMER_SERVER_DIR, platform=platform)
+
+
+def capture_image(platform: str | None = None) -> ImageSpec:
+    return ImageSpec(name=PREFIX + "capture", dockerfile=CAPTURE_DOCKERFILE, platform=platform)
+
+
+@dataclass
+class Images:
+    """Image references for one registry; a watcher image that could not be had says why."""
+
+    timer_server: str
+    capture: str
+    watchers: dict[ImageKey, str] = field(default_factory=dict)
+    failed: dict[ImageKey, str] = field(default_factory=dict)
+
+    def watcher(self, cell: Cell) -> str | None:
+        return self.watchers.get(image_key(cell))
+
+    def problem(self, cell: Cell) -> str | None:
+        key = image_key(cell)
+        if key in self.watchers:
+            return None
+        return self.failed.get(key, f"no image for {cell.folder}")
+
+
+def watcher_specs(cells: Iterable[Cell], platform: str | None = None) -> tuple[dict[ImageKey, ImageSpec],
+                                                                               dict[ImageKey, str]]:
+    specs: dict[ImageKey, ImageSpec] = {}
+    problems: dict[ImageKey, str] = {}
+    for cell in cells:
+        key = image_key(cell)
+        if key in specs or key in problems:
+            continue
+        problem = kubernetes_problem(cell.src, cell.build_env)
+        if problem or cell.src is None:
+            problems[key] = problem or "no client folder"
+        else:
+            specs[key] = client_image(cell.src, cell.build_env, platform)
+    return specs, problems
+
+
+def prebuilt(cells: Iterable[Cell], registry: str, platform: str | None = None) -> Images:
+    """`--images-from REGISTRY`: the references a build would have pushed; nothing is built."""
+    specs, problems = watcher_specs(cells, platform)
+    return Images(timer_server=timer_server_image(platform).ref(registry),
+                  capture=capture_image(platform).ref(registry),
+                  watchers={k: s.ref(registry) for k, s in specs.items()}, failed=problems)
+
+
+def docker_api(expected: Iterable[str] = ()) -> Any:
+    """A low-level docker SDK client for a reachable engine, or a PrerequisiteError naming both ways out."""
+    import docker  # type: ignore[import-untyped]
+
+    try:
+        api = docker.APIClient(**docker.utils.kwargs_from_env(), timeout=DOCKER_TIMEOUT)
+        api.ping()
+    except Exception as exc:  # DockerException, requests' ConnectionError, a missing socket...
+        refs = "\n".join(expected)
+        raise PrerequisiteError(
+            f"no Docker engine reachable to build the kubernetes images ({exc.__class__.__name__}: {exc})",
+            fix="start a Docker engine (or point DOCKER_HOST at one), or build and push the images elsewhere "
+                "and pass --images-from REGISTRY",
+            detail=f"images the run needs:\n{refs}" if refs else None) from exc
+    return api
+
+
+def _in_registry(api: Any, ref: str) -> bool:
+    try:
+        api.inspect_distribution(ref)
+    except Exception:  # not there, or the registry will not say: build and push
+        return False
+    return True
+
+
+def build_image(api: Any, spec: ImageSpec, ref: str, log_path: Path) -> None:
+    """`docker build` through the SDK, its output in log_path; BuildError with the tail on failure."""
+    kwargs: dict[str, Any] = {"tag": ref, "rm": True, "forcerm": True, "decode": True,
+                              "buildargs": dict(spec.buildargs) or None, "platform": spec.platform}
+    if spec.context is not None:
+        kwargs.update(path=str(spec.context), dockerfile="Dockerfile")
+    else:
+        kwargs.update(fileobj=io.BytesIO((spec.dockerfile or "").encode()))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        log.write(f"$ docker build -t {ref} {spec.context or '(inline Dockerfile)'}\n")
+        try:
+            for item in api.build(**kwargs):
+                if "stream" in item:
+                    log.write(item["stream"])
+                if "error" in item:
+                    log.write(f"error: {item['error']}\n")
+                    raise BuildError(f"building image {ref}: {item['error'].strip()}", fix=f"see {log_path}",
+                                     detail=_tail(log_path, log))
+        except BuildError:
+            raise
+        except Exception as exc:
+            log.write(f"error: {exc}\n")
+            raise BuildError(f"building image {ref}: {exc}", fix=f"see {log_path}") from exc
+
+
+def push_image(api: Any, ref: str, log_path: Path) -> None:
+    repository, _, tag = ref.rpartition(":")
+    with log_path.open("a") as log:
+        log.write(f"$ docker push {ref}\n")
+        try:
+            for item in api.push(repository, tag=tag, stream=True, decode=True):
+                if "status" in item:
+                    log.write(f"{item.get('id', '')} {item['status']}\n".lstrip())
+                if "error" in item:
+                    log.write(f"error: {item['error']}\n")
+                    registry = ref.split("/", 1)[0]
+                    raise BuildError(f"pushing {ref}: {item['error'].strip()}",
+                                     fix=f"`docker login {registry}`, or check that the registry exists")
+        except BuildError:
+            raise
+        except Exception as exc:
+            raise BuildError(f"pushing {ref}: {exc}") from exc
+
+
+def _tail(path: Path, handle: io.TextIOBase | Any) -> str:
+    handle.flush()
+    return "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+
+
+def ensure_image(api: Any, spec: ImageSpec, registry: str, log_dir: Path, say: Callable[[str], None]) -> str:
+    ref = spec.ref(registry)
+    log_path = log_dir / f"{spec.name}.log"
+    if _in_registry(api, ref):
+        say(f"image {ref}: already in the registry")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as log:
+            log.write(f"{ref}: already in the registry, not built\n")
+        return ref
+    say(f"image {ref}: building")
+    build_image(api, spec, ref, log_path)
+    say(f"image {ref}: pushing")
+    push_image(api, ref, log_path)
+    return ref
+
+
+def build_and_push(cells: Iterable[Cell], registry: str, log_dir: Path, say: Callable[[str], None] = print,
+                   platform: str | None = None, api: Any = None) -> Images:
+    """Build and push every image the cells need. The timer server and capture images are needed by
+    every cell, so their failure raises; a watcher's failure is kept for its cells only."""
+    cells = list(cells)
+    specs, problems = watcher_specs(cells, platform)
+    infra = [timer_server_image(platform), capture_image(platform)]
+    if api is None:
+        api = docker_api([s.ref(registry) for s in [*infra, *specs.values()]])
+    timer_ref, capture_ref = (ensure_image(api, s, registry, log_dir, say) for s in infra)
+    images = Images(timer_server=timer_ref, capture=capture_ref, failed=problems)
+    for key, spec in specs.items():
+        try:
+            images.watchers[key] = ensure_image(api, spec, registry, log_dir, say)
+        except BuildError as exc:
+            images.failed[key] = f"image build failed: {exc.message}"
+            say(f"image {spec.name} FAILED: {exc.message}")
+    return images
+
+
+def resolve_images(cells: Iterable[Cell], *, registry: str | None, images_from: str | None, log_dir: Path,
+                   say: Callable[[str], None] = print, platform: str | None = None) -> Images:
+    """The one call: prebuilt references with `--images-from`, else build and push to `registry`."""
+    if images_from:
+        return prebuilt(cells, images_from, platform)
+    if not registry:
+        raise PrerequisiteError("no registry to push the kubernetes images to",
+                                fix="give the cluster `registry:` in the matrix, or pass --images-from REGISTRY")
+    return build_and_push(cells, registry, log_dir, say, platform)

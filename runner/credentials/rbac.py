@@ -1,0 +1,74 @@
+"""Least-privilege access for one watcher: its namespace, ServiceAccount, Role, RoleBinding, token.
+
+The watcher may get, list and watch ConfigMaps in its own namespace, and nothing else. The harness
+writes (trigger, failure-*) over the runner's admin connection, never with the watcher's token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client
+
+from runner.credentials.kubeconfig import token_user, write_kubeconfig
+
+SERVICE_ACCOUNT = "watcher"
+ROLE = "watchdrop-watcher"
+WATCHER_VERBS = ["get", "list", "watch"]
+TOKEN_SECONDS = 6 * 3600
+
+
+@dataclass(frozen=True)
+class WatcherAccess:
+    namespace: str
+    kubeconfig: Path
+    token: str
+
+
+def role_manifest(namespace: str) -> client.V1Role:
+    return client.V1Role(
+        metadata=client.V1ObjectMeta(name=ROLE, namespace=namespace),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=WATCHER_VERBS)],
+    )
+
+
+def binding_manifest(namespace: str) -> client.V1RoleBinding:
+    return client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=ROLE, namespace=namespace),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=ROLE),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=SERVICE_ACCOUNT, namespace=namespace)],
+    )
+
+
+def create_watcher_access(api: client.ApiClient, namespace: str, *, server: str, ca_pem: bytes,
+                          kubeconfig_path: Path, labels: dict[str, str] | None = None) -> WatcherAccess:
+    core = client.CoreV1Api(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=labels)))
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=SERVICE_ACCOUNT)))
+    rbac.create_namespaced_role(namespace, role_manifest(namespace))
+    rbac.create_namespaced_role_binding(namespace, binding_manifest(namespace))
+    tr = core.create_namespaced_service_account_token(
+        SERVICE_ACCOUNT, namespace,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)),
+    )
+    token = tr.status.token
+    write_kubeconfig(kubeconfig_path, server=server, ca_pem=ca_pem, user=token_user(token),
+                     namespace=namespace)
+    return WatcherAccess(namespace=namespace, kubeconfig=kubeconfig_path, token=token)
+
+
+def service_account_can(api: client.ApiClient, namespace: str, *, verb: str, resource: str,
+                        target_namespace: str | None, group: str = "") -> bool:
+    """Ask the API server (SubjectAccessReview) whether the watcher's ServiceAccount may do this."""
+    authz = client.AuthorizationV1Api(api)
+    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+        user=f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
+        groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+        resource_attributes=client.V1ResourceAttributes(
+            verb=verb, resource=resource, group=group, namespace=target_namespace),
+    ))
+    return bool(authz.create_subject_access_review(review).status.allowed)

@@ -1,0 +1,268 @@
+"""The embedded cluster: a real etcd and kube-apiserver in the run's own network namespace.
+
+Start order follows envtest: etcd, then the API server, then readiness; a start that fails
+halfway rolls back everything it made. `close()` stops the API server before etcd (SIGTERM, then
+SIGKILL after a bounded wait, by pid), deletes the namespaces and wipes the work directory: a
+deleted Kubernetes namespace would stay Terminating without kube-controller-manager, so teardown
+wipes etcd's data instead (FACTS.md).
+
+Both servers listen only inside the `api` namespace: etcd on that namespace's loopback, the API
+server on a 198.18 service address. The runner reaches the API server over the host link, which
+never crosses a load balancer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from kubernetes import client, config
+
+from runner.build import gobuild
+from runner.credentials import pki
+from runner.credentials.kubeconfig import admin_user, write_kubeconfig
+from runner.credentials.rbac import WatcherAccess, create_watcher_access
+from runner.embedded.churn import Churn
+from runner.errors import ClusterError
+from runner.host.commands import CommandLog, in_netns
+from runner.host.netns import Block, Topology, new_run_id
+from runner.host.procs import Child
+
+APISERVER_PORT = 6443
+ETCD_CLIENT = "http://127.0.0.1:2379"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class EmbeddedCluster:
+    """A context manager; `start()` / `close()` for callers that manage the lifetime themselves."""
+
+    kind = "embedded"
+
+    def __init__(self, *, run_id: str | None = None, workdir: Path | None = None,
+                 evidence_dir: Path | None = None, churn_interval: float = 10.0,
+                 progress: Progress = _quiet, extra_apiserver_args: list[str] | None = None,
+                 ready_timeout: float = 90.0):
+        self.run_id = run_id or new_run_id()
+        self._own_workdir = workdir is None
+        self.topology = Topology(self.run_id, CommandLog())
+        self.topology.claim()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"watchdrop-{self.run_id}-"))
+        self.evidence_dir = evidence_dir or self.workdir / "evidence"
+        self.log = CommandLog(self.evidence_dir / "commands.log")
+        self.topology.log = self.log
+        self.churn_interval = churn_interval
+        self.progress = progress
+        self.extra_apiserver_args = extra_apiserver_args or []
+        self.ready_timeout = ready_timeout
+        self.phases: list[tuple[str, float]] = []
+        self.etcd: Child | None = None
+        self.apiserver: Child | None = None
+        self.churn: Churn | None = None
+        self.pki: pki.Pki | None = None
+        self.api_ns = ""
+        self.admin_kubeconfig: Path | None = None
+        self._api: client.ApiClient | None = None
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def __enter__(self) -> EmbeddedCluster:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _phase(self, name: str, t0: float) -> None:
+        took = time.monotonic() - t0
+        self.phases.append((name, took))
+        self.progress(f"{name}: {took:.2f} s")
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        bins = gobuild.ensure_control_plane_binaries(self.log, self.progress)
+        self._phase("binaries (build or cache)", t0)
+
+        t0 = time.monotonic()
+        block = self.topology.allocate()
+        self.api_ns = self.topology.add_ns("api")
+        self.topology.add_host_link(self.api_ns)
+        for addr in (block.apiserver, block.timer):
+            self.topology.run_in(self.api_ns, ["ip", "addr", "add", f"{addr}/32", "dev", "lo"])
+        self._phase("network namespace", t0)
+
+        t0 = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.pki = pki.generate(
+            self.workdir / "pki",
+            ip_sans=[block.apiserver, *block.all_vips(), *(block.front(i) for i in range(13)),
+                     _first_ip(block.service_cluster_ip_range)],
+            dns_sans=["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                      "kubernetes.default.svc.cluster.local"],
+        )
+        self._phase("certificates", t0)
+
+        t0 = time.monotonic()
+        self.etcd = Child("etcd", in_netns(self.api_ns, [
+            bins["etcd"], "--name", "watchdrop", "--data-dir", self.workdir / "etcd",
+            "--listen-client-urls", ETCD_CLIENT, "--advertise-client-urls", ETCD_CLIENT,
+            "--listen-peer-urls", "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+            "--initial-cluster", "watchdrop=http://127.0.0.1:2380",
+            # A throwaway single-node store: fsync only costs time here.
+            "--unsafe-no-fsync", "--log-level", "warn",
+        ]), stdout=self.evidence_dir / "etcd.log", log=self.log)
+        self._wait_etcd()
+        self._phase("etcd ready", t0)
+
+        t0 = time.monotonic()
+        p = self.pki
+        self.apiserver = Child("kube-apiserver", in_netns(self.api_ns, [
+            bins["kube-apiserver"],
+            f"--etcd-servers={ETCD_CLIENT}",
+            f"--bind-address={block.apiserver}", f"--advertise-address={block.apiserver}",
+            f"--secure-port={APISERVER_PORT}",
+            f"--cert-dir={p.dir}", f"--tls-cert-file={p.serving_cert}",
+            f"--tls-private-key-file={p.serving_key}", f"--client-ca-file={p.ca_cert}",
+            "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={block.service_cluster_ip_range}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p.sa_pub}",
+            f"--service-account-signing-key-file={p.sa_key}",
+            "--profiling=false", "--v=1",
+            *self.extra_apiserver_args,
+        ]), stdout=self.evidence_dir / "kube-apiserver.log", log=self.log)
+        self._wait_ready()
+        self._phase("kube-apiserver ready", t0)
+
+        self.admin_kubeconfig = write_kubeconfig(
+            self.workdir / "admin.kubeconfig", server=self.server_url(),
+            ca_pem=p.ca_cert.read_bytes(),
+            user=admin_user(p.admin_cert.read_bytes(), p.admin_key.read_bytes()))
+        self._api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+
+        t0 = time.monotonic()
+        self.churn = Churn(self._api, self.churn_interval)
+        self.churn.start()
+        self._phase("background churn", t0)
+
+    def close(self) -> list[str]:
+        """Tear everything down; return the problems met (never raises for them)."""
+        problems: list[str] = []
+        t0 = time.monotonic()
+        if self.churn:
+            self.churn.stop()
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        for child in (self.apiserver, self.etcd):
+            if child is not None:
+                child.stop(grace=10)
+        problems += self.topology.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            for sub in ("etcd", "pki"):
+                shutil.rmtree(self.workdir / sub, ignore_errors=True)
+            for kc in self.workdir.glob("*.kubeconfig"):
+                kc.unlink(missing_ok=True)
+        self.phases.append(("teardown", time.monotonic() - t0))
+        return problems
+
+    # -- waiting ------------------------------------------------------------------------------
+    def _wait_etcd(self) -> None:
+        deadline = time.monotonic() + 30
+        assert self.etcd is not None
+        while time.monotonic() < deadline:
+            if not self.etcd.alive():
+                raise ClusterError(f"etcd exited with code {self.etcd.returncode} during start",
+                                   detail=self.etcd.tail(), fix="see etcd.log in the evidence")
+            proc = self.topology.run_in(self.api_ns, ["curl", "-sf", "--max-time", "2",
+                                                      f"{ETCD_CLIENT}/health"], check=False)
+            if proc.returncode == 0 and '"health":"true"' in proc.stdout.replace(" ", ""):
+                return
+            time.sleep(0.2)
+        raise ClusterError("etcd did not become healthy within 30 s", detail=self.etcd.tail())
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        assert self.pki is not None
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        return ctx
+
+    def _wait_ready(self) -> None:
+        assert self.apiserver is not None
+        ctx = self._ssl_context()
+        deadline = time.monotonic() + self.ready_timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not self.apiserver.alive():
+                raise ClusterError(
+                    f"kube-apiserver exited with code {self.apiserver.returncode} during start",
+                    detail=self.apiserver.tail(), fix="see kube-apiserver.log in the evidence")
+            try:
+                with urllib.request.urlopen(f"{self.server_url()}/readyz", context=ctx, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise ClusterError(f"kube-apiserver not ready within {self.ready_timeout:.0f} s ({last})",
+                           detail=self.apiserver.tail())
+
+    # -- what the runner uses -----------------------------------------------------------------
+    @property
+    def block(self) -> Block:
+        assert self.topology.block is not None
+        return self.topology.block
+
+    def server_url(self) -> str:
+        return f"https://{self.block.apiserver}:{APISERVER_PORT}"
+
+    def admin_api(self) -> client.ApiClient:
+        if self._api is None:
+            raise ClusterError("the cluster is not running")
+        return self._api
+
+    def alive(self) -> bool:
+        return bool(self.apiserver and self.apiserver.alive() and self.etcd and self.etcd.alive())
+
+    def watcher_access(self, namespace: str, server: str | None = None) -> WatcherAccess:
+        """Namespace, ServiceAccount, Role, RoleBinding and a token; a kubeconfig for it alone."""
+        assert self.pki is not None
+        return create_watcher_access(
+            self.admin_api(), namespace, server=server or self.server_url(),
+            ca_pem=self.pki.ca_cert.read_bytes(),
+            kubeconfig_path=self.workdir / f"{namespace}.kubeconfig")
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "kubernetes_version": gobuild.KUBE_APISERVER.version,
+            "etcd_version": gobuild.ETCD.version,
+            "churn": self.churn.metadata() if self.churn else {"lease_interval": self.churn_interval},
+        }
+
+
+def _first_ip(cidr: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_network(cidr).network_address + 1)

@@ -1,0 +1,258 @@
+"""The load-balancer emulator: one namespace per profile, the kernel's conntrack and nftables.
+
+    pod netns ──veth── [br0  LB netns  back0] ──veth── api netns (front, kube-apiserver, timer)
+      198.18.x.130+      VIP .8, DNAT only        service addresses on lo
+
+The LB only DNATs (like Azure's Standard LB, backends see the pod's real address) and forgets a
+flow after `idle_timeout` seconds without a packet, as the profile's mode says:
+
+* silent-drop / rst-on-next-packet: conntrack's established timeout is set to the idle timeout
+  with a `ct timeout` object (applied at priority -160: at raw priority it is a silent no-op,
+  FACTS.md). `nf_conntrack_tcp_loose=0` and an explicit rule make every later packet "invalid"
+  or "new non-SYN", which is dropped, or answered with an RST that only its sender hears.
+* rst-both-ways: the conntrack timeout is longer, and the LB agent (runner/embedded/lbagent.py) cuts the
+  flow at the deadline with exact-sequence RSTs to both ends.
+* none: plain forwarding, the control.
+
+With `front: tcp-proxy`, a real HAProxy in TCP mode terminates the client's TCP flow in front of
+kube-apiserver, as the provider's front end does on AKS: the API server's own 3-minute TCP
+keepalives then end at the front instead of keeping the client's flow alive (FACTS.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.config.profiles import Profile
+from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
+from runner.errors import ClusterError
+from runner.host.capture import Capture
+from runner.host.commands import CommandLog, in_netns
+from runner.host.procs import Child
+
+TIMER_PORTS = (8005, 8600)
+#: HAProxy's timeouts: longer than any scenario, so the front never cuts a flow itself.
+FRONT_TIMEOUT = "24h"
+#: rst-both-ways: the kernel must not forget the flow before the agent cuts it.
+RST_BOTH_WAYS_MARGIN = 60
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A watcher's network namespace behind one LB."""
+
+    netns: str
+    addr: str
+    iface: str = "eth0"
+
+
+def nft_ruleset(*, table: str, profile: Profile, vip: str, api_target: str, timer: str) -> str:
+    """The LB namespace's whole nftables ruleset, as text for `nft -f -`."""
+    mode = profile.mode
+    expired_action = "reject with tcp reset" if mode == "rst-on-next-packet" else "drop"
+    ports = " ".join(
+        f"ip daddr {vip} tcp dport {p} dnat to {timer}:{p}\n" for p in TIMER_PORTS
+    )
+    if mode == "none":
+        timeout_obj, timeout_rule = "", ""
+    else:
+        est = profile.idle_timeout + (RST_BOTH_WAYS_MARGIN if mode == "rst-both-ways" else 0)
+        timeout_obj = (
+            "  ct timeout lbidle {\n    protocol tcp;\n    l3proto ip;\n"
+            f"    policy = {{ established: {est}, close_wait: {est} }}\n  }}\n"
+        )
+        timeout_rule = (
+            "  chain ct_timeout {\n    type filter hook prerouting priority -160; policy accept;\n"
+            f"    ct state new ip daddr {vip} ct timeout set \"lbidle\"\n  }}\n"
+        )
+    return f"""table ip {table} {{
+{timeout_obj}{timeout_rule}  chain expired {{
+    type filter hook prerouting priority -150; policy accept;
+    ct state invalid counter {expired_action}
+    ct state new tcp flags & (fin|syn|rst|ack) != syn counter {expired_action}
+  }}
+  chain nat_pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr {vip} tcp dport {APISERVER_PORT} dnat to {api_target}:{APISERVER_PORT}
+    {ports}  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    ct state new ct status dnat accept
+    counter drop
+  }}
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    ct state established,related accept
+  }}
+}}
+"""
+
+
+def haproxy_config(bind: str, target: str) -> str:
+    # No `option clitcpka`: the front sends no TCP keepalive toward clients, like a cloud front end.
+    return f"""global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client {FRONT_TIMEOUT}
+    timeout server {FRONT_TIMEOUT}
+    timeout tunnel {FRONT_TIMEOUT}
+frontend api
+    bind {bind}:{APISERVER_PORT}
+    default_backend apiserver
+backend apiserver
+    server kube-apiserver {target}:{APISERVER_PORT}
+"""
+
+
+class LoadBalancer:
+    """One profile's LB namespace, front, agent and captures. `close()` undoes all of it."""
+
+    def __init__(self, cluster: EmbeddedCluster, slot: int, profile: Profile, evidence_dir: Path):
+        self.cluster = cluster
+        self.slot = slot
+        self.profile = profile
+        self.evidence_dir = evidence_dir
+        self.log = cluster.log
+        self.topo = cluster.topology
+        self.block = cluster.block
+        self.netns = ""
+        self.table = f"watchdrop_{cluster.run_id}"
+        self.front: Child | None = None
+        self.agent: Child | None = None
+        self.captures: list[Capture] = []
+        self.pods: list[Pod] = []
+        self.vip = self.block.vip(slot)
+        self.events_path = evidence_dir / "lb-events.jsonl"
+
+    @property
+    def api_target(self) -> str:
+        return self.block.front(self.slot) if self.profile.front == "tcp-proxy" else self.block.apiserver
+
+    def server_url(self) -> str:
+        return f"https://{self.vip}:{APISERVER_PORT}"
+
+    def start(self) -> LoadBalancer:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.evidence_dir.mkdir(parents=True, exist_ok=True)
+        b, s, api_ns = self.block, self.slot, self.cluster.api_ns
+        self.netns = ns = self.topo.add_ns(f"lb{s}")
+        lb_end, be_end = b.lb_link(s)
+        self.topo.veth(ns, "back0", api_ns, f"lb{s}")
+        self.topo.addr(ns, "back0", f"{lb_end}/30")
+        self.topo.addr(api_ns, f"lb{s}", f"{be_end}/30")
+        self.topo.route(ns, b.service_net, be_end)
+        self.topo.route(api_ns, b.pod_net(s), lb_end)
+        self.topo.run_in(ns, ["ip", "addr", "add", f"{self.vip}/32", "dev", "lo"])
+        self.topo.run_in(ns, ["ip", "link", "add", "br0", "type", "bridge"])
+        self.topo.addr(ns, "br0", f"{b.pod_gateway(s)}/25")
+        self.topo.sysctl(ns, "net.ipv4.ip_forward", "1")
+        # br_netfilter is built in: it would run the IP hooks (DNAT, the drops) at the bridge port,
+        # before br0 sees a packet, hiding every dropped packet from the agent and the LB capture.
+        self.topo.sysctl(ns, "net.bridge.bridge-nf-call-iptables", "0")
+        # Without this, a late packet re-adopts an expired flow and the LB forgets nothing (FACTS.md).
+        self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_loose", "0")
+        # Window tracking must not call a live flow's packets invalid (they would be dropped as if
+        # expired, e.g. under load); a packet of a forgotten flow stays invalid: it has no entry.
+        self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_be_liberal", "1")
+        self.log.run(in_netns(ns, ["nft", "-f", "-"]), input_text=nft_ruleset(
+            table=self.table, profile=self.profile, vip=self.vip, api_target=self.api_target, timer=b.timer))
+        if self.profile.front == "tcp-proxy":
+            self._start_front()
+        self.captures = [
+            Capture(ns, "br0", self.evidence_dir / "lb-pod-leg.pcap", self.log).start(),
+            Capture(ns, "back0", self.evidence_dir / "lb-server-leg.pcap", self.log).start(),
+        ]
+        self._start_agent()
+
+    def _start_front(self) -> None:
+        api_ns, front = self.cluster.api_ns, self.block.front(self.slot)
+        self.topo.run_in(api_ns, ["ip", "addr", "add", f"{front}/32", "dev", "lo"])
+        cfg = self.cluster.workdir / f"haproxy-{self.slot}.cfg"
+        cfg.write_text(haproxy_config(front, self.block.apiserver))
+        self.front = Child(f"haproxy front {self.slot}", in_netns(api_ns, ["haproxy", "-db", "-f", cfg]),
+                           stdout=self.evidence_dir / "front.log", log=self.log)
+        self._wait_listening(api_ns, front, APISERVER_PORT, self.front)
+
+    def _start_agent(self) -> None:
+        import sys
+
+        b = self.block
+        argv = [sys.executable, "-m", "runner.embedded.lbagent", "--mode", self.profile.mode,
+                "--idle-timeout", str(self.profile.idle_timeout), "--pod-iface", "br0",
+                "--pod-net", b.pod_net(self.slot), "--backend-iface", "back0", "--vip", self.vip,
+                "--map", f"{APISERVER_PORT}={self.api_target}:{APISERVER_PORT}",
+                *(x for p in TIMER_PORTS for x in ("--map", f"{p}={b.timer}:{p}")),
+                "--events", str(self.events_path)]
+        self.agent = Child(f"lb agent {self.slot}", in_netns(self.netns, argv),
+                           stdout=self.evidence_dir / "lb-agent.log", log=self.log,
+                           cwd=Path(__file__).resolve().parent.parent)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.events_path.exists() and '"ready"' in self.events_path.read_text():
+                return
+            if not self.agent.alive():
+                raise ClusterError(f"the LB agent of {self.profile.name} exited at start",
+                                   detail=self.agent.tail())
+            time.sleep(0.05)
+        raise ClusterError(f"the LB agent of {self.profile.name} did not get ready in 20 s")
+
+    def _wait_listening(self, ns: str, addr: str, port: int, child: Child) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = self.topo.run_in(ns, ["ss", "-Hltn", f"src {addr}:{port}"], check=False).stdout
+            if out.strip():
+                return
+            if not child.alive():
+                raise ClusterError(f"{child.name} exited at start", detail=child.tail())
+            time.sleep(0.05)
+        raise ClusterError(f"{child.name} is not listening on {addr}:{port} after 10 s", detail=child.tail())
+
+    def add_pod(self, log: CommandLog | None = None) -> Pod:
+        """A pod namespace on this LB's bridge; `log` records the commands in the cell's evidence."""
+        idx = len(self.pods)
+        addr = self.block.pod_addr(self.slot, idx)
+        ns = self.topo.add_ns(f"lb{self.slot}-pod{idx}", log=log)
+        port = f"p{idx}"
+        self.topo.veth(self.netns, port, ns, "eth0", log=log)
+        self.topo.run_in(self.netns, ["ip", "link", "set", port, "master", "br0", "up"], log=log)
+        self.topo.addr(ns, "eth0", f"{addr}/25", log=log)
+        # Only the VIP is reachable from a pod: no default route, nothing else in 198.18.
+        self.topo.run_in(ns, ["ip", "route", "add", f"{self.vip}/32", "via", self.block.pod_gateway(self.slot)],
+                         log=log)
+        pod = Pod(netns=ns, addr=addr)
+        self.pods.append(pod)
+        return pod
+
+    def problems(self) -> list[str]:
+        """Why this LB can no longer be trusted (an empty list while it is whole)."""
+        out = []
+        if self.agent is not None and not self.agent.alive():
+            out.append(f"the LB agent of {self.profile.name} died (exit {self.agent.returncode})")
+        if self.front is not None and not self.front.alive():
+            out.append(f"the front proxy of {self.profile.name} died (exit {self.front.returncode})")
+        for cap in self.captures:
+            if not cap.alive():
+                out.append(f"the LB capture {cap.pcap.name} of {self.profile.name} stopped")
+        return out
+
+    def close(self) -> None:
+        """Stop agent, captures and front (namespaces go with the cluster's topology)."""
+        for child in (self.agent, self.front):
+            if child is not None:
+                child.stop(grace=5)
+        for cap in self.captures:
+            cap.stop()
+        if self.netns and self.netns in self.topo.namespaces:
+            self.log.run(in_netns(self.netns, ["nft", "delete", "table", "ip", self.table]), check=False)

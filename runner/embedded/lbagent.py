@@ -1,0 +1,290 @@
+"""The LB agent: a small user-space helper that runs inside one LB namespace.
+
+It watches both legs of the LB (the pods' bridge and the link to the backends) with AF_PACKET
+sockets and keeps, per flow, the time of the last packet and both sides' next sequence numbers.
+It writes the LB's event log (JSON lines): flow opened/closed, expired (at last activity + idle
+timeout), packets seen after expiry and what the LB did with them, RSTs it sent.
+
+In `rst-both-ways` mode it also acts: at the deadline it deletes the flow's conntrack entry and
+sends an RST to each end with exactly the sequence number that end expects next. The kernel
+cannot do this itself: an RST is honoured only at the exact sequence number, anything else draws
+a challenge ACK and the connection survives (FACTS.md). Checksums are computed in software, since
+injected packets with bad checksums vanish on veth.
+
+The other modes are the kernel's (conntrack timeout + nftables); there the agent only observes, so
+every profile has the same event log. The runner supervises this process: if it dies, every cell
+behind the profile is ERROR, never a silent change of behaviour.
+
+Run: python -m runner.embedded.lbagent --mode M --idle-timeout S --pod-iface br0 --pod-net CIDR
+       --backend-iface back0 --vip A --map VPORT=HOST:PORT ... --events FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+ETH_P_IP = 0x0800
+SEQ_MOD = 1 << 32
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+
+
+@dataclass
+class Flow:
+    pod: str
+    pod_port: int
+    vport: int
+    opened_at: float
+    last: float
+    client_next: int | None = None
+    server_next: int | None = None
+    expired_at: float | None = None
+    closed: bool = False
+    packets: int = 0
+    after_expiry: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
+    fins: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return f"{self.pod}:{self.pod_port}>{self.vport}"
+
+
+def _advance(cur: int | None, seq: int, length: int) -> int:
+    """The next sequence number after a segment, never moving backwards (mod 2^32)."""
+    nxt = (seq + length) % SEQ_MOD
+    if cur is None:
+        return nxt
+    return nxt if ((nxt - cur) % SEQ_MOD) < (1 << 31) else cur
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def rst_packet(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
+    """An IPv4 TCP RST with both checksums computed in software (bad ones vanish on veth).
+
+    Built by hand rather than with scapy because it runs at the deadline, where scapy's ~2 ms per
+    packet would show in the cut's precision; tests check it byte for byte against scapy's build.
+    """
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq % SEQ_MOD, 0, 5 << 4, RST, 0, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", _checksum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return ip + tcp
+
+
+def parse(frame: bytes) -> tuple[str, str, int, int, int, int, int] | None:
+    """(src, dst, sport, dport, seq, flags, seq_len) of an Ethernet/IPv4/TCP frame, else None."""
+    if len(frame) < 14 + 20 + 20 or frame[12:14] != b"\x08\x00":
+        return None
+    ip = frame[14:]
+    ihl = (ip[0] & 0x0F) * 4
+    if ip[9] != 6:
+        return None
+    total = struct.unpack("!H", ip[2:4])[0]
+    tcp = ip[ihl:]
+    sport, dport, seq = struct.unpack("!HHI", tcp[:8])
+    doff = (tcp[12] >> 4) * 4
+    flags = tcp[13]
+    payload = max(0, total - ihl - doff)
+    seq_len = payload + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    return socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), sport, dport, seq, flags, seq_len
+
+
+class Agent:
+    def __init__(self, args: argparse.Namespace, out: IO[str]):
+        self.mode: str = args.mode
+        self.timeout: float | None = float(args.idle_timeout) if args.mode != "none" else None
+        self.pod_net = ipaddress.ip_network(args.pod_net)
+        self.vip: str = args.vip
+        self.backends: dict[int, tuple[str, int]] = {}
+        for m in args.map:
+            vport, target = m.split("=")
+            host, port = target.rsplit(":", 1)
+            self.backends[int(vport)] = (host, int(port))
+        self.out = out
+        self.flows: dict[tuple[str, int], Flow] = {}
+        self._pod_cache: dict[str, bool] = {}
+        self.socks = {self._bind(args.pod_iface): "pod", self._bind(args.backend_iface): "backend"}
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.stop = False
+
+    def _is_pod(self, addr: str) -> bool:
+        # Cached: the same few addresses come back on every packet, and this is the hot path.
+        hit = self._pod_cache.get(addr)
+        if hit is None:
+            hit = self._pod_cache[addr] = ipaddress.ip_address(addr) in self.pod_net
+        return hit
+
+    @staticmethod
+    def _bind(iface: str) -> socket.socket:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        s.bind((iface, 0))
+        s.setblocking(False)
+        return s
+
+    def emit(self, event: str, ts: float | None = None, **fields: object) -> None:
+        rec = {"ts": round(ts if ts is not None else time.time(), 6), "event": event, **fields}
+        self.out.write(json.dumps(rec, sort_keys=True) + "\n")
+        self.out.flush()
+
+    # -- packets ------------------------------------------------------------------------------
+    def on_packet(self, leg: str, frame: bytes, now: float) -> None:
+        p = parse(frame)
+        if p is None:
+            return
+        src, dst, sport, dport, seq, flags, seq_len = p
+        if self._is_pod(src):
+            side, key, vport = "client", (src, sport), dport
+        elif self._is_pod(dst):
+            side, key, vport = "server", (dst, dport), sport
+        else:
+            return
+        if leg == "backend":
+            # On the backend leg the service port is the backend's; map it back to the VIP port.
+            vport = next((vp for vp, (_, bp) in self.backends.items() if bp == vport), vport)
+        if vport not in self.backends:
+            return
+        flow = self.flows.get(key)
+        if flags & SYN and not flags & ACK and side == "client":
+            if flow is None or flow.closed or flow.expired_at is not None or flow.client_next != (seq + 1) % SEQ_MOD:
+                flow = Flow(pod=key[0], pod_port=key[1], vport=vport, opened_at=now, last=now)
+                self.flows[key] = flow
+                self.emit("flow-opened", now, flow=flow.name, client=f"{src}:{sport}")
+        if flow is None or flow.closed:
+            return
+        if flow.expired_at is not None:
+            # The LB forgot this flow: the kernel drops or rejects this packet (or the agent did).
+            if leg == "pod" and side == "server" and flags & RST:
+                return  # our own or the kernel's reset leaving toward the pod
+            if leg == "backend" and side == "client" and flags & RST:
+                return
+            flow.after_expiry[side] += 1
+            if flow.after_expiry[side] <= 20:
+                action = {"silent-drop": "dropped", "rst-on-next-packet": "reset"}.get(self.mode, "dropped")
+                self.emit("after-expiry", now, flow=flow.name, side=side, leg=leg, action=action,
+                          since_expiry=round(now - flow.expired_at, 3))
+            return
+        flow.packets += 1
+        flow.last = now
+        if side == "client":
+            flow.client_next = _advance(flow.client_next, seq, seq_len)
+        else:
+            flow.server_next = _advance(flow.server_next, seq, seq_len)
+        if flags & RST:
+            flow.closed = True
+            self.emit("flow-closed", now, flow=flow.name, by=side, kind="rst", leg=leg)
+        elif flags & FIN and side not in flow.fins:
+            # A FIN half-closes; the flow is over (nothing left to expire) once both ends sent one.
+            flow.fins.add(side)
+            self.emit("fin", now, flow=flow.name, by=side, kind="fin", leg=leg)
+            if len(flow.fins) == 2:
+                flow.closed = True
+                self.emit("flow-closed", now, flow=flow.name, by=side, kind="fin", leg=leg)
+
+    # -- deadlines -----------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        if self.timeout is None:
+            return None
+        live = [f.last + self.timeout for f in self.flows.values() if not f.closed and f.expired_at is None]
+        return min(live) if live else None
+
+    def expire_due(self, now: float) -> None:
+        assert self.timeout is not None
+        for flow in list(self.flows.values()):
+            if flow.closed or flow.expired_at is not None:
+                continue
+            deadline = flow.last + self.timeout
+            if now < deadline:
+                continue
+            flow.expired_at = deadline
+            if self.mode == "rst-both-ways":
+                self.reset_both(flow)
+            self.emit("expired", deadline, flow=flow.name, last_activity=round(flow.last, 6),
+                      idle=self.timeout, late=round(now - deadline, 6))
+
+    def reset_both(self, flow: Flow) -> None:
+        """RSTs first (the cut must land at the deadline), then forget the conntrack entry.
+
+        Sending before the delete is safe: neither RST matches the entry's tuples (the client's
+        is from the VIP, the server's is to the backend's real address), so conntrack leaves
+        them alone.
+        """
+        host, bport = self.backends[flow.vport]
+        sent = []
+        if flow.server_next is not None:
+            self.raw.sendto(rst_packet(self.vip, flow.pod, flow.vport, flow.pod_port, flow.server_next), (flow.pod, 0))
+            sent.append(("client", flow.server_next, time.time()))
+        if flow.client_next is not None:
+            self.raw.sendto(rst_packet(flow.pod, host, flow.pod_port, bport, flow.client_next), (host, 0))
+            sent.append(("server", flow.client_next, time.time()))
+        for to, seq, ts in sent:
+            self.emit("rst-sent", ts, flow=flow.name, to=to, seq=seq)
+        argv = ["conntrack", "-D", "-p", "tcp", "--orig-src", flow.pod, "--orig-dst", self.vip,
+                "--orig-port-src", str(flow.pod_port), "--orig-port-dst", str(flow.vport)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        self.emit("conntrack-delete", flow=flow.name, argv=argv, rc=proc.returncode)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.emit("ready", mode=self.mode, idle_timeout=self.timeout, vip=self.vip,
+                  backends={str(k): f"{h}:{p}" for k, (h, p) in self.backends.items()})
+        while not self.stop:
+            deadline = self.next_deadline()
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.time()))
+            ready, _, _ = select.select(list(self.socks), [], [], wait)
+            for s in ready:
+                leg = self.socks[s]
+                while True:
+                    try:
+                        frame = s.recv(65535)
+                    except BlockingIOError:
+                        break
+                    self.on_packet(leg, frame, time.time())
+            if self.timeout is not None:
+                self.expire_due(time.time())
+        self.emit("stopped", flows=len(self.flows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m runner.embedded.lbagent")
+    p.add_argument("--mode", required=True, choices=["none", "silent-drop", "rst-on-next-packet", "rst-both-ways"])
+    p.add_argument("--idle-timeout", type=float, required=True)
+    p.add_argument("--pod-iface", required=True)
+    p.add_argument("--pod-net", required=True)
+    p.add_argument("--backend-iface", required=True)
+    p.add_argument("--vip", required=True)
+    p.add_argument("--map", action="append", default=[], help="VPORT=HOST:PORT")
+    p.add_argument("--events", required=True)
+    args = p.parse_args(argv)
+    with open(args.events, "a") as out:
+        agent = Agent(args, out)
+
+        def _stop(*_: object) -> None:
+            agent.stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

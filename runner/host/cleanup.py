@@ -1,0 +1,136 @@
+"""Finding and removing what a crashed (SIGKILLed) run left behind: `python -m runner clean`.
+
+Only resources carrying the project's prefix are touched: `wd-<runid>-*` namespaces (and the
+processes inside them, killed by pid), `wd<runid>h` host links, the run's 198.18 routes, and
+`watchdrop-<runid>-*` temp directories. A run whose runner process is still alive is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from functools import partial
+from pathlib import Path
+
+from runner.host.commands import CommandLog
+from runner.host.netns import PREFIX, RUNS_DIR, _alloc_lock, drop_guard_if_unused, kill_netns_pids, list_project_netns
+
+_NS = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})-")
+_TMP = re.compile(r"^watchdrop-([0-9a-f]{6})-")
+
+
+def _runner_alive(run_id: str) -> bool:
+    try:
+        pid = int((RUNS_DIR / run_id).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_leftovers() -> dict[str, list[str]]:
+    """run id -> its leftover resources (namespaces, temp dirs, run file), for dead runs only."""
+    found: dict[str, list[str]] = {}
+    for ns in list_project_netns():
+        m = _NS.match(ns)
+        if m:
+            found.setdefault(m.group(1), []).append(f"netns {ns}")
+    tmp = Path(tempfile.gettempdir())
+    for d in tmp.glob("watchdrop-*"):
+        m = _TMP.match(d.name)
+        if m and d.is_dir():
+            found.setdefault(m.group(1), []).append(f"dir {d}")
+    if RUNS_DIR.exists():
+        for f in RUNS_DIR.iterdir():
+            if re.fullmatch(r"[0-9a-f]{6}", f.name):
+                found.setdefault(f.name, []).append(f"runfile {f}")
+    return {rid: items for rid, items in found.items() if not _runner_alive(rid)}
+
+
+def clean(log: CommandLog, say=print) -> int:  # type: ignore[no-untyped-def]
+    """Remove every dead run's leftovers; returns how many things were removed."""
+    removed = 0
+    for rid, items in sorted(find_leftovers().items()):
+        for item in items:
+            kind, _, name = item.partition(" ")
+            say(f"removing {item} (run {rid})")
+            if kind == "netns":
+                kill_netns_pids(name, log, grace=3)
+                log.run(["ip", "netns", "delete", name], check=False)
+            elif kind == "dir":
+                shutil.rmtree(name, ignore_errors=True)
+            elif kind == "runfile":
+                Path(name).unlink(missing_ok=True)
+            removed += 1
+        host = f"wd{rid}h"
+        if log.run(["ip", "link", "show", host], check=False).returncode == 0:
+            say(f"removing link {host} (run {rid})")
+            log.run(["ip", "link", "delete", host], check=False)
+            removed += 1
+    with _alloc_lock():
+        live = [f.name for f in RUNS_DIR.glob("*") if _runner_alive(f.name)] if RUNS_DIR.exists() else []
+        if not list_project_netns() and not live:
+            # No project namespace and no live run: no 198.18 route in the root namespace is needed.
+            import json
+
+            routes = json.loads(log.run(["ip", "-j", "route", "show", "root", "198.18.0.0/15"],
+                                        check=False).stdout or "[]")
+            for r in routes:
+                if r.get("dst") and r["dst"] != "198.18.0.0/15":
+                    say(f"removing route {r['dst']}")
+                    log.run(["ip", "route", "del", r["dst"]], check=False)
+                    removed += 1
+            drop_guard_if_unused(log)
+    return removed
+
+
+def clean_kubernetes(matrix_path: Path, say=print) -> int:  # type: ignore[no-untyped-def]
+    """Delete the namespaces crashed runs from this host left on the matrix's kubernetes clusters."""
+    from kubernetes import client
+
+    from runner.config.matrix import KubernetesCluster, load_matrix
+    from runner.kube import leftovers as kube_leftovers
+    from runner.kube.api import REQUEST_TIMEOUT, api_error, connect, delete_command
+
+    matrix = load_matrix(matrix_path, matrix_path.resolve().parent / "clients")
+    removed = 0
+    for cluster in matrix.clusters:
+        if not isinstance(cluster, KubernetesCluster):
+            continue
+        access = connect(cluster)
+        api = access.new_api()
+        try:
+            removed += len(kube_leftovers.remove(
+                client.CoreV1Api(api), own_run_id="", timeout=REQUEST_TIMEOUT,
+                say=lambda t, c=cluster.name: say(f"{c}: {t}"),  # type: ignore[misc]
+                delete_hint=partial(delete_command, access)))
+        except Exception as exc:
+            say(f"{cluster.name}: could not look for leftovers: {api_error(exc)}")
+        finally:
+            api.close()
+    return removed
+
+
+def main(matrix_path: Path | None = None) -> int:
+    """`clean`: this machine's leftovers (as root), and with a matrix its kubernetes clusters' too."""
+    n = 0
+    if os.geteuid() == 0:
+        n += clean(CommandLog())
+    elif matrix_path is None:
+        from runner.host import sysdeps
+        sysdeps.require_root("clean")
+    else:
+        print("clean: not root, so this machine's namespaces and processes are not looked at")
+    if matrix_path is not None:
+        n += clean_kubernetes(matrix_path)
+    print(f"clean: removed {n} leftover(s)" if n else "clean: nothing to remove")
+    return 0

@@ -1,0 +1,111 @@
+"""Child processes the runner starts and must stop: by pid, SIGTERM then SIGKILL, bounded.
+
+Every child is registered in `REGISTRY` while alive, so the signal path (Ctrl-C, SIGTERM) can
+stop all of them even when it interrupts a half-built context manager.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from runner.host import signals
+from runner.host.commands import CommandLog
+
+
+class Child:
+    """One supervised process whose stdout/stderr go to files."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, stdout: Path, stderr: Path | None = None,
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 log: CommandLog | None = None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.stdout_path = stdout
+        self.stderr_path = stderr or stdout
+        stdout.parent.mkdir(parents=True, exist_ok=True)
+        if log:
+            log.note(f"start {name}: {shlex.join(self.argv)}")
+        self._out: IO[bytes] = stdout.open("ab")
+        self._err: IO[bytes] = self._out if self.stderr_path == stdout else self.stderr_path.open("ab")
+        full_env = None if env is None else {**os.environ, **env}
+        # A new session: a Ctrl-C on the terminal reaches only the runner, which then stops
+        # children in order (apiserver before etcd) instead of all at once.
+        self.popen = subprocess.Popen(self.argv, stdout=self._out, stderr=self._err, env=full_env,
+                                      cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.popen.pid
+        self.started_at = time.time()
+        REGISTRY.add(self)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit code.
+
+        A second Ctrl-C (signals.hurry) ends the grace at once, also in the middle of it."""
+        if self.alive():
+            self._send(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while self.alive() and time.monotonic() < deadline and not signals.hurry.is_set():
+                try:
+                    self.popen.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.alive():
+                self._send(signal.SIGKILL)
+                self.popen.wait(10)
+        for f in {self._out, self._err}:
+            f.close()
+        REGISTRY.discard(self)
+        return self.popen.returncode
+
+    def _send(self, sig: signal.Signals) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._children: list[Child] = []
+
+    def add(self, child: Child) -> None:
+        with self._lock:
+            self._children.append(child)
+
+    def discard(self, child: Child) -> None:
+        with self._lock:
+            if child in self._children:
+                self._children.remove(child)
+
+    def alive(self) -> list[Child]:
+        with self._lock:
+            return [c for c in self._children if c.alive()]
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        for child in reversed(self.alive()):
+            child.stop(grace)
+
+
+REGISTRY = _Registry()

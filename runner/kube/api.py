@@ -1,0 +1,303 @@
+"""How the runner talks to a real cluster: its kube context, the bounds of every wait, server-side
+apply, exec, and copying a capture out of a pod. Used by runner/kube/backend.py and runner/kube/cell.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
+
+from runner.config.matrix import KubernetesCluster
+from runner.errors import UsageError
+from runner.kube import manifests as m
+
+Obj = dict[str, Any]
+NewApi = Callable[[], client.ApiClient]
+Say = Callable[[str], None]
+
+#: (connect, read) seconds for every request the runner makes: a dead path fails, never hangs.
+REQUEST_TIMEOUT = (10.0, 30.0)
+
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """Bounds of the kubernetes backend; every wait in it is one of these."""
+
+    #: Seconds for every pod to be running: scheduling, an image pull on a cold node, the capture's
+    #: postStart. A pod not running by then is ERROR "pod never started" with its phase,
+    #: conditions and warning events.
+    start_timeout: float = 300.0
+    #: Seconds the watcher gets to exit after SIGTERM before SIGKILL; its exit code is evidence.
+    stop_timeout: float = 20.0
+    #: Seconds for one exec (stop the capture, copy it out).
+    exec_timeout: float = 120.0
+    #: The runner's log stream reconnects after this many silent seconds; far below every cloud
+    #: LB idle timeout (240 s and up), so the runner's own stream never idles out.
+    log_read_timeout: float = 20.0
+    #: Seconds to wait for the run's namespaces to be gone after the deletes.
+    teardown_timeout: float = 180.0
+    #: A namespace still Terminating with no status conditions after this many seconds has no
+    #: namespace controller acting on it (the controller sets conditions on its first pass): stop
+    #: waiting for it instead of waiting out teardown_timeout.
+    no_controller_after: float = 20.0
+    #: Seconds between status polls while waiting.
+    poll: float = 1.0
+    #: imagePullPolicy when the matrix does not say; content-hash tags make IfNotPresent safe.
+    pull_policy: str = "IfNotPresent"
+
+
+# -- reaching the cluster ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubeAccess:
+    """How the runner reaches one cluster: fresh ApiClients on demand, and the context's namespace."""
+
+    new_api: NewApi
+    #: The kube context's namespace: where pull_secrets are read from.
+    namespace: str = "default"
+    #: `--kubeconfig ... --context ...` for the kubectl commands the runner prints.
+    kubectl_flags: tuple[str, ...] = ()
+
+
+def connect(cluster: KubernetesCluster) -> KubeAccess:
+    """Load the cluster's kubeconfig/context once; every ApiClient shares that configuration but has
+    its own connection pool (exec credential plugins refresh through the shared configuration)."""
+    path = str(Path(cluster.kubeconfig).expanduser()) if cluster.kubeconfig else None
+    cfg = client.Configuration()
+    try:
+        config.load_kube_config(config_file=path, context=cluster.context, client_configuration=cfg,
+                                persist_config=False)
+        contexts, active = config.list_kube_config_contexts(config_file=path)
+    except Exception as exc:  # ConfigException, a missing file, bad YAML
+        raise UsageError(f"cluster {cluster.name}: cannot load kube context {cluster.context or '(current)'}"
+                         f"{' from ' + path if path else ''}: {exc}",
+                         fix="check `context:` / `kubeconfig:` in the matrix (`kubectl config get-contexts`)") from exc
+    chosen = next((c for c in contexts if c.get("name") == cluster.context), active) if cluster.context else active
+    ns = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+    flags: list[str] = []
+    if path:
+        flags += ["--kubeconfig", path]
+    if cluster.context:
+        flags += ["--context", cluster.context]
+    return KubeAccess(new_api=lambda: client.ApiClient(configuration=cfg), namespace=ns, kubectl_flags=tuple(flags))
+
+
+def delete_command(access: KubeAccess, run_id: str) -> str:
+    """The kubectl command that deletes a run's namespaces, shown wherever the runner leaves them."""
+    return " ".join(["kubectl", *access.kubectl_flags, "delete", "namespace", "-l", m.run_selector(run_id)])
+
+
+def api_error(exc: BaseException) -> str:
+    """One line from an ApiException (the API's own message), or the exception's text."""
+    if isinstance(exc, ApiException):
+        try:
+            body = json.loads(exc.body or "{}")
+            message = body.get("message") or exc.reason
+        except (ValueError, AttributeError):
+            message = exc.reason
+        return f"{exc.status} {message}".strip()
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def missing_permissions(api: client.ApiClient, namespace: str, *, secrets_from: str | None = None) -> list[str]:
+    """SelfSubjectAccessReviews for everything the runner will do (manifests.RUNNER_RULES);
+    `namespace` is a namespace the run will create. Returns `verb resource` for each refusal."""
+    authz = client.AuthorizationV1Api(api)
+
+    def allowed(group: str, resource: str, verb: str, ns: str | None) -> bool:
+        res, _, sub = resource.partition("/")
+        attrs = client.V1ResourceAttributes(group=group, resource=res, subresource=sub or None, verb=verb,
+                                            namespace=ns)
+        review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
+        status = authz.create_self_subject_access_review(review, _request_timeout=REQUEST_TIMEOUT).status
+        return bool(status and status.allowed)
+
+    missing = []
+    for group, resource, verbs in m.RUNNER_RULES:
+        for verb in verbs:
+            ns = None if resource == "namespaces" else namespace
+            if not allowed(group, resource, verb, ns):
+                missing.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+    if secrets_from is not None:
+        if not allowed("", "secrets", "get", secrets_from):
+            missing.append(f"get secrets in {secrets_from}")
+        for verb in ("create", "patch"):
+            if not allowed("", "secrets", verb, namespace):
+                missing.append(f"{verb} secrets")
+    return missing
+
+
+# -- objects ------------------------------------------------------------------------------------------
+
+_KINDS: dict[str, tuple[str, bool, str]] = {
+    "Namespace": ("core", False, "namespace"),
+    "ServiceAccount": ("core", True, "namespaced_service_account"),
+    "ConfigMap": ("core", True, "namespaced_config_map"),
+    "Secret": ("core", True, "namespaced_secret"),
+    "Pod": ("core", True, "namespaced_pod"),
+    "Service": ("core", True, "namespaced_service"),
+    "Role": ("rbac", True, "namespaced_role"),
+    "RoleBinding": ("rbac", True, "namespaced_role_binding"),
+}
+
+
+def _target(api: client.ApiClient, obj: Obj) -> tuple[Any, str, list[str]]:
+    group, namespaced, suffix = _KINDS[obj["kind"]]
+    target = client.CoreV1Api(api) if group == "core" else client.RbacAuthorizationV1Api(api)
+    meta = obj["metadata"]
+    args = [meta["name"], meta["namespace"]] if namespaced else [meta["name"]]
+    return target, suffix, args
+
+
+def apply(api: client.ApiClient, obj: Obj, *, dry_run: bool = False) -> Any:
+    """Server-side apply with strict field validation: an unknown or misspelt field is an error."""
+    target, suffix, args = _target(api, obj)
+    return getattr(target, f"patch_{suffix}")(
+        *args, body=obj, field_manager=m.MANAGER, force=True, field_validation="Strict",
+        dry_run="All" if dry_run else None, _content_type="application/apply-patch+yaml",
+        _request_timeout=REQUEST_TIMEOUT)
+
+
+def delete(api: client.ApiClient, obj: Obj, *, grace: int | None = None) -> bool:
+    """Delete; False when it was already gone."""
+    target, suffix, args = _target(api, obj)
+    try:
+        getattr(target, f"delete_{suffix}")(*args, grace_period_seconds=grace, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def describe_obj(obj: Obj) -> str:
+    meta = obj["metadata"]
+    return f"{obj['kind']} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta['name']}"
+
+
+class FreshCoreV1Api(client.CoreV1Api):
+    """The harness's writes (trigger updates, failure ConfigMaps), each on a new ApiClient.
+
+    The harness idles for a whole interval between two writes; a pooled connection could be one
+    the LB in front of the API server forgot meanwhile, and the write would then hang or fail for
+    reasons that belong to the runner, not the watcher.
+    """
+
+    def __init__(self, new_api: NewApi):  # no shared ApiClient, on purpose
+        self._new_api = new_api
+
+    def _once(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        api = self._new_api()
+        try:
+            kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+            return getattr(client.CoreV1Api(api), method)(*args, **kwargs)
+        finally:
+            api.close()
+
+    def patch_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self._once("patch_namespaced_config_map", *args, **kwargs)
+
+    def create_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self._once("create_namespaced_config_map", *args, **kwargs)
+
+
+# -- exec ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExecResult:
+    #: None when the exec did not finish in time or its status could not be read.
+    rc: int | None
+    stdout: bytes
+    stderr: bytes
+
+    def text(self) -> str:
+        return (self.stdout + self.stderr).decode(errors="replace").strip()
+
+
+def exec_in(new_api: NewApi, ns: str, pod: str, container: str, argv: Sequence[str], timeout: float) -> ExecResult:
+    """Run argv in a container (the pods/exec WebSocket), binary-safe, bounded by `timeout`."""
+    api = new_api()
+    out, err = bytearray(), bytearray()
+    rc: int | None = None
+    try:
+        ws = stream(client.CoreV1Api(api).connect_get_namespaced_pod_exec, pod, ns, container=container,
+                    command=list(argv), stderr=True, stdin=False, stdout=True, tty=False,
+                    _preload_content=False, binary=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while ws.is_open() and time.monotonic() < deadline:
+                ws.update(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                out += ws.read_stdout(timeout=0)
+                err += ws.read_stderr(timeout=0)
+            out += ws.read_stdout(timeout=0)
+            err += ws.read_stderr(timeout=0)
+            if not ws.is_open():
+                try:
+                    rc = ws.returncode
+                except Exception:  # no status frame (connection cut): unknown, not 0
+                    rc = None
+        finally:
+            ws.close()
+    finally:
+        api.close()
+    return ExecResult(rc, bytes(out), bytes(err))
+
+
+def extract_files(tar_bytes: bytes, dest: Path, names: Iterable[str]) -> list[str]:
+    """Regular files named `names` (basename only) out of a tar stream into dest; nothing else."""
+    wanted = set(names)
+    got = []
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if not member.isfile() or name not in wanted:
+                continue
+            f = tar.extractfile(member)
+            if f is not None:
+                (dest / name).write_bytes(f.read())
+                got.append(name)
+    return got
+
+
+def copy_capture(new_api: NewApi, ns: str, pod: str, dest: Path, *, prefix: str = "", timeout: float) -> list[str]:
+    """Stop tcpdump in the pod's capture container (it closes the file) and copy its files out.
+
+    Returns the problems met; the evidence files are `<prefix>pod.pcap` and `<prefix>tcpdump.log`.
+    """
+    problems = []
+    stopped = exec_in(new_api, ns, pod, m.CAPTURE_CONTAINER, ["/bin/sh", "-c", m.STOP_CAPTURE_SCRIPT], timeout)
+    if stopped.rc != 0:
+        problems.append(f"stopping tcpdump: exit {stopped.rc}: {stopped.text()[-300:]}")
+    tar = exec_in(new_api, ns, pod, m.CAPTURE_CONTAINER,
+                  ["tar", "cf", "-", "-C", m.CAPTURE_DIR, "pod.pcap", "tcpdump.log"], timeout)
+    if tar.rc != 0:
+        problems.append(f"copying the capture out: exit {tar.rc}: {tar.stderr.decode(errors='replace')[-300:]}")
+    if tar.stdout:
+        tmp = dest / f".{prefix}capture"
+        try:
+            for name in extract_files(tar.stdout, tmp, ["pod.pcap", "tcpdump.log"]):
+                (tmp / name).replace(dest / f"{prefix}{name}")
+        except (tarfile.TarError, OSError) as exc:
+            problems.append(f"copying the capture out: {exc}")
+        finally:
+            for leftover in tmp.glob("*"):
+                leftover.unlink()
+            if tmp.exists():
+                tmp.rmdir()
+    return problems
+
+

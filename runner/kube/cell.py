@@ -1,0 +1,210 @@
+"""One cell on a real cluster: HarnessRun's rounds (runner/harness.py) with a pod instead of a process.
+
+The harness writes over a new connection per write (FreshCoreV1Api) and reads the watcher's lines
+from the pod's log stream; evidence is the embedded layout plus the pod's status and events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
+from runner.harness import CellSetupError, HarnessRun, base_result
+from runner.kube import manifests as m
+from runner.kube.api import (
+    REQUEST_TIMEOUT,
+    FreshCoreV1Api,
+    KubeAccess,
+    KubeSettings,
+    NewApi,
+    Obj,
+    api_error,
+    apply,
+    copy_capture,
+    describe_obj,
+    exec_in,
+)
+from runner.kube.pods import LineSink, PodWatcher, clock_problems, pod_problem
+from runner.model import CellResult
+from runner.verdict import CellInputs, judge_cell, parse_watcher_log
+
+
+@dataclass
+class KubeCellRun(HarnessRun):
+    """One cell on a real cluster: the harness's rounds, with a pod instead of a process."""
+
+    run_id: str = field(kw_only=True)
+    access: KubeAccess = field(kw_only=True)
+    settings: KubeSettings = field(default_factory=KubeSettings)
+    objects: list[Obj] = field(default_factory=list)
+    pull_secrets: list[Obj] = field(default_factory=list)
+    pod_watcher: PodWatcher | None = None
+    pod_started: bool = False
+    pod_problems: list[str] = field(default_factory=list)
+    _stopped: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.namespace = m.cell_namespace(self.run_id, self.index)
+
+    @property
+    def new_api(self) -> NewApi:
+        return self.access.new_api
+
+    def _core(self) -> client.CoreV1Api:
+        return FreshCoreV1Api(self.new_api)
+
+    # -- deploy ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Apply the cell's objects (the pod last)."""
+        (self.evidence / "manifests.json").write_text(json.dumps(
+            self.objects + [{"kind": "Secret", "name": s["metadata"]["name"], "note": "copied, not recorded"}
+                            for s in self.pull_secrets], indent=2) + "\n")
+        api = self.new_api()
+        try:
+            ns, *rest = self.objects
+            for obj in [ns, *self.pull_secrets, *rest]:
+                apply(api, obj)
+                self.harness(f"applied {describe_obj(obj)}")
+        except Exception as exc:
+            raise CellSetupError(f"cell setup failed: {api_error(exc)}") from exc
+        finally:
+            api.close()
+
+    def started_now(self) -> None:
+        self.pod_started = True
+        self.started = time.time()
+        self.pod_watcher = PodWatcher(self.new_api, self.namespace, LineSink(self.stdout, self.stderr,
+                                                                            self.evidence / "watcher.log"),
+                                      read_timeout=self.settings.log_read_timeout, note=self.harness).start()
+        self.watcher = self.pod_watcher  # the round loop asks it `alive()` and `returncode`
+        self.harness("pod running; following the watcher's log")
+
+    # -- stop and collect -----------------------------------------------------------------------
+    def _signal(self, sig: str) -> str:
+        r = exec_in(self.new_api, self.namespace, m.WATCHER_POD, m.CAPTURE_CONTAINER,
+                    ["/bin/sh", "-c", m.SIGNAL_WATCHER_SCRIPT, "signal", sig], self.settings.exec_timeout)
+        return r.text() if r.rc == 0 else f"exit {r.rc}: {r.text()}"
+
+    def stop_processes(self) -> None:
+        """SIGTERM the watcher (SIGKILL after stop_timeout), then stop the capture and copy it out."""
+        if self._stopped or not self.pod_started or self.pod_watcher is None:
+            return
+        self._stopped = True
+        w = self.pod_watcher
+        try:
+            if w.alive():
+                self.harness(f"stop: SIGTERM to the watcher: {self._signal('TERM')}")
+                if not w.wait_ended(self.settings.stop_timeout):
+                    self.harness(f"stop: no exit within {self.settings.stop_timeout:.0f} s; "
+                                 f"SIGKILL: {self._signal('KILL')}")
+                    if not w.wait_ended(self.settings.stop_timeout):
+                        self.harness_errors.append("the watcher did not stop after SIGKILL")
+            pod = w.refresh()
+            self.watcher_exit = w.returncode
+            term = w.termination
+            if term is not None:
+                self.harness(f"watcher exited: {term.reason} exit {term.exit_code}")
+            if pod is not None:
+                problem = pod_problem(pod)
+                if problem:
+                    self.pod_problems.append(problem)
+            elif w.gone:
+                self.pod_problems.append("the pod disappeared during the cell (deleted, or its node was lost)")
+            if not w.gone:
+                for p in copy_capture(self.new_api, self.namespace, m.WATCHER_POD, self.evidence,
+                                      timeout=self.settings.exec_timeout):
+                    self.harness(p)
+        except Exception as exc:
+            self.harness_errors.append(f"stopping the pod: {api_error(exc)}")
+        finally:
+            w.close()
+            self.finished = self.finished or time.time()
+
+    def snapshot(self) -> None:
+        """The pod's last status and its namespace's events, as evidence (no tokens in either)."""
+        api = self.new_api()
+        core = client.CoreV1Api(api)
+        try:
+            try:
+                pod = core.read_namespaced_pod(m.WATCHER_POD, self.namespace, _request_timeout=REQUEST_TIMEOUT)
+                (self.evidence / "pod.json").write_text(json.dumps(api.sanitize_for_serialization(pod.status),
+                                                                   indent=2, sort_keys=True) + "\n")
+            except ApiException as exc:
+                if exc.status != 404:
+                    self.harness(f"pod status: {api_error(exc)}")
+            events = core.list_namespaced_event(self.namespace, _request_timeout=REQUEST_TIMEOUT).items
+            (self.evidence / "events.json").write_text(json.dumps(
+                [event_record(e) for e in events], indent=2, sort_keys=True) + "\n")
+        except Exception as exc:
+            self.harness(f"events: {api_error(exc)}")
+        finally:
+            api.close()
+
+    def collect(self, lb_problems: list[str] | None = None, cluster_alive: bool = True,
+                pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
+        """Stop, copy out and judge. The LB arguments are the embedded cluster's (no emulated LB
+        here); `pcap_facts`, when given, is the capture already read."""
+        self.stop_processes()
+        self.snapshot()
+        cell, desc = self.cell, self.built.descriptor
+        errors = list(self.harness_errors)
+        if self.setup_error:
+            errors.append(self.setup_error)
+        errors += self.pod_problems
+        pcap = None
+        lines = None
+        if self.pod_started:
+            try:
+                if isinstance(pcap_facts, Exception):
+                    raise pcap_facts
+                # The pod makes only the watcher's connections and the capture starts first, so each
+                # SYN names the server end; no port filter (kube-proxy may or may not rewrite 443).
+                pcap = pcap_facts or read_pcap(self.pcap_path)
+            except (PcapError, OSError) as exc:
+                errors.append(f"no packet evidence: {exc}")
+            lines = parse_watcher_log(self.stdout.read_text(errors="replace")) if self.stdout.exists() else None
+            if self.pod_watcher is not None:
+                clock = clock_problems(self.pod_watcher.sink.received, lines or [], self.updates)
+                errors += clock
+                (self.evidence / "clock.json").write_text(json.dumps({
+                    "max_line_ahead_of_receipt": max((ts - r for r, ts in self.pod_watcher.sink.received),
+                                                     default=None),
+                    "problems": clock}, indent=2) + "\n")
+        inputs = CellInputs(
+            scenario=cell.scenario, detection_timeout=cell.detection_timeout, expected_rounds=cell.rounds,
+            profile=None, updates=self.updates, watcher_lines=lines, watcher_exit=self.watcher_exit,
+            watcher_stderr=self.stderr.read_text(errors="replace") if self.stderr.exists() else "",
+            pcap=pcap, lb=None, harness_errors=errors, expected_version=desc.version,
+        )
+        j = judge_cell(inputs)
+        result = base_result(cell, desc, j.verdict, j.reason)
+        result.rounds = j.rounds
+        result.watcher = j.watcher
+        result.pcap = pcap.to_dict() if pcap else None
+        result.keepalive = pcap.keepalive_summary() if pcap else ""
+        result.errors = list(inputs.harness_errors)
+        result.started, result.finished = self.started, self.finished
+        rel = self.evidence.relative_to(self.run_dir)
+        result.evidence = {name: str(rel / name) for name in EVIDENCE if (self.evidence / name).exists()
+                           or name == "cell.json"}
+        (self.evidence / "cell.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        return result
+
+
+EVIDENCE = ("watcher.jsonl", "watcher.stderr", "watcher.log", "pod.pcap", "tcpdump.log", "events.json", "pod.json",
+            "manifests.json", "clock.json", "harness.log", "cell.json")
+
+
+def event_record(e: client.CoreV1Event) -> Obj:
+    involved = e.involved_object
+    return {"type": e.type, "reason": e.reason, "message": e.message, "count": e.count,
+            "object": f"{involved.kind}/{involved.name}" if involved else None,
+            "first": str(e.first_timestamp or e.event_time or ""), "last": str(e.last_timestamp or "")}
+
+

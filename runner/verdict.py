@@ -1,0 +1,706 @@
+"""Verdicts from evidence: pure functions from what was recorded to PASS / RECOVERED / FAIL / ERROR.
+
+Inputs are only evidence: the harness's own update times, the watcher's JSON lines, its exit code and
+stderr, the facts read from the pod's capture, and the LB emulator's event log. Nothing here looks at
+a clock or a file, so every rule is unit-tested as a table of cases.
+
+The rules, in order (the first that applies wins):
+
+1. a harness problem or missing evidence (no watcher log, no `started` line, a crash, no capture
+   facts, no LB log where an emulated LB acts, the LB helper or kube-apiserver died), or an
+   idle-request round whose request before the idle period already failed                -> ERROR;
+2. the cell could not run here                                                          -> SKIPPED;
+3. every round seen in time, and the capture shows no RST, no idle gap reaching the LB's
+   timeout, and no reconnect after an error or an idle-out                              -> PASS;
+4. every round seen in time after an RST, or after a reconnect that followed an error
+   or an idle-out                                                                       -> RECOVERED;
+5. a round missed and the watcher printed `error` (or the library logged errors)        -> FAIL-LOUD;
+6. a round missed and nothing said so                                                   -> FAIL-SILENT.
+
+Unknown outranks a pass (Jepsen): every round seen while the evidence disagrees with itself (the
+flow idled past the LB's timeout yet nothing was reset, the LB log says it expired or reset a flow
+the capture never shows, the library reported errors nothing explains) is ERROR, never PASS.
+
+Pod-side naming: in the pod's capture the watcher is the `client` and whatever answers on the API
+server address (kube-apiserver, the front, or the LB speaking for them) is the `server`. An RST
+"from server" is therefore one the pod *received*.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runner.model import LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
+
+SCENARIOS = ("watch", "idle-request")
+
+_RST_CLOSES = ("rst-from-client", "rst-from-server")
+
+#: Watch events are accepted this many seconds *before* the recorded update time. The trigger's
+#: value is unique to its round, so an event carrying it can only come from this round's write;
+#: the slack only absorbs the harness taking its timestamp a little after the request left.
+EARLY_SLACK = 1.0
+
+#: The note of an idle-request round the watcher never started (update_at and deadline are 0 then).
+NEVER_SENT = "the watcher never sent this round"
+
+#: Starts the note of an idle-request round whose request *before* the idle period failed or got no
+#: answer. That request runs on a fresh connection that no LB has forgotten, so its failure says
+#: nothing about idle flows (a cold JVM on a loaded machine missing its 10 s connect timeout was
+#: seen): the cell is ERROR, never FAIL.
+BEFORE_IDLE = "the request before the idle period"
+
+#: The trigger ConfigMap's name (clients/README.md): events for other objects never count.
+TRIGGER_NAME = "trigger"
+
+#: stderr lines that look like a library logging an error: klog's `E1125 ...` prefix, Python and
+#: Java tracebacks/exceptions, Go panics, and any line that says "error". A heuristic on purpose:
+#: it only decides LOUD versus SILENT for a round that was already missed.
+_STDERR_ERROR = re.compile(r"^E\d{4} |\b(error|exception|traceback|panic|fatal)\b", re.IGNORECASE)
+
+
+class ConnLike(Protocol):
+    """The parts of runner.evidence.pcap.ConnFacts the verdict reads (one TCP connection of the pod)."""
+
+    @property
+    def opened_at(self) -> float | None: ...
+    @property
+    def closed_at(self) -> float | None: ...
+    @property
+    def close_kind(self) -> str | None: ...
+    @property
+    def keepalive_client(self) -> Sequence[float]: ...
+    @property
+    def keepalive_server(self) -> Sequence[float]: ...
+    @property
+    def small_records_client(self) -> Sequence[tuple[float, int]]: ...
+    @property
+    def small_records_server(self) -> Sequence[tuple[float, int]]: ...
+    @property
+    def rsts(self) -> Sequence[tuple[float, str]]: ...
+    @property
+    def data_client(self) -> Sequence[float]: ...
+    @property
+    def data_server(self) -> Sequence[float]: ...
+    def idle_gaps(self, min_gap: float) -> Sequence[tuple[float, float]]: ...
+
+
+class PcapLike(Protocol):
+    """The parts of runner.evidence.pcap.PcapFacts the verdict reads."""
+
+    @property
+    def connections(self) -> Sequence[ConnLike]: ...
+
+
+@dataclass(frozen=True)
+class Update:
+    """One write of the trigger by the harness (watch scenario)."""
+
+    #: Taken *before* the write request is sent, so a quick event can never precede it.
+    at: float
+    #: The unique `data.value` written.
+    value: str
+
+
+@dataclass
+class CellInputs:
+    """Everything recorded for one cell, as the collect step hands it over."""
+
+    scenario: str
+    detection_timeout: float
+    expected_rounds: int
+    #: The cell's LB profile; None on a kubernetes cluster (the provider's LB, not emulated).
+    profile: ProfileFacts | None
+    #: watch: the harness's writes in order. idle-request: unused (rounds come from the watcher).
+    updates: Sequence[Update] = ()
+    #: Parsed JSON lines (parse_watcher_log); None when there was no watcher log at all.
+    watcher_lines: Sequence[Mapping[str, Any]] | None = None
+    watcher_exit: int | None = None
+    watcher_stderr: str = ""
+    pcap: PcapLike | None = None
+    lb: LbSummary | None = None
+    lb_helper_died: bool = False
+    apiserver_died: bool = False
+    #: Harness problems, one line each; any makes the cell ERROR.
+    harness_errors: Sequence[str] = ()
+    #: Why the cell could not run here (missing tool, unsupported style); None when it ran.
+    skipped: str | None = None
+    #: The descriptor's pinned library version; a different `started.version` is ERROR.
+    expected_version: str | None = None
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """The timeout the LB forgets idle flows after; None when no emulated LB acts on them (the
+        `none` control profile only uses its number to size idle waits)."""
+        if self.profile is None or not self.profile.acts:
+            return None
+        return self.profile.idle_timeout
+
+
+@dataclass
+class Judgement:
+    verdict: Verdict
+    reason: str
+    rounds: list[RoundResult] = field(default_factory=list)
+    watcher: WatcherFacts | None = None
+
+
+# --- watcher log ----------------------------------------------------------------------------------
+
+
+def parse_watcher_log(text: str) -> list[dict[str, Any]]:
+    """The contract's JSON lines from a watcher's stdout; anything else on stdout is ignored.
+
+    A line counts only if it is a JSON object with a numeric `ts` and a string `event`.
+    """
+    out: list[dict[str, Any]] = []
+    for raw in text.splitlines():
+        raw = raw.strip()
+        if not raw.startswith("{"):
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        ts, event = obj.get("ts"), obj.get("event")
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not isinstance(event, str):
+            continue
+        out.append(obj)
+    return out
+
+
+def count_stderr_errors(stderr: str) -> int:
+    return sum(1 for line in stderr.splitlines() if _STDERR_ERROR.search(line))
+
+
+def summarize_watcher(lines: Sequence[Mapping[str, Any]], exit_code: int | None, stderr: str = "") -> WatcherFacts:
+    def of(kind: str) -> list[Mapping[str, Any]]:
+        return [ln for ln in lines if ln.get("event") == kind]
+
+    started = of("started")
+    errors = of("error")
+    first_error = None
+    if errors:
+        msg = errors[0].get("message")
+        first_error = msg if isinstance(msg, str) else json.dumps(msg)
+    version = started[0].get("version") if started else None
+    return WatcherFacts(
+        started=bool(started),
+        lines=len(lines),
+        errors=len(errors),
+        reconnects=len(of("reconnect")),
+        watch_opened=len(of("watch-opened")),
+        stderr_errors=count_stderr_errors(stderr),
+        exit_code=exit_code,
+        first_error=first_error,
+        reported_version=version if isinstance(version, str) else None,
+    )
+
+
+# --- LB event log ---------------------------------------------------------------------------------
+
+
+def summarize_lb_events(
+    events: Sequence[Mapping[str, Any]], *, pod_ip: str | None = None, until: float | None = None
+) -> LbSummary:
+    """Count what the LB agent's event log (runner/embedded/lbagent.py) says it did to one pod's flows.
+
+    `pod_ip` keeps only that pod's flows (flow names are `ip:port>vport`); `until` (the last round's
+    deadline) drops what happened during teardown, which no round was exposed to. In
+    rst-on-next-packet mode the kernel sends the RST, which the log records as an `after-expiry`
+    packet with action `reset` from the side that gets it. The agent logs at most 20 after-expiry
+    packets per flow and side, so those counts are capped there.
+    """
+    out = {"expired": 0, "rst_to_client": 0, "rst_to_server": 0, "dropped_after_expiry": 0}
+    for ev in events:
+        flow = ev.get("flow")
+        if not isinstance(flow, str) or (pod_ip is not None and not flow.startswith(f"{pod_ip}:")):
+            continue
+        ts = ev.get("ts")
+        if until is not None and isinstance(ts, int | float) and ts > until:
+            continue
+        kind = ev.get("event")
+        if kind == "expired":
+            out["expired"] += 1
+        elif kind == "rst-sent" and ev.get("to") in ("client", "server"):
+            out[f"rst_to_{ev['to']}"] += 1
+        elif kind == "after-expiry":
+            if ev.get("action") == "reset" and ev.get("side") in ("client", "server"):
+                out[f"rst_to_{ev['side']}"] += 1
+            elif ev.get("action") == "dropped":
+                out["dropped_after_expiry"] += 1
+    return LbSummary(**out)
+
+
+# --- capture helpers ------------------------------------------------------------------------------
+
+
+def _activity(conn: ConnLike) -> list[float]:
+    """Packet times the capture attributes to the connection: any of them refreshes an LB flow."""
+    times = [*conn.data_client, *conn.data_server, *conn.keepalive_client, *conn.keepalive_server]
+    times += [t for t, _ in conn.small_records_client]
+    times += [t for t, _ in conn.small_records_server]
+    times += [t for t, _ in conn.rsts]
+    if conn.opened_at is not None:
+        times.append(conn.opened_at)
+    return times
+
+
+def _opened(conn: ConnLike) -> float | None:
+    """The SYN time, or the first packet seen when the capture began mid-connection."""
+    if conn.opened_at is not None:
+        return conn.opened_at
+    return min(_activity(conn), default=None)
+
+
+def _open_at(conn: ConnLike, at: float) -> bool:
+    opened = _opened(conn)
+    return opened is not None and opened <= at and (conn.closed_at is None or conn.closed_at >= at)
+
+
+def idle_before(connections: Sequence[ConnLike], at: float) -> float | None:
+    """Seconds since the last packet, on any connection open at `at`, before `at`.
+
+    The most recently active open connection is the one the watch streams on (or the pool hands
+    back), so its silence is what the LB measured. None when no connection was open.
+    """
+    last: float | None = None
+    for conn in connections:
+        if not _open_at(conn, at):
+            continue
+        before = [t for t in _activity(conn) if t <= at]
+        if before:
+            last = max(before) if last is None else max(last, *before)
+    return None if last is None else at - last
+
+
+# --- rounds ---------------------------------------------------------------------------------------
+
+
+def _ts(line: Mapping[str, Any]) -> float:
+    return float(line["ts"])
+
+
+def _same_value(seen: Any, expected: str) -> bool:
+    if seen is None:
+        return False
+    return (seen if isinstance(seen, str) else json.dumps(seen)) == expected
+
+
+def _judge_watch(
+    lines: Sequence[Mapping[str, Any]], updates: Sequence[Update], timeout: float, conns: Sequence[ConnLike]
+) -> list[RoundResult]:
+    events = [ln for ln in lines if ln.get("event") == "event-seen" and ln.get("name") == TRIGGER_NAME]
+    rounds = []
+    for i, up in enumerate(updates, start=1):
+        deadline = up.at + timeout
+        matching = sorted(_ts(ln) for ln in events if _same_value(ln.get("value"), up.value))
+        in_time = [t for t in matching if up.at - EARLY_SLACK <= t <= deadline]
+        late = [t for t in matching if t > deadline]
+        seen_at = in_time[0] if in_time else None
+        if seen_at is not None:
+            note = f"seen after {fmt_secs(max(0.0, seen_at - up.at))}"
+        elif late:
+            note = f"seen {fmt_secs(late[0] - up.at)} after the update, past the {fmt_secs(timeout)} deadline"
+        else:
+            note = f"no event within {fmt_secs(timeout)}"
+        rounds.append(
+            RoundResult(
+                index=i,
+                scenario="watch",
+                update_at=up.at,
+                expected=up.value,
+                seen_at=seen_at,
+                deadline=deadline,
+                ok=seen_at is not None,
+                idle_before=idle_before(conns, up.at),
+                note=note,
+            )
+        )
+    return rounds
+
+
+def _round_key(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _judge_idle_request(
+    lines: Sequence[Mapping[str, Any]], expected_rounds: int, timeout: float, conns: Sequence[ConnLike]
+) -> list[RoundResult]:
+    # A round is "list, stay idle, list again": it may print several request-sent lines with the
+    # same `round`. Each sent is paired with the next done of that round; the round is judged on the
+    # request after the idle period (its last sent), and every request of it must succeed in time.
+    by_round: dict[int, list[Mapping[str, Any]]] = {}
+    for ln in lines:
+        if ln.get("event") in ("request-sent", "request-done"):
+            key = _round_key(ln.get("round"))
+            if key is not None:
+                by_round.setdefault(key, []).append(ln)
+    # The contract does not fix the first round's number; follow what the watcher printed.
+    first = min(by_round, default=1)
+    first = first if first in (0, 1) else 1
+    wanted = list(range(first, first + expected_rounds))
+    extra = sorted(k for k in by_round if k not in wanted)
+    rounds = []
+    for key in [*wanted, *extra]:
+        evs = sorted(by_round.get(key, []), key=_ts)
+        sent = [e for e in evs if e.get("event") == "request-sent"]
+        if not sent:
+            rounds.append(
+                RoundResult(
+                    index=key,
+                    scenario="idle-request",
+                    update_at=0.0,
+                    expected="ok",
+                    seen_at=None,
+                    deadline=0.0,
+                    ok=False,
+                    idle_before=None,
+                    note=NEVER_SENT,
+                )
+            )
+            continue
+        dones = [e for e in evs if e.get("event") == "request-done"]
+        problems: list[str] = []
+        last_done: float | None = None
+        control: list[str] = []
+        for n, s in enumerate(sent, start=1):
+            t_sent = _ts(s)
+            later = [d for d in dones if _ts(d) >= t_sent]
+            if not later:
+                (problems if n == len(sent) else control).append(f"request {n}: no response")
+                continue
+            done = later[0]
+            dones.remove(done)
+            took = _ts(done) - t_sent
+            if done.get("ok") is not True:
+                msg = done.get("message", done.get("status", ""))
+                (problems if n == len(sent) else control).append(f"request {n} failed after {fmt_secs(took)}: {msg}")
+            elif took > timeout and n == len(sent):
+                # Only the request after the idle period meets the stale pooled connection; the
+                # first one may include the process's own warm-up (a cold JVM), so only its
+                # success counts.
+                problems.append(f"request {n} took {fmt_secs(took)} > {fmt_secs(timeout)}")
+            elif n == len(sent):
+                last_done = _ts(done)
+        if control:
+            problems.insert(0, f"{BEFORE_IDLE} failed ({'; '.join(control)})")
+        update_at = _ts(sent[-1])
+        ok = not problems and last_done is not None
+        if key in extra:
+            problems.append(f"round {key} was not planned ({expected_rounds} rounds planned)")
+        note = (
+            f"answered after {fmt_secs(last_done - update_at)}"
+            if ok and last_done is not None
+            else ("; ".join(problems))
+        )
+        rounds.append(
+            RoundResult(
+                index=key,
+                scenario="idle-request",
+                update_at=update_at,
+                expected="ok",
+                seen_at=last_done if ok else None,
+                deadline=update_at + timeout,
+                ok=ok,
+                idle_before=idle_before(conns, update_at),
+                note=note,
+            )
+        )
+    return rounds
+
+
+def judge_rounds(
+    scenario: str,
+    lines: Sequence[Mapping[str, Any]],
+    detection_timeout: float,
+    *,
+    updates: Sequence[Update] = (),
+    expected_rounds: int | None = None,
+    connections: Sequence[ConnLike] = (),
+) -> list[RoundResult]:
+    """Which rounds were seen within the detection timeout.
+
+    watch: one round per harness update; ok when an `event-seen` for the trigger carrying the
+    round's value arrived between the update and update + detection_timeout (late or other-name
+    events do not count). idle-request: one round per expected round number (default: the rounds
+    the watcher printed); ok when every request of the round got `request-done` with ok true
+    within detection_timeout of its `request-sent`. `connections` (the pod's capture) fills in
+    `idle_before`.
+    """
+    if scenario == "watch":
+        return _judge_watch(lines, updates, detection_timeout, connections)
+    if scenario == "idle-request":
+        if expected_rounds is None:
+            printed = {_round_key(ln.get("round")) for ln in lines if ln.get("event") == "request-sent"}
+            expected_rounds = len(printed - {None})
+        return _judge_idle_request(lines, expected_rounds, detection_timeout, connections)
+    raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+
+
+# --- the verdict ----------------------------------------------------------------------------------
+
+
+def _missing_evidence(inp: CellInputs, facts: WatcherFacts | None) -> list[str]:
+    problems: list[str] = []
+    if inp.scenario not in SCENARIOS:
+        problems.append(f"unknown scenario {inp.scenario!r}")
+    if inp.apiserver_died:
+        problems.append("kube-apiserver died during the cell")
+    if inp.lb_helper_died:
+        problems.append("the LB helper died during the cell")
+    if facts is None:
+        problems.append("no watcher log")
+    else:
+        if not facts.started:
+            problems.append("the watcher printed no `started` line")
+        if facts.exit_code is None:
+            problems.append("no watcher exit code recorded")
+        elif facts.exit_code != 0:
+            problems.append(f"the watcher crashed (exit code {facts.exit_code}, see stderr)")
+        if (
+            inp.expected_version is not None
+            and facts.reported_version is not None
+            and facts.reported_version.lstrip("v") != inp.expected_version.lstrip("v")
+        ):
+            problems.append(
+                f"the watcher loaded version {facts.reported_version}, the descriptor pins {inp.expected_version}"
+            )
+    if inp.pcap is None:
+        problems.append("no capture facts")
+    elif not list(inp.pcap.connections):
+        # The watcher cannot have talked to the API server without a connection in its capture.
+        problems.append("the capture shows no connection from the pod")
+    if inp.profile is not None and inp.profile.acts and inp.lb is None:
+        problems.append("no LB event log")
+    if inp.expected_rounds < 1:
+        problems.append("no rounds planned")
+    if inp.scenario == "watch" and len(inp.updates) != inp.expected_rounds:
+        problems.append(f"the harness recorded {len(inp.updates)} of {inp.expected_rounds} updates")
+    return problems
+
+
+@dataclass
+class _Packets:
+    rst_received: int
+    rst_sent: int
+    closed_by_rst: int
+    #: Longest silence between two packets of one connection that ended inside the judged window.
+    longest_gap: float
+
+
+def _after_own_fin(c: ConnLike, t: float, who: str) -> bool:
+    """An RST from a side that had already closed the connection with its FIN: the tail of an
+    orderly close (late data, such as the peer's TLS close_notify, reaching a closed socket), not a
+    reset of a live connection. Seen when client-go's and kube-apiserver's 90 s idle timers on an
+    HTTP/1.1 connection fire together: whichever FIN went first, the other side's close drew an RST,
+    and repeated runs split between PASS and RECOVERED on that alone."""
+    return c.close_kind == f"fin-{who}" and c.closed_at is not None and t >= c.closed_at
+
+
+def _packets(conns: Sequence[ConnLike], window_end: float) -> _Packets:
+    received = sent = closed = 0
+    longest = 0.0
+    for c in conns:
+        live = [(t, who) for t, who in c.rsts if t <= window_end and not _after_own_fin(c, t, who)]
+        received += sum(1 for _, who in live if who == "server")
+        sent += sum(1 for _, who in live if who == "client")
+        if c.close_kind in _RST_CLOSES and (c.closed_at or 0.0) <= window_end:
+            closed += 1
+        # Only gaps that ended before the last deadline were tested by some round; a gap that
+        # runs into teardown says nothing about the rounds.
+        for start, end in c.idle_gaps(0.0):
+            if end <= window_end:
+                longest = max(longest, end - start)
+    return _Packets(received, sent, closed, longest)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _idle_text(rounds: Sequence[RoundResult], idle_timeout: float | None, gap: float) -> str | None:
+    idles = [r.idle_before for r in rounds if r.idle_before is not None]
+    longest = max([*idles, gap], default=0.0)
+    if idle_timeout is None or (not idles and not gap):
+        return None
+    op = ">" if longest > idle_timeout else ("=" if longest == idle_timeout else "<")
+    return f"flow idle {fmt_secs(longest)} {op} {fmt_secs(idle_timeout)}"
+
+
+def _rst_text(p: _Packets, lb: LbSummary | None) -> str:
+    parts = []
+    if p.rst_received:
+        parts.append(f"{_plural(p.rst_received, 'RST')} received")
+    if p.rst_sent:
+        parts.append(f"pod sent {_plural(p.rst_sent, 'RST')}")
+    if not parts:
+        parts.append("no RST seen")
+    if lb is not None and lb.dropped_after_expiry:
+        parts.append(f"LB dropped {_plural(lb.dropped_after_expiry, 'packet')} after expiry")
+    if lb is not None and lb.rst_to_server and not p.rst_received:
+        parts.append("LB reset the server side only")
+    return ", ".join(parts)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def judge_cell(inp: CellInputs) -> Judgement:
+    """Apply the rules in the module docstring; returns the verdict, its reason and the rounds."""
+    if inp.harness_errors:
+        return Judgement(Verdict.ERROR, "; ".join(inp.harness_errors))
+    if inp.skipped is not None:
+        return Judgement(Verdict.SKIPPED, inp.skipped)
+
+    lines = inp.watcher_lines
+    facts = None if lines is None else summarize_watcher(lines, inp.watcher_exit, inp.watcher_stderr)
+    problems = _missing_evidence(inp, facts)
+    if problems or lines is None or facts is None or inp.pcap is None:
+        return Judgement(Verdict.ERROR, "; ".join(problems), watcher=facts)
+
+    conns = list(inp.pcap.connections)
+    rounds = judge_rounds(
+        inp.scenario,
+        lines,
+        inp.detection_timeout,
+        updates=inp.updates,
+        expected_rounds=inp.expected_rounds,
+        connections=conns,
+    )
+    if len(rounds) != inp.expected_rounds:
+        return Judgement(
+            Verdict.ERROR,
+            f"the watcher ran {len(rounds)} rounds, {inp.expected_rounds} planned",
+            rounds=rounds,
+            watcher=facts,
+        )
+    # A round the watcher never sent is the library's doing only if an earlier round hung or failed
+    # (the watcher was stuck in it); after rounds that all went well it is a broken watcher.
+    for i, r in enumerate(rounds):
+        if r.note == NEVER_SENT and all(prev.ok for prev in rounds[:i]):
+            return Judgement(
+                Verdict.ERROR,
+                f"the watcher stopped before round {r.index} with no failed round",
+                rounds=rounds,
+                watcher=facts,
+            )
+    for r in rounds:
+        if r.note.startswith(BEFORE_IDLE):
+            return Judgement(
+                Verdict.ERROR,
+                f"round {r.index}: {r.note}: a fresh connection failed, so nothing about idle flows can be concluded",
+                rounds=rounds,
+                watcher=facts,
+            )
+    window_end = max(r.deadline for r in rounds)
+    pk = _packets(conns, window_end)
+    missed = [r for r in rounds if not r.ok]
+    idle_text = _idle_text(missed or rounds, inp.idle_timeout, pk.longest_gap)
+    idled_out = inp.idle_timeout is not None and (
+        pk.longest_gap >= inp.idle_timeout
+        or any(r.idle_before is not None and r.idle_before >= inp.idle_timeout for r in rounds)
+    )
+    in_window = [ln for ln in lines if _ts(ln) <= window_end]
+    errors_in_window = sum(1 for ln in in_window if ln.get("event") == "error")
+    reconnects = sum(1 for ln in in_window if ln.get("event") == "reconnect")
+    if inp.scenario == "watch":
+        # Some watchers cannot hook a library's internal re-watch except as a new `watch-opened`;
+        # others print both lines for one re-watch, so take the larger count, not the sum.
+        reopened = sum(1 for ln in in_window if ln.get("event") == "watch-opened") - 1
+        reconnects = max(reconnects, reopened)
+
+    def judged(v: Verdict, *parts: str | None) -> Judgement:
+        return Judgement(v, ", ".join(p for p in parts if p), rounds=rounds, watcher=facts)
+
+    noun = "event" if inp.scenario == "watch" else "response"
+    if not missed:
+        seen = f"{len(rounds)}/{len(rounds)} rounds seen"
+        # Only an RST the pod *received* means the LB (or server) reset it; an RST the pod sent is
+        # the client closing abruptly (e.g. the process exiting with unread data).
+        reset = pk.rst_received > 0
+        if reset:
+            what = [
+                f"{_plural(pk.rst_received, 'RST')} received" if pk.rst_received else None,
+                f"pod sent {_plural(pk.rst_sent, 'RST')}" if pk.rst_sent else None,
+                "connection reset" if pk.closed_by_rst and not (pk.rst_received or pk.rst_sent) else None,
+            ]
+            first_reset = min(
+                [t for c in conns for t, _ in c.rsts if t <= window_end]
+                + [
+                    c.closed_at
+                    for c in conns
+                    if c.closed_at is not None and c.close_kind in _RST_CLOSES and c.closed_at <= window_end
+                ],
+                default=window_end,
+            )
+            newer = sum(1 for c in conns if (_opened(c) or 0.0) > first_reset)
+            if reconnects:
+                again = f"reconnected {reconnects}×"
+            elif newer:
+                again = f"{_plural(newer, 'new connection')} after the reset"
+            else:
+                again = "no reconnect"
+            return judged(Verdict.RECOVERED, seen, *what, again, idle_text)
+        if reconnects and (errors_in_window or idled_out):
+            cause = f"library reported {_plural(errors_in_window, 'error')}" if errors_in_window else None
+            return judged(Verdict.RECOVERED, seen, f"reconnected {reconnects}×", cause, "no RST seen", idle_text)
+        # Every round seen with nothing reset: PASS only if every other piece of evidence agrees.
+        lb = inp.lb
+        if idled_out:
+            if lb is not None and lb.expired:
+                # The LB forgot an idle connection (in silent modes nothing is reset), yet every
+                # round was seen: that connection carried no round (a pooled or list connection).
+                return judged(Verdict.PASS, seen, idle_text,
+                              f"LB forgot {_plural(lb.expired, 'idle connection')} no round depended on")
+            return judged(Verdict.ERROR, seen, idle_text, "yet nothing was reset: the LB did not act (check its log)")
+        if lb is not None and (lb.expired or lb.rst_to_client or lb.rst_to_server):
+            return judged(
+                Verdict.ERROR,
+                seen,
+                f"LB log shows {lb.expired} expired, {lb.rst_to_client}+{lb.rst_to_server} RSTs "
+                "but the capture shows no idle gap or reset",
+            )
+        if errors_in_window:
+            return judged(
+                Verdict.ERROR, seen, f"library reported {_plural(errors_in_window, 'error')} nothing explains"
+            )
+        rewatch = f"re-watched {reconnects}× without reset or error" if reconnects else None
+        return judged(Verdict.PASS, seen, idle_text, rewatch)
+
+    # A round was missed: LOUD if the library said anything at all, at any time. In idle-request a
+    # request that returned with ok false is the library raising to the application, too.
+    missed_text = f"no {noun} in time for {len(missed)}/{len(rounds)} rounds"
+    failed = [ln for ln in lines if ln.get("event") == "request-done" and ln.get("ok") is not True]
+    if facts.errors or facts.stderr_errors or failed:
+        if facts.first_error is not None:
+            said = f"error: {_short(facts.first_error)!r}"
+            if facts.errors > 1:
+                said = f"{facts.errors} errors, first {said}"
+        elif failed:
+            msg = failed[0].get("message", failed[0].get("status", ""))
+            said = f"request failed: {_short(str(msg))!r}"
+        else:
+            said = f"{_plural(facts.stderr_errors, 'error line')} on stderr"
+        return judged(Verdict.FAIL_LOUD, missed_text, said, _rst_text(pk, inp.lb), idle_text)
+    return judged(Verdict.FAIL_SILENT, missed_text, _rst_text(pk, inp.lb), idle_text)
+
+
+def verdict(cell_inputs: CellInputs) -> tuple[Verdict, str]:
+    """The cell's verdict and its one-line reason (without the verdict prefix)."""
+    j = judge_cell(cell_inputs)
+    return j.verdict, j.reason
