@@ -29,7 +29,7 @@ from runner.build.clients import IGNORED
 from runner.config.plan import Cell
 from runner.errors import BuildError, PrerequisiteError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TIMER_SERVER_DIR = REPO / "images" / "timer-server"
 PREFIX = "watchdrop-"
 #: How long the runner waits for the Docker engine to answer a ping.

@@ -197,7 +197,7 @@ class LoadBalancer:
                 "--events", str(self.events_path)]
         self.agent = Child(f"lb agent {self.slot}", in_netns(self.netns, argv),
                            stdout=self.evidence_dir / "lb-agent.log", log=self.log,
-                           cwd=Path(__file__).resolve().parent.parent)
+                           cwd=Path(__file__).resolve().parents[2])
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.events_path.exists() and '"ready"' in self.events_path.read_text():

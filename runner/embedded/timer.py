@@ -11,7 +11,7 @@ from runner.errors import ClusterError
 from runner.host.commands import in_netns
 from runner.host.procs import Child
 
-SCRIPT = Path(__file__).resolve().parent.parent / "images" / "timer-server" / "timer_server.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "images" / "timer-server" / "timer_server.py"
 
 
 def start_timer_server(cluster: EmbeddedCluster, evidence_dir: Path,
