@@ -10,6 +10,7 @@ from pathlib import Path
 
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
 from runner.host import signals
+from runner.host.procs import REGISTRY
 
 COMMANDS = ("run", "cluster", "lb-probe", "report", "clean")
 
@@ -131,3 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("watchdrop: internal error (a bug; please report it with this trace):", file=sys.stderr)
         traceback.print_exc()
         return int(ExitCode.INTERNAL)
+    finally:
+        _stop_children()
+
+
+def _stop_children() -> None:
+    """Whatever ended the command (a bug included), no child process outlives it."""
+    try:
+        with signals.shield():
+            REGISTRY.stop_all(grace=2.0)
+    except Interrupted:
+        pass  # a signal during the stop: the children were stopped all the same

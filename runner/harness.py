@@ -230,8 +230,3 @@ class HarnessRun:
                                  for x in lines[:-1])
         limit = max(after, FIRST_REQUEST_GRACE) if first_of_round else after
         return last if time.time() - float(last["ts"]) > limit else None
-
-    def interrupted_result(self) -> CellResult:
-        r = base_result(self.cell, self.built.descriptor, Verdict.ERROR, "interrupted")
-        r.errors.append("the run was interrupted before this cell finished")
-        return r

@@ -1,14 +1,16 @@
-"""`python -m runner MATRIX`: load → plan → build → run → collect → verdict → report.
+"""`python -m runner MATRIX`: load → plan → [per backend: build → start → cells → rounds → collect →
+close] → verdicts → report.
 
-Each step is a small function; `execute()` wires them with teardown in `finally`, so an
-interrupted run still stops every process, removes every namespace, writes the results it has
-(unfinished cells ERROR "interrupted") and exits 2.
+`prepare()` is everything that can fail on bad input (exit 4) before anything runs. `execute()`
+hands each backend (runner/backend.py: embedded, kubernetes) its cells through the one shared
+loop, then writes the results in `finally`, so an interrupted run still stops every process,
+removes every namespace, writes the results it has (unfinished cells ERROR "interrupted") and
+exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -16,29 +18,23 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.build.clients import KEEP_UNUSED_DAYS, BuiltClient, build_client, prune_builds
+from runner.backend import Backend, RunContext, run_backend, unfinished
 from runner.build.images import kubernetes_problem
 from runner.config.descriptor import Descriptor, load_descriptor
 from runner.config.matrix import KubernetesCluster, Matrix, load_matrix
 from runner.config.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
-from runner.embedded.cell import API_PORT, CellRun
-from runner.embedded.cluster import EmbeddedCluster
-from runner.embedded.lb import LoadBalancer
-from runner.embedded.timer import start_timer_server
-from runner.errors import BuildError, ExitCode, Interrupted, UsageError, WatchdropError
-from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
-from runner.harness import CellSetupError, HarnessRun, base_result
+from runner.embedded.backend import EmbeddedBackend
+from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
+from runner.harness import base_result
 from runner.host import cleanup, signals, sysdeps
 from runner.host.commands import CommandLog
 from runner.host.netns import new_run_id
-from runner.kube.backend import run_kubernetes_cells
+from runner.kube.backend import kubernetes_backends
 from runner.model import CellResult, ProfileFacts, RunResult, Verdict
 from runner.phases import PhaseLog
-from runner.progress import RunProgress
 from runner.report.html import write_extras
 from runner.report.render import readme_examples, render_readme_section, render_table, update_readme, write_reports
 
@@ -107,6 +103,8 @@ class Execution:
     interrupted: bool = False
     started: float = field(default_factory=time.time)
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Why a backend could not start, what its teardown could not undo (also in its problems.txt).
+    backend_problems: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -115,43 +113,27 @@ class Execution:
     def cell_dir(self, cell: Cell) -> Path:
         return self.run_dir / "cells" / cell.id
 
-    # -- build ------------------------------------------------------------------------------
-    def build(self, cells: list[Cell], phases: PhaseLog) -> dict[tuple[str, str], BuiltClient | BuildError]:
-        """Each (folder, build env) once, two at a time; a failure is kept, not raised."""
-        keys: dict[tuple[str, str], Cell] = {}
-        for c in cells:
-            keys.setdefault((c.folder, json.dumps(dict(c.build_env), sort_keys=True)), c)
-        built: dict[tuple[str, str], BuiltClient | BuildError] = {}
-        phases.enter("build")
-        for name in prune_builds():
-            _say(f"cache: removed client build {name} (unused for {KEEP_UNUSED_DAYS:.0f} days, or left incomplete)")
-
-        def one(key: tuple[str, str]) -> None:
-            cell = keys[key]
-            desc = self.prepared.descriptors[cell.folder]
-            assert cell.src is not None
-            log = self.run_dir / "builds" / f"{cell.client}.log"
-            _say(f"build {cell.folder} ({desc.library} {desc.version})")
-            try:
-                built[key] = build_client(cell.src, desc, cell.build_env, log, stop=self.stop)
-            except BuildError as exc:
-                built[key] = exc
-                _say(f"build {cell.folder} FAILED: {exc.message}")
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            try:
-                list(pool.map(one, keys))
-            except BaseException:
-                self.stop.set()  # running builds stop before the pool's exit waits for them
-                raise
-        return built
-
-    # -- run --------------------------------------------------------------------------------
     def execute(self) -> RunResult:
+        """skip → for each backend: prepare, start, cells, rounds, collect, close → report."""
         p = self.prepared
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _link_latest(self.out, self.run_id)
-        phases = PhaseLog(self.run_dir / "phases.log")
+        ctx = RunContext(run_id=self.run_id, run_dir=self.run_dir, descriptors=p.descriptors, stop=self.stop,
+                         say=_say, phases=PhaseLog(self.run_dir / "phases.log"), jobs=self.jobs, keep=self.keep)
+        try:
+            for backend in self.backends(ctx):
+                self.backend_problems += run_backend(backend, ctx, self.results)
+        except Interrupted:
+            self.interrupted = True
+            raise
+        finally:
+            with signals.shield():
+                self.report(ctx)
+        return self.result
+
+    def backends(self, ctx: RunContext) -> list[Backend]:
+        """The cells that are not skipped, grouped by the backend that runs them."""
+        p = self.prepared
         runnable: list[Cell] = []
         for cell in p.cells:
             reason = p.skips.get(cell.id)
@@ -159,135 +141,32 @@ class Execution:
                 self.results[cell.id] = skipped_result(cell, p.descriptors[cell.folder], reason)
             else:
                 runnable.append(cell)
+        embedded = [c for c in runnable if c.cluster_kind != "kubernetes"]
         kube = [c for c in runnable if c.cluster_kind == "kubernetes"]
-        runnable = [c for c in runnable if c.cluster_kind != "kubernetes"]
-        cluster: EmbeddedCluster | None = None
-        lbs: dict[str, LoadBalancer] = {}
-        runs: list[CellRun] = []
-        timer = None
+        backends: list[Backend] = [EmbeddedBackend(embedded, ctx)] if embedded else []
+        if kube:
+            clusters = {c.name: c for c in p.matrix.clusters if isinstance(c, KubernetesCluster)}
+            backends += kubernetes_backends(kube, clusters, ctx, images_from=self.images_from)
+        return backends
+
+    def report(self, ctx: RunContext) -> None:
+        """Results for every cell (ERROR for those never reached), then the files; always runs."""
+        p = self.prepared
+        self.interrupted = self.interrupted or signals.interrupted()
+        self.results.update(unfinished(p.cells, self.results, p.descriptors, self.interrupted))
+        for problem in self.backend_problems:
+            _say(f"problem: {problem}")
+        ctx.enter("report")
+        self.result = self.to_result()
+        write_reports(self.result, self.run_dir)
         try:
-            built = self.build(runnable, phases) if runnable else {}
-            ready: list[tuple[Cell, BuiltClient]] = []
-            for cell in runnable:
-                b = built[(cell.folder, json.dumps(dict(cell.build_env), sort_keys=True))]
-                if isinstance(b, BuildError):
-                    r = base_result(cell, p.descriptors[cell.folder], Verdict.ERROR, f"build failed: {b.message}")
-                    r.errors.append(b.render())
-                    r.evidence["build_log"] = f"builds/{cell.client}.log"
-                    self.results[cell.id] = r
-                else:
-                    ready.append((cell, b))
-            if ready:
-                phases.enter("cluster start")
-                churn = _churn(ready)
-                cluster = EmbeddedCluster(run_id=self.run_id, evidence_dir=self.run_dir / "cluster",
-                                          churn_interval=churn, progress=lambda m: _say(f"  cluster: {m}"))
-                cluster.start()
-                timer = start_timer_server(cluster, self.run_dir / "cluster")
-                phases.enter("lb setup")
-                for slot, name in enumerate(dict.fromkeys(c.cluster for c, _ in ready)):
-                    profile = next(c.profile for c, _ in ready if c.cluster == name)
-                    assert profile is not None
-                    _say(f"  lb {name}: {profile.describe()}")
-                    lbs[name] = LoadBalancer(cluster, slot, profile, self.run_dir / "lbs" / name).start()
-                phases.enter("cells setup")
-                for i, (cell, b) in enumerate(ready):
-                    runs.append(CellRun(index=i, cell=cell, built=b, cluster=cluster, lb=lbs[cell.cluster],
-                                        evidence=self.cell_dir(cell), run_dir=self.run_dir, stop=self.stop))
-                # Pods attach to their LB's bridge one by one (names and addresses are handed out in
-                # order); the API calls and process starts of the setup then overlap.
-                pods = [run.lb.add_pod(log=run.log) for run in runs]
-
-                def setup(item: tuple[CellRun, object]) -> None:
-                    run, pod = item
-                    try:
-                        run.setup(pod)  # type: ignore[arg-type]
-                    except CellSetupError as exc:
-                        run.setup_error = str(exc)
-
-                with ThreadPoolExecutor(max_workers=4) as pool:
-                    list(pool.map(setup, zip(runs, pods, strict=True)))
-                phases.enter("rounds")
-                self._run_rounds(runs)
-                phases.enter("collect")
-                # Stopping a capture waits for its file to settle: do all of them at once.
-                with ThreadPoolExecutor(max_workers=32) as pool:
-                    list(pool.map(lambda r: r.stop_processes(), runs))
-                facts = read_pcaps([run.pcap_path for run in runs])
-                for run in runs:
-                    self.results[run.cell.id] = run.collect(lbs[run.cell.cluster].problems(), cluster.alive(),
-                                                            facts.get(run.pcap_path))
-                if self.keep:
-                    _say(f"--keep: the cluster stays up; admin kubeconfig {cluster.admin_kubeconfig}; "
-                         f"API server {cluster.server_url()}. Ctrl-C tears it down.")
-                    _wait_for_ctrl_c()
-            if kube:
-                phases.enter("kubernetes")
-                run_kubernetes_cells(
-                    kube, clusters={c.name: c for c in p.matrix.clusters if isinstance(c, KubernetesCluster)},
-                    descriptors=p.descriptors, run_id=self.run_id, run_dir=self.run_dir, results=self.results,
-                    stop=self.stop, images_from=self.images_from, keep=self.keep, jobs=self.jobs, say=_say,
-                    run_rounds=self._run_rounds, phases=phases)
-        except Interrupted:
-            self.interrupted = True
-            raise
-        finally:
-            with signals.shield():
-                self.stop.set()
-                phases.enter("teardown")
-                # In parallel: each stop may wait a few seconds (grace, capture settling), and a run
-                # has up to a few hundred cells; teardown must stay bounded.
-                with ThreadPoolExecutor(max_workers=32) as pool:
-                    list(pool.map(lambda r: r.stop_processes(), runs))
-                if self.interrupted:
-                    for run in runs:
-                        if run.cell.id not in self.results:
-                            self.results[run.cell.id] = run.interrupted_result()
-                for lb in lbs.values():
-                    lb.close()
-                if timer is not None:
-                    timer.stop()
-                if cluster is not None:
-                    cluster.close()
-                for cell in p.cells:
-                    if cell.id not in self.results:
-                        self.results[cell.id] = base_result(
-                            cell, p.descriptors[cell.folder], Verdict.ERROR,
-                            "interrupted" if self.interrupted else "the run ended before this cell ran")
-                phases.enter("report")
-                self.interrupted = self.interrupted or signals.interrupted()
-                self.result = self.to_result()
-                write_reports(self.result, self.run_dir)
-                try:
-                    # Pictures take about half a second a cell: an interrupted run writes only the
-                    # results (`python -m runner report RESULTS.json --html` draws them later).
-                    if not self.interrupted:
-                        write_extras(self.result, self.run_dir)
-                except Exception as exc:  # the JSON and markdown are written; the pictures are extra
-                    _say(f"warning: the HTML report could not be written: {exc}")
-                phases.enter("done")
-        return self.result
-
-    def _run_rounds(self, runs: Sequence[HarnessRun]) -> None:
-        todo = [r for r in runs if r.setup_error is None]
-        longest = max((r.cell.estimated_seconds for r in todo), default=0)
-        jobs = self.jobs or len(todo) or 1
-        _say(f"running {len(todo)} cells, {jobs} at once (each about {longest // 60} min {longest % 60} s)")
-        with RunProgress() as progress, ThreadPoolExecutor(max_workers=jobs) as pool:
-            progress.start_rounds(len(todo), sum(r.cell.rounds for r in todo))
-
-            def say(text: str, round_done: bool = False) -> None:
-                (progress.advance if round_done else progress.log)(text)
-
-            futures = [pool.submit(r.run_rounds, say) for r in todo]
-            try:
-                while not all(f.done() for f in futures):
-                    time.sleep(0.2)  # the main thread stays responsive to Ctrl-C
-            except BaseException:
-                self.stop.set()  # before the pool's exit waits for the harness threads
-                raise
-            for f in futures:
-                f.result()
+            # Pictures take about half a second a cell: an interrupted run writes only the
+            # results (`python -m runner report RESULTS.json --html` draws them later).
+            if not self.interrupted:
+                write_extras(self.result, self.run_dir)
+        except Exception as exc:  # the JSON and markdown are written; the pictures are extra
+            _say(f"warning: the HTML report could not be written: {exc}")
+        ctx.enter("done")
 
     def to_result(self) -> RunResult:
         p = self.prepared
@@ -316,19 +195,8 @@ def readme_images(result: RunResult, run_dir: Path) -> dict[str, str]:
     return images
 
 
-def _read_one(path: Path) -> PcapFacts | Exception:
-    try:
-        return read_pcap(path, server_ports={API_PORT})
-    except (PcapError, OSError) as exc:
-        return exc
 
 
-def read_pcaps(paths: list[Path]) -> dict[Path, PcapFacts | Exception]:
-    """Read every cell's capture in parallel processes: parsing pcaps is CPU work."""
-    if not paths:
-        return {}
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return dict(zip(paths, pool.map(_read_one, paths), strict=True))
 
 
 def _display_path(path: Path) -> str:
@@ -338,13 +206,6 @@ def _display_path(path: Path) -> str:
         return path.name
 
 
-def _churn(ready: list[tuple[Cell, BuiltClient]]) -> float:
-    """All embedded clusters share one API server, so they must share one churn setting."""
-    values = {c.lease_interval for c, _ in ready if c.lease_interval is not None}
-    if len(values) > 1:
-        raise UsageError(f"embedded clusters ask for different churn.lease_interval values {sorted(values)}",
-                         fix="give every embedded cluster the same churn (they share one kube-apiserver)")
-    return float(values.pop()) if values else 10.0
 
 
 def _link_latest(out: Path, run_id: str) -> None:
@@ -355,12 +216,6 @@ def _link_latest(out: Path, run_id: str) -> None:
     os.replace(tmp, latest)
 
 
-def _wait_for_ctrl_c() -> None:
-    try:
-        while True:
-            time.sleep(1)
-    except Interrupted:
-        signals.consume()  # this Ctrl-C only ends --keep; the run itself completed
 
 
 def main(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runner.model import LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
+from runner.text import plural
 
 SCENARIOS = ("watch", "idle-request")
 
@@ -527,9 +528,6 @@ def _packets(conns: Sequence[ConnLike], window_end: float) -> _Packets:
     return _Packets(received, sent, closed, longest)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
 
 def _idle_text(rounds: Sequence[RoundResult], idle_timeout: float | None, gap: float) -> str | None:
     idles = [r.idle_before for r in rounds if r.idle_before is not None]
@@ -543,13 +541,13 @@ def _idle_text(rounds: Sequence[RoundResult], idle_timeout: float | None, gap: f
 def _rst_text(p: _Packets, lb: LbSummary | None) -> str:
     parts = []
     if p.rst_received:
-        parts.append(f"{_plural(p.rst_received, 'RST')} received")
+        parts.append(f"{plural(p.rst_received, 'RST')} received")
     if p.rst_sent:
-        parts.append(f"pod sent {_plural(p.rst_sent, 'RST')}")
+        parts.append(f"pod sent {plural(p.rst_sent, 'RST')}")
     if not parts:
         parts.append("no RST seen")
     if lb is not None and lb.dropped_after_expiry:
-        parts.append(f"LB dropped {_plural(lb.dropped_after_expiry, 'packet')} after expiry")
+        parts.append(f"LB dropped {plural(lb.dropped_after_expiry, 'packet')} after expiry")
     if lb is not None and lb.rst_to_server and not p.rst_received:
         parts.append("LB reset the server side only")
     return ", ".join(parts)
@@ -635,8 +633,8 @@ def judge_cell(inp: CellInputs) -> Judgement:
         reset = pk.rst_received > 0
         if reset:
             what = [
-                f"{_plural(pk.rst_received, 'RST')} received" if pk.rst_received else None,
-                f"pod sent {_plural(pk.rst_sent, 'RST')}" if pk.rst_sent else None,
+                f"{plural(pk.rst_received, 'RST')} received" if pk.rst_received else None,
+                f"pod sent {plural(pk.rst_sent, 'RST')}" if pk.rst_sent else None,
                 "connection reset" if pk.closed_by_rst and not (pk.rst_received or pk.rst_sent) else None,
             ]
             first_reset = min(
@@ -652,12 +650,12 @@ def judge_cell(inp: CellInputs) -> Judgement:
             if reconnects:
                 again = f"reconnected {reconnects}×"
             elif newer:
-                again = f"{_plural(newer, 'new connection')} after the reset"
+                again = f"{plural(newer, 'new connection')} after the reset"
             else:
                 again = "no reconnect"
             return judged(Verdict.RECOVERED, seen, *what, again, idle_text)
         if reconnects and (errors_in_window or idled_out):
-            cause = f"library reported {_plural(errors_in_window, 'error')}" if errors_in_window else None
+            cause = f"library reported {plural(errors_in_window, 'error')}" if errors_in_window else None
             return judged(Verdict.RECOVERED, seen, f"reconnected {reconnects}×", cause, "no RST seen", idle_text)
         # Every round seen with nothing reset: PASS only if every other piece of evidence agrees.
         lb = inp.lb
@@ -666,7 +664,7 @@ def judge_cell(inp: CellInputs) -> Judgement:
                 # The LB forgot an idle connection (in silent modes nothing is reset), yet every
                 # round was seen: that connection carried no round (a pooled or list connection).
                 return judged(Verdict.PASS, seen, idle_text,
-                              f"LB forgot {_plural(lb.expired, 'idle connection')} no round depended on")
+                              f"LB forgot {plural(lb.expired, 'idle connection')} no round depended on")
             return judged(Verdict.ERROR, seen, idle_text, "yet nothing was reset: the LB did not act (check its log)")
         if lb is not None and (lb.expired or lb.rst_to_client or lb.rst_to_server):
             return judged(
@@ -677,7 +675,7 @@ def judge_cell(inp: CellInputs) -> Judgement:
             )
         if errors_in_window:
             return judged(
-                Verdict.ERROR, seen, f"library reported {_plural(errors_in_window, 'error')} nothing explains"
+                Verdict.ERROR, seen, f"library reported {plural(errors_in_window, 'error')} nothing explains"
             )
         rewatch = f"re-watched {reconnects}× without reset or error" if reconnects else None
         return judged(Verdict.PASS, seen, idle_text, rewatch)
@@ -695,7 +693,7 @@ def judge_cell(inp: CellInputs) -> Judgement:
             msg = failed[0].get("message", failed[0].get("status", ""))
             said = f"request failed: {_short(str(msg))!r}"
         else:
-            said = f"{_plural(facts.stderr_errors, 'error line')} on stderr"
+            said = f"{plural(facts.stderr_errors, 'error line')} on stderr"
         return judged(Verdict.FAIL_LOUD, missed_text, said, _rst_text(pk, inp.lb), idle_text)
     return judged(Verdict.FAIL_SILENT, missed_text, _rst_text(pk, inp.lb), idle_text)
 

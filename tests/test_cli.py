@@ -106,3 +106,22 @@ def test_missing_go_toolchain_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "Go toolchain is not on PATH" in proc.stderr and "fix:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_children_are_stopped_when_the_runner_dies_of_a_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug anywhere in a command still stops every child it started (procs.REGISTRY), not only Ctrl-C."""
+    from runner import cli as cli_module
+    from runner.host.procs import REGISTRY, Child
+
+    started: list[Child] = []
+
+    def buggy(_args: object) -> int:
+        started.append(Child("sleeper", ["sleep", "300"], stdout=tmp_path / "out"))
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli_module, "dispatch", buggy)
+    assert cli_module.main(["report", "x.json"]) == 3
+    assert "internal error" in capsys.readouterr().err
+    assert started and not started[0].alive()
+    assert started[0] not in REGISTRY.alive()

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from runner.backend import RunContext, run_backend, run_rounds
 from runner.build import images
 from runner.config.descriptor import load_descriptor
 from runner.config.matrix import KubernetesCluster
@@ -31,7 +31,7 @@ from runner.evidence.pcap import read_pcap
 from runner.host.netns import new_run_id
 from runner.kube import manifests as m
 from runner.kube.api import FreshCoreV1Api, KubeAccess, KubeSettings, extract_files
-from runner.kube.backend import run_kubernetes_cells
+from runner.kube.backend import kubernetes_backends
 from runner.kube.pods import LineSink, clock_problems, describe_pod, pod_problem, start_state
 from runner.model import CellResult, Verdict
 from runner.verdict import Update
@@ -331,16 +331,19 @@ def _kube(kubeconfig: Path) -> KubernetesCluster:
 SETTINGS = KubeSettings(start_timeout=3, teardown_timeout=15, no_controller_after=2, poll=0.5)
 
 
-def _run(cluster: EmbeddedCluster, tmp_path: Path, cells: list[Cell], **kw: Any) -> tuple[str, Path,
-                                                                                         dict[str, CellResult]]:
+def _run(cluster: EmbeddedCluster, tmp_path: Path, cells: list[Cell],
+         clusters: dict[str, KubernetesCluster] | None = None, rounds: Any = run_rounds,
+         ) -> tuple[str, Path, dict[str, CellResult]]:
+    """The kubernetes backends through the pipeline's own loop (runner/backend.run_backend)."""
     run_id = new_run_id()
     run_dir = tmp_path / run_id
     results: dict[str, CellResult] = {}
     assert cluster.admin_kubeconfig is not None
-    kw.setdefault("clusters", {CLUSTER: _kube(cluster.admin_kubeconfig)})
-    run_kubernetes_cells(cells, descriptors={c.folder: load_descriptor(REPO / "clients" / c.folder) for c in cells},
-                         run_id=run_id, run_dir=run_dir, results=results, stop=threading.Event(),
-                         images_from="registry.invalid/wd", settings=SETTINGS, say=lambda _: None, **kw)
+    ctx = RunContext(run_id=run_id, run_dir=run_dir, say=lambda _: None,
+                     descriptors={c.folder: load_descriptor(REPO / "clients" / c.folder) for c in cells})
+    clusters = clusters or {CLUSTER: _kube(cluster.admin_kubeconfig)}
+    for backend in kubernetes_backends(cells, clusters, ctx, images_from="registry.invalid/wd", settings=SETTINGS):
+        run_backend(backend, ctx, results, rounds=rounds)
     return run_id, run_dir, results
 
 
@@ -399,13 +402,13 @@ def test_pods_that_never_start_are_error_and_everything_is_deleted(cluster: Embe
 @pytest.mark.slow
 @needs_root_tools("ip", "curl", "go")
 def test_ctrl_c_still_tears_down(cluster: EmbeddedCluster, tmp_path: Path) -> None:
-    def ctrl_c(_runs: list[Any]) -> None:
+    def ctrl_c(_runs: list[Any], _ctx: RunContext) -> None:
         raise Interrupted("SIGINT")
 
     cells = [_cell("watch")]
     run_id = ""
     with pytest.raises(Interrupted):
-        run_id, _, _ = _run(cluster, tmp_path, cells, run_rounds=ctrl_c)
+        run_id, _, _ = _run(cluster, tmp_path, cells, rounds=ctrl_c)
     run_id = next(p.name for p in tmp_path.iterdir())
     _assert_torn_down(cluster, [m.run_namespace(run_id), m.cell_namespace(run_id, 0)])
     core = client.CoreV1Api(cluster.admin_api())

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from runner.text import plural
+
 if TYPE_CHECKING:
     from scapy.packet import Packet
 
@@ -129,7 +131,7 @@ class PcapFacts:
             if probes:
                 idle = _median([_silence_before(c, t) for c, t in probes])
                 after = f" after {_fmt_seconds(idle)} s idle" if idle is not None else ""
-                parts.append(f"TCP keepalive from {side}{after} ({_plural(len(probes), 'probe')})")
+                parts.append(f"TCP keepalive from {side}{after} ({plural(len(probes), 'probe')})")
         for side in ("client", "server"):
             records = [(c, getattr(c, f"small_records_{side}")) for c in self.connections]
             count = sum(len(r) for _, r in records)
@@ -141,7 +143,7 @@ class PcapFacts:
                 idle = _median(idles) if len(idles) >= 2 else None
                 after = f" after {_fmt_seconds(idle)} s idle" if idle is not None else ""
                 parts.append(
-                    f"small records from {side}{after} ({_plural(len(bursts), 'burst')}, {_plural(count, 'record')})"
+                    f"small records from {side}{after} ({plural(len(bursts), 'burst')}, {plural(count, 'record')})"
                 )
         return "; ".join(parts) if parts else "none seen"
 
@@ -489,9 +491,6 @@ def _burst_starts(times: list[float]) -> list[float]:
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
 
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _rounded(value: object) -> object:

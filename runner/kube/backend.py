@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -44,12 +43,13 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from runner.backend import RunContext, teardown_steps
 from runner.build.clients import BuiltClient
 from runner.build.images import Images, resolve_images
 from runner.config.descriptor import Descriptor
 from runner.config.matrix import KubernetesCluster
 from runner.config.plan import Cell
-from runner.errors import Interrupted, PrerequisiteError, WatchdropError
+from runner.errors import PrerequisiteError
 from runner.harness import CellSetupError, HarnessRun, error_result
 from runner.host import signals
 from runner.kube import leftovers as kube_leftovers
@@ -59,7 +59,6 @@ from runner.kube.api import (
     KubeAccess,
     KubeSettings,
     Obj,
-    Say,
     api_error,
     apply,
     connect,
@@ -71,23 +70,36 @@ from runner.kube.api import (
 from runner.kube.cell import KubeCellRun
 from runner.kube.pods import container_statuses, describe_pod, start_state
 from runner.model import CellResult
-from runner.phases import PhaseLog
 
 # -- one cluster --------------------------------------------------------------------------------------
 
 
 class KubernetesBackend:
-    """Everything the run does on one matrix cluster; `teardown()` undoes it."""
+    """The cells of one matrix cluster of kind `kubernetes` (runner/backend.py's steps);
+    `close()` deletes everything it made there."""
 
-    def __init__(self, cluster: KubernetesCluster, access: KubeAccess, *, run_id: str, run_dir: Path,
-                 stop: threading.Event, slot: int = 0, settings: KubeSettings | None = None, say: Say = print):
-        self.cluster, self.access, self.run_id, self.run_dir = cluster, access, run_id, run_dir
-        self.stop, self.slot, self.say = stop, slot, say
-        self.settings = settings or KubeSettings()
+    phase_prefix = "kubernetes "
+
+    def __init__(self, cluster: KubernetesCluster, cells: Sequence[tuple[int, Cell]], ctx: RunContext, *,
+                 slot: int = 0, settings: KubeSettings | None = None, images_from: str | None = None,
+                 access: KubeAccess | None = None):
+        base = settings or KubeSettings()
+        self.settings = replace(base, start_timeout=float(cluster.start_timeout)) if cluster.start_timeout else base
+        self.cluster, self.ctx, self.slot = cluster, ctx, slot
+        self.name = f"cluster {cluster.name}"
+        self.indexed = list(cells)
+        self.cells_given = [c for _, c in self.indexed]
+        self.images_from = images_from
+        self._access = access
+        self.run_id, self.run_dir, self.stop, self.say = ctx.run_id, ctx.run_dir, ctx.stop, ctx.say
         self.pull_policy = cluster.image_pull_policy or self.settings.pull_policy
-        self.run_ns = m.run_namespace(run_id, slot)
-        self.evidence = run_dir / "clusters" / cluster.name
+        self.run_ns = m.run_namespace(self.run_id, slot)
+        self.evidence = self.run_dir / "clusters" / cluster.name
         self.evidence.mkdir(parents=True, exist_ok=True)
+        self.images: Images | None = None
+        #: Cells with an image, in matrix order, waiting for `cells()`.
+        self.deployable: list[tuple[int, Cell]] = []
+        self.runs: list[KubeCellRun] = []
         #: Every namespace this run applied (or tried to), for teardown.
         self.namespaces: list[str] = []
         self.timer_started = False
@@ -97,6 +109,66 @@ class KubernetesBackend:
         self._secrets: list[tuple[str, str | None, Any]] | None = None
         #: Written on every namespace, so a later run can tell whether this one crashed.
         self.runner = kube_leftovers.runner_mark(os.getpid())
+
+    @property
+    def access(self) -> KubeAccess:
+        if self._access is None:
+            self._access = connect(self.cluster)
+        return self._access
+
+    # -- the steps --------------------------------------------------------------------------------
+    def prepare(self) -> dict[str, CellResult]:
+        """The images (built and pushed, or named by --images-from); a cell without one is ERROR."""
+        c = self.cluster
+        self.say(f"cluster {c.name}: kubernetes ({c.description or c.context or c.kubeconfig})")
+        self.images = resolve_images(self.cells_given, registry=c.registry, images_from=self.images_from,
+                                     log_dir=self.run_dir / "builds" / "images", say=lambda t: self.say(f"  {t}"),
+                                     platform=c.image_platform)
+        results: dict[str, CellResult] = {}
+        for index, cell in self.indexed:
+            problem = self.images.problem(cell)
+            if problem:
+                results[cell.id] = error_result(cell, self.ctx.descriptors[cell.folder], problem)
+            else:
+                self.deployable.append((index, cell))
+        return results
+
+    def start(self) -> None:
+        self.ctx.enter("kubernetes deploy")
+        self.access  # noqa: B018 - connect now: a context that cannot be reached fails this step
+        self.preflight()
+        self.remove_leftovers()
+        assert self.images is not None
+        self.deploy_timer(self.images)
+
+    def cells(self) -> Sequence[HarnessRun]:
+        assert self.images is not None
+        self.runs = [self.new_cell(index, cell, self.ctx.descriptors[cell.folder], self.images)
+                     for index, cell in self.deployable]
+        self.say(f"  {self.cluster.name}: deploying {len(self.runs)} cells into namespaces "
+                 f"watchdrop-{self.run_id}-cNNN")
+        self.deploy(self.runs)
+        self.ctx.enter("kubernetes pods")
+        self.say(f"  {self.cluster.name}: waiting up to {self.settings.start_timeout:.0f} s for the pods to start")
+        self.wait_started(self.runs)
+        return self.runs
+
+    def hold(self) -> None:
+        """Nothing to wait for: with --keep, `close()` leaves the namespaces and says how to delete them."""
+
+    def close(self) -> list[str]:
+        for run in self.runs:
+            if run.pod_watcher is not None:
+                run.pod_watcher.close(timeout=1.0)
+        if self._access is None:
+            return list(self.problems)  # never reached the cluster: nothing was made there
+        if self.ctx.keep:
+            self.say(f"  {self.cluster.name}: --keep: namespaces left in place; delete them with: "
+                     f"{self.delete_command()}")
+        else:
+            self.say(f"  {self.cluster.name}: tearing down {len(self.namespaces)} namespaces")
+            self.problems += teardown_steps([("teardown", lambda: self.problems.extend(self.teardown()))])
+        return list(self.problems)
 
     def note(self, text: str) -> None:
         with (self.evidence / "cluster.log").open("a") as f:
@@ -281,7 +353,7 @@ class KubernetesBackend:
             return []
         return sorted(items, key=lambda e: str(e.last_timestamp or e.event_time or ""))
 
-    def collect(self, runs: Sequence[KubeCellRun]) -> dict[str, CellResult]:
+    def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
         """Stop, copy out and judge every cell, several at once (each waits on exec and its pod)."""
 
         def one(run: KubeCellRun) -> CellResult:
@@ -290,9 +362,12 @@ class KubernetesBackend:
             except Exception as exc:  # a collect fault is ERROR for that cell, never a lost result
                 return error_result(run.cell, run.built.descriptor, f"collect failed: {api_error(exc)}")
 
+        self.say(f"  {self.cluster.name}: collecting")
+        kube_runs = [r for r in runs if isinstance(r, KubeCellRun)]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(one, runs))
-        return {r.cell.id: res for r, res in zip(runs, results, strict=True)}
+            results = list(pool.map(one, kube_runs))
+        self.collect_timer()
+        return {r.cell.id: res for r, res in zip(kube_runs, results, strict=True)}
 
     def collect_timer(self) -> None:
         """The timer server's log, its capture and the Service as the cluster reported it."""
@@ -394,117 +469,15 @@ class KubernetesBackend:
 # -- the run --------------------------------------------------------------------------------------------
 
 
-def _default_rounds(runs: Sequence[HarnessRun], jobs: int, stop: threading.Event, say: Say) -> None:
-    todo = [r for r in runs if r.setup_error is None]
-    if not todo:
-        return
-
-    def tell(text: str, _round_done: bool = False) -> None:
-        say(text)
-
-    with ThreadPoolExecutor(max_workers=jobs or len(todo)) as pool:
-        futures = [pool.submit(r.run_rounds, tell) for r in todo]
-        try:
-            while not all(f.done() for f in futures):
-                time.sleep(0.2)  # the main thread stays responsive to Ctrl-C
-        except BaseException:
-            stop.set()  # before the pool's exit waits for the harness threads
-            raise
-        for f in futures:
-            f.result()
-
-
-def run_kubernetes_cells(
-    cells: Sequence[Cell], *, clusters: Mapping[str, KubernetesCluster], descriptors: Mapping[str, Descriptor],
-    run_id: str, run_dir: Path, results: dict[str, CellResult], stop: threading.Event,
-    images_from: str | None = None, keep: bool = False, jobs: int = 0, settings: KubeSettings | None = None,
-    say: Say = print, run_rounds: Callable[[Sequence[HarnessRun]], None] | None = None, first_index: int = 0,
-    access: Mapping[str, KubeAccess] | None = None, phases: PhaseLog | None = None,
-) -> None:
-    """Run the kubernetes cells, one matrix cluster after the other, filling `results` in place (so
-    an interrupted run keeps what it has). Teardown runs in `finally` for each cluster.
-
-    `run_rounds` is the caller's round loop (run_matrix's, with its progress display); without it
-    a plain one runs. `access` overrides how each cluster is reached (tests pass the embedded
-    API server's). `phases` gets "kubernetes deploy|pods|rounds|collect|teardown" as each starts.
-    """
-    base = settings or KubeSettings()
-
-    def enter(phase: str) -> None:
-        if phases is not None:
-            phases.enter(f"kubernetes {phase}")
-
+def kubernetes_backends(cells: Sequence[Cell], clusters: Mapping[str, KubernetesCluster], ctx: RunContext, *,
+                        images_from: str | None = None, settings: KubeSettings | None = None,
+                        access: Mapping[str, KubeAccess] | None = None,
+                        first_index: int = 0) -> list[KubernetesBackend]:
+    """One backend per matrix cluster, in matrix order; `access` overrides how a cluster is reached
+    (tests pass the embedded API server's)."""
     by_cluster: dict[str, list[tuple[int, Cell]]] = {}
     for i, cell in enumerate(cells):
         by_cluster.setdefault(cell.cluster, []).append((first_index + i, cell))
-    for slot, (name, group) in enumerate(by_cluster.items()):
-        cluster = clusters[name]
-        settings = replace(base, start_timeout=float(cluster.start_timeout)) if cluster.start_timeout else base
-        backend: KubernetesBackend | None = None
-        runs: list[KubeCellRun] = []
-        try:
-            say(f"cluster {name}: kubernetes ({cluster.description or cluster.context or cluster.kubeconfig})")
-            reach = (access or {}).get(name) or connect(cluster)
-            images = resolve_images([c for _, c in group], registry=cluster.registry, images_from=images_from,
-                                    log_dir=run_dir / "builds" / "images", say=lambda t: say(f"  {t}"),
-                                    platform=cluster.image_platform)
-            backend = KubernetesBackend(cluster, reach, run_id=run_id, run_dir=run_dir, stop=stop, slot=slot,
-                                        settings=settings, say=say)
-            try:
-                enter("deploy")
-                backend.preflight()
-                backend.remove_leftovers()
-                backend.deploy_timer(images)
-                for index, cell in group:
-                    desc = descriptors[cell.folder]
-                    problem = images.problem(cell)
-                    if problem:
-                        results[cell.id] = error_result(cell, desc, problem)
-                    else:
-                        runs.append(backend.new_cell(index, cell, desc, images))
-                say(f"  {name}: deploying {len(runs)} cells into namespaces watchdrop-{run_id}-cNNN")
-                backend.deploy(runs)
-                enter("pods")
-                say(f"  {name}: waiting up to {settings.start_timeout:.0f} s for the pods to start")
-                backend.wait_started(runs)
-                enter("rounds")
-                if run_rounds is not None:
-                    run_rounds(runs)
-                else:
-                    _default_rounds(runs, jobs, stop, say)
-                if stop.is_set():
-                    raise Interrupted("stopped")
-                enter("collect")
-                say(f"  {name}: collecting")
-                results.update(backend.collect(runs))
-                backend.collect_timer()
-            except Interrupted:
-                for run in runs:
-                    if run.cell.id not in results:
-                        results[run.cell.id] = run.interrupted_result()
-                raise
-            finally:
-                for run in runs:
-                    if run.pod_watcher is not None:
-                        run.pod_watcher.close(timeout=1.0)
-                with signals.shield():
-                    enter("teardown")
-                    if keep:
-                        say(f"  {name}: --keep: namespaces left in place; delete them with: {backend.delete_command()}")
-                    else:
-                        say(f"  {name}: tearing down {len(backend.namespaces)} namespaces")
-                        backend.problems += backend.teardown()
-                if backend.problems:
-                    (backend.evidence / "problems.txt").write_text("\n".join(backend.problems) + "\n")
-        except WatchdropError as exc:
-            say(f"cluster {name}: {exc.message}")
-            where = run_dir / "clusters" / name
-            where.mkdir(parents=True, exist_ok=True)
-            with (where / "problems.txt").open("a") as f:
-                f.write(exc.render() + "\n")
-            for _, cell in group:
-                if cell.id not in results:
-                    r = error_result(cell, descriptors[cell.folder], f"cluster {name}: {exc.message}")
-                    if exc.fix:
-                        r.errors.append(f"fix: {exc.fix}")
-                    results[cell.id] = r
+    return [KubernetesBackend(clusters[name], group, ctx, slot=slot, settings=settings, images_from=images_from,
+                              access=(access or {}).get(name))
+            for slot, (name, group) in enumerate(by_cluster.items())]

@@ -24,13 +24,13 @@ import html
 import json
 import os
 import shlex
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 from runner.evidence.pcap import ConnFacts
+from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 
 # The matrix's rows, columns and labels are report.py's, so the page and the text table always
@@ -49,6 +49,7 @@ from runner.report.render import (
     utc_time,
 )
 from runner.report.timeline import Evidence, LbFlow, draw_timeline, read_evidence, read_jsonl
+from runner.text import plural
 
 #: Lines of the watcher's log shown on a cell's page (the whole file is linked).
 WATCHER_TAIL = 40
@@ -110,18 +111,7 @@ def _page(title: str, body: Sequence[str]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    # Same as report.py: a reader (or an interrupted run) never sees half a page.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        # Pages are for reading, also by a web server or a CI artifact collector of another user.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)
 
 
 def cell_page_path(cell: CellResult) -> str:
@@ -230,9 +220,6 @@ def _port(endpoint: str) -> str:
     return ":" + endpoint.rpartition(":")[2]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
 
 def _b(text: str, cls: str) -> str:
     return f'<span class="{cls}">{_e(text)}</span>'
@@ -314,7 +301,7 @@ def story(cell: CellResult, ev: Evidence) -> list[str]:
             res = _b(f"{what} by the deadline {rel_time(r.deadline, o)}", "bad")
         wire = ""
         if ev.pcap is not None:
-            wire = (f"; {_plural(arrived, 'data packet')} from the server reached the pod in that window"
+            wire = (f"; {plural(arrived, 'data packet')} from the server reached the pod in that window"
                     if arrived else "; " + _b("not one data packet from the server reached the pod", "bad")
                     + " in that window")
         out.append(f"{did}: {res}{wire}.")
@@ -330,7 +317,7 @@ def story(cell: CellResult, ev: Evidence) -> list[str]:
         if errors or reconnects:
             first = errors[0].get("message") if errors else None
             msg = f" (first: {_e(first)})" if isinstance(first, str) else ""
-            out.append(f"Watcher: {_plural(len(errors), 'error')} and {_plural(len(reconnects), 'reconnect')}{msg}.")
+            out.append(f"Watcher: {plural(len(errors), 'error')} and {plural(len(reconnects), 'reconnect')}{msg}.")
         else:
             passed = cell.verdict in (Verdict.PASS, Verdict.RECOVERED)
             out.append("Watcher: " + _b("no error and no reconnect", "ok" if passed else "bad")
@@ -358,10 +345,10 @@ def _lb_sentence(f: LbFlow, o: float | None, last_deadline: float | None) -> str
     if during:
         by = Counter("the server" if s == "server" else "the pod" for _, s in during)
         parts = ", ".join(f"{n} from {who}" for who, n in sorted(by.items()))
-        count = _plural(len(during), "packet")
+        count = plural(len(during), "packet")
         text += f"; afterwards it {_b(f'dropped {count}', 'bad')} ({parts})"
     if later:
-        text += f"; {_plural(later, 'more packet')} dropped after the last round's deadline"
+        text += f"; {plural(later, 'more packet')} dropped after the last round's deadline"
     for t, s in resets:
         text += f"; a late packet from {'the pod' if s == 'client' else 'the server'} at {rel_time(t, o)} drew an RST"
     return text + "."
@@ -405,7 +392,7 @@ def _conn_table(cell: CellResult, ev: Evidence) -> list[str]:
     if ev.pcap is None:
         return [f"<p>No packet facts: {_e(ev.pcap_problem or 'no capture')}.</p>"]
     out = [f"<p>Keepalive observed: {_e(ev.pcap.keepalive_summary())}. "
-           f"{_e(_plural(ev.pcap.packets, 'packet'))} in the capture.</p>"]
+           f"{_e(plural(ev.pcap.packets, 'packet'))} in the capture.</p>"]
     if not ev.pcap.connections:
         return out
     heads = ["connection (pod → server)", "opened", "first FIN/RST", "data pod / server", "small records pod / server",
@@ -460,7 +447,7 @@ def _log_block(title: str, path: Path, n: int, origin: float | None, timed: str)
     head = f"<h3>{_e(title)}</h3>"
     if not total:
         return [head, f"<p class=\"muted\">{_e(path.name)}: empty or missing.</p>"]
-    shown = f"last {len(lines)} of {total} lines" if total > len(lines) else _plural(total, "line")
+    shown = f"last {len(lines)} of {total} lines" if total > len(lines) else plural(total, "line")
     out = []
     for ln in lines:
         ts: float | None = None
@@ -503,7 +490,7 @@ def _setup_facts(cell: CellResult) -> list[str]:
     t = cell.timings
     timings = [f"interval {fmt_secs(t.interval)}"] if t.interval is not None else []
     timings += [f"idle {fmt_secs(t.idle)}"] if t.idle is not None else []
-    timings += [f"detection timeout {fmt_secs(t.detection_timeout)}", _plural(t.rounds, "round")]
+    timings += [f"detection timeout {fmt_secs(t.detection_timeout)}", plural(t.rounds, "round")]
     facts = [
         ("library", f"{cell.library} {cell.library_version} ({cell.api_style})"),
         ("profile", cell.profile.describe() if cell.profile else f"the provider LB of {cell.cluster} (not emulated)"),
@@ -519,7 +506,7 @@ def _setup_facts(cell: CellResult) -> list[str]:
     if cell.watcher is not None:
         w = cell.watcher
         facts.append(("watcher", f"{w.errors} error, {w.reconnects} reconnect, {w.watch_opened} watch-opened of "
-                                 f"{_plural(w.lines, 'line')}; {_plural(w.stderr_errors, 'error line')} on stderr; "
+                                 f"{plural(w.lines, 'line')}; {plural(w.stderr_errors, 'error line')} on stderr; "
                                  f"exit code {w.exit_code if w.exit_code is not None else '—'}"))
     if cell.lb is not None:
         lb = cell.lb

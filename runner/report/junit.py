@@ -13,13 +13,12 @@ Output is deterministic (no clock, no hostname), like the other reports.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
+from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 
 _FAILURES = (Verdict.FAIL_LOUD, Verdict.FAIL_SILENT)
@@ -115,13 +114,5 @@ def write_junit(run: RunResult, run_dir: Path) -> Path:
     """Write run_dir/junit.xml; returns its path."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "junit.xml"
-    fd, tmp = tempfile.mkstemp(prefix=".junit.xml.", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(render_junit(run))
-        os.chmod(tmp, 0o644)  # read by CI's collector, which may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, render_junit(run))  # 0644: read by CI's collector, which may run as another user
     return path

@@ -14,9 +14,7 @@ legend, and "mitigation proven" lines where a variant PASSes where its folder's 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +23,9 @@ from typing import Literal
 from tabulate import tabulate
 
 from runner.errors import UsageError
+from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
+from runner.text import plural
 
 README_BEGIN = "<!-- watchdrop:matrix:begin -->"
 README_END = "<!-- watchdrop:matrix:end -->"
@@ -215,9 +215,6 @@ def rel_time(t: float | None, origin: float | None) -> str:
     return f"+{t - origin:.1f} s"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
 
 def _md(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
@@ -228,7 +225,7 @@ def _cell_section(c: CellResult) -> list[str]:
     t = c.timings
     timings = [f"interval {fmt_secs(t.interval)}"] if t.interval is not None else []
     timings += [f"idle {fmt_secs(t.idle)}"] if t.idle is not None else []
-    timings += [f"detection timeout {fmt_secs(t.detection_timeout)}", _plural(t.rounds, "round")]
+    timings += [f"detection timeout {fmt_secs(t.detection_timeout)}", plural(t.rounds, "round")]
     facts = [
         f"library: {c.library} {c.library_version} ({c.api_style})",
         f"profile: {c.profile.describe() if c.profile else 'the provider LB of ' + c.cluster + ' (not emulated)'}",
@@ -243,7 +240,7 @@ def _cell_section(c: CellResult) -> list[str]:
         w = c.watcher
         facts.append(
             f"watcher: {w.errors} error, {w.reconnects} reconnect, {w.watch_opened} watch-opened "
-            f"of {_plural(w.lines, 'line')}; {_plural(w.stderr_errors, 'error line')} on stderr; exit code "
+            f"of {plural(w.lines, 'line')}; {plural(w.stderr_errors, 'error line')} on stderr; exit code "
             f"{w.exit_code if w.exit_code is not None else '—'}"
         )
     if c.lb is not None:
@@ -305,15 +302,7 @@ def render_markdown(run: RunResult) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    # A reader (or an interrupted run) never sees half a file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)
 
 
 def write_reports(run: RunResult, run_dir: Path) -> tuple[Path, Path]:

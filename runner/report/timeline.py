@@ -25,10 +25,9 @@ compared byte for byte elsewhere). Text is drawn as paths, so the SVG needs no f
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, read_pcap
+from runner.files import write_atomic
 from runner.model import CellResult, fmt_secs
 from runner.verdict import parse_watcher_log
 
@@ -353,18 +353,11 @@ def draw_timeline(ev: Evidence, cell: CellResult, out: Path) -> Path:
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7.5, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed, so a page never links a half-written image.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT, "svg.fonttype": "path"}):
-            fig.savefig(fh, format="svg", metadata={"Date": None})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT, "svg.fonttype": "path"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    return write_atomic(out, buf.getvalue())
 
 
 def _note(ax: Any, at: float, y: float, text: str, **kw: Any) -> None:

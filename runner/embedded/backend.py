@@ -1,0 +1,204 @@
+"""The embedded backend: the matrix's embedded cells on this machine (runner/backend.py's steps).
+
+prepare: build each client's watcher once per (folder, build env), two at a time.
+start:   one real etcd + kube-apiserver (runner/embedded/cluster.py) shared by every embedded
+         cluster of the matrix, the timer server, one LB emulator per matrix cluster.
+cells:   per cell a namespace with its own credentials, a pod netns on its LB's bridge, a capture
+         and the watcher process (runner/embedded/cell.py).
+collect: stop every watcher and capture at once, read the captures in parallel processes, judge.
+close:   stop the cells, the LBs, the timer server and the cluster, each step even if one fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+from runner.backend import RunContext, teardown_steps
+from runner.build.clients import KEEP_UNUSED_DAYS, BuiltClient, build_client, prune_builds
+from runner.config.plan import Cell
+from runner.embedded.cell import API_PORT, CellRun
+from runner.embedded.cluster import EmbeddedCluster
+from runner.embedded.lb import LoadBalancer, Pod
+from runner.embedded.timer import start_timer_server
+from runner.errors import BuildError, Interrupted, UsageError
+from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
+from runner.harness import CellSetupError, HarnessRun, base_result
+from runner.host import signals
+from runner.host.procs import Child
+from runner.model import CellResult, Verdict
+
+BuildKey = tuple[str, str]
+
+
+def build_key(cell: Cell) -> BuildKey:
+    return cell.folder, json.dumps(dict(cell.build_env), sort_keys=True)
+
+
+class EmbeddedBackend:
+    """Every embedded cell of the run: they share one kube-apiserver, so one backend holds them all."""
+
+    name = "embedded"
+    phase_prefix = ""
+
+    def __init__(self, cells: Sequence[Cell], ctx: RunContext):
+        self.cells_given = list(cells)
+        self.ctx = ctx
+        self.evidence = ctx.run_dir / "cluster"
+        self.ready: list[tuple[Cell, BuiltClient]] = []
+        self.cluster: EmbeddedCluster | None = None
+        self.timer: Child | None = None
+        self.lbs: dict[str, LoadBalancer] = {}
+        self.runs: list[CellRun] = []
+
+    # -- prepare ----------------------------------------------------------------------------------
+    def prepare(self) -> dict[str, CellResult]:
+        built = self._build()
+        results: dict[str, CellResult] = {}
+        for cell in self.cells_given:
+            b = built[build_key(cell)]
+            if isinstance(b, BuildError):
+                r = base_result(cell, self.ctx.descriptors[cell.folder], Verdict.ERROR, f"build failed: {b.message}")
+                r.errors.append(b.render())
+                r.evidence["build_log"] = f"builds/{cell.client}.log"
+                results[cell.id] = r
+            else:
+                self.ready.append((cell, b))
+        return results
+
+    def _build(self) -> dict[BuildKey, BuiltClient | BuildError]:
+        """Each (folder, build env) once, two at a time; a failure is kept, not raised."""
+        ctx = self.ctx
+        keys: dict[BuildKey, Cell] = {}
+        for c in self.cells_given:
+            keys.setdefault(build_key(c), c)
+        built: dict[BuildKey, BuiltClient | BuildError] = {}
+        ctx.enter("build")
+        for name in prune_builds():
+            ctx.say(f"cache: removed client build {name} (unused for {KEEP_UNUSED_DAYS:.0f} days, or left incomplete)")
+
+        def one(key: BuildKey) -> None:
+            cell = keys[key]
+            desc = ctx.descriptors[cell.folder]
+            assert cell.src is not None
+            log = ctx.run_dir / "builds" / f"{cell.client}.log"
+            ctx.say(f"build {cell.folder} ({desc.library} {desc.version})")
+            try:
+                built[key] = build_client(cell.src, desc, cell.build_env, log, stop=ctx.stop)
+            except BuildError as exc:
+                built[key] = exc
+                ctx.say(f"build {cell.folder} FAILED: {exc.message}")
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            try:
+                list(pool.map(one, keys))
+            except BaseException:
+                ctx.stop.set()  # running builds stop before the pool's exit waits for them
+                raise
+        return built
+
+    # -- start ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.ready:
+            return
+        ctx = self.ctx
+        ctx.enter("cluster start")
+        self.cluster = EmbeddedCluster(run_id=ctx.run_id, evidence_dir=ctx.run_dir / "cluster",
+                                       churn_interval=shared_churn(self.ready),
+                                       progress=lambda m: ctx.say(f"  cluster: {m}"))
+        self.cluster.start()
+        self.timer = start_timer_server(self.cluster, ctx.run_dir / "cluster")
+        ctx.enter("lb setup")
+        for slot, name in enumerate(dict.fromkeys(c.cluster for c, _ in self.ready)):
+            profile = next(c.profile for c, _ in self.ready if c.cluster == name)
+            assert profile is not None
+            ctx.say(f"  lb {name}: {profile.describe()}")
+            self.lbs[name] = LoadBalancer(self.cluster, slot, profile, ctx.run_dir / "lbs" / name).start()
+
+    # -- cells ------------------------------------------------------------------------------------
+    def cells(self) -> Sequence[HarnessRun]:
+        if self.cluster is None:
+            return []
+        ctx = self.ctx
+        ctx.enter("cells setup")
+        for i, (cell, b) in enumerate(self.ready):
+            self.runs.append(CellRun(index=i, cell=cell, built=b, cluster=self.cluster, lb=self.lbs[cell.cluster],
+                                     evidence=ctx.cell_dir(cell), run_dir=ctx.run_dir, stop=ctx.stop))
+        # Pods attach to their LB's bridge one by one (names and addresses are handed out in order);
+        # the API calls and process starts of the setup then overlap.
+        pods = [run.lb.add_pod(log=run.log) for run in self.runs]
+
+        def setup(item: tuple[CellRun, Pod]) -> None:
+            run, pod = item
+            try:
+                run.setup(pod)
+            except CellSetupError as exc:
+                run.setup_error = str(exc)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(setup, zip(self.runs, pods, strict=True)))
+        return self.runs
+
+    # -- collect ----------------------------------------------------------------------------------
+    def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
+        assert self.cluster is not None
+        self._stop_cells()
+        facts = read_pcaps([run.pcap_path for run in self.runs])
+        alive = self.cluster.alive()
+        return {run.cell.id: run.collect(self.lbs[run.cell.cluster].problems(), alive, facts.get(run.pcap_path))
+                for run in self.runs}
+
+    def _stop_cells(self) -> None:
+        # In parallel: each stop may wait a few seconds (SIGTERM grace, capture settling), and a
+        # run has up to a few hundred cells.
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            list(pool.map(lambda r: r.stop_processes(), self.runs))
+
+    def hold(self) -> None:
+        if self.cluster is None:
+            return
+        self.ctx.say(f"--keep: the cluster stays up; admin kubeconfig {self.cluster.admin_kubeconfig}; "
+                     f"API server {self.cluster.server_url()}. Ctrl-C tears it down.")
+        try:
+            while True:
+                time.sleep(1)
+        except Interrupted:
+            signals.consume()  # this Ctrl-C only ends --keep; the run itself completed
+
+    # -- close ------------------------------------------------------------------------------------
+    def close(self) -> list[str]:
+        steps: list[tuple[str, object]] = [("stopping the cells", self._stop_cells)]
+        steps += [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        if self.timer is not None:
+            steps.append(("timer server", self.timer.stop))
+        if self.cluster is not None:
+            steps.append(("embedded cluster", self.cluster.close))
+        return teardown_steps(steps)  # type: ignore[arg-type]
+
+
+def shared_churn(ready: Sequence[tuple[Cell, BuiltClient]]) -> float:
+    """All embedded clusters share one API server, so they must share one churn setting."""
+    values = {c.lease_interval for c, _ in ready if c.lease_interval is not None}
+    if len(values) > 1:
+        raise UsageError(f"embedded clusters ask for different churn.lease_interval values {sorted(values)}",
+                         fix="give every embedded cluster the same churn (they share one kube-apiserver)")
+    return float(values.pop()) if values else 10.0
+
+
+def _read_one(path: Path) -> PcapFacts | Exception:
+    try:
+        return read_pcap(path, server_ports={API_PORT})
+    except (PcapError, OSError) as exc:
+        return exc
+
+
+def read_pcaps(paths: list[Path]) -> dict[Path, PcapFacts | Exception]:
+    """Read every cell's capture in parallel processes: parsing pcaps is CPU work."""
+    if not paths:
+        return {}
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return dict(zip(paths, pool.map(_read_one, paths), strict=True))

@@ -1,0 +1,146 @@
+"""The one loop every backend goes through (runner/backend.py): step order, errors, teardown.
+
+A stand-in backend records the calls: this is the loop's pure logic; the real backends are
+driven through the same loop in tests/test_e2e_quick.py and tests/test_k8s_backend.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from runner.backend import RunContext, run_backend, teardown_steps, unfinished
+from runner.config.descriptor import load_descriptor
+from runner.config.plan import Cell
+from runner.errors import Interrupted, PrerequisiteError
+from runner.harness import HarnessRun
+from runner.model import CellResult, Verdict
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cell(n: int) -> Cell:
+    return Cell(client=f"client-go-{n}", folder="client-go", cluster="c", cluster_kind="embedded", scenario="watch",
+                profile=None, idle_timeout=45, interval=65, idle=None, detection_timeout=10, rounds=2,
+                src=REPO / "clients" / "client-go")
+
+
+class Recorder:
+    phase_prefix = "x "
+
+    def __init__(self, tmp: Path, fail_at: str = "", close_raises: bool = False):
+        self.name = "recorder"
+        self.cells_given = [_cell(1), _cell(2)]
+        self.evidence = tmp / "recorder"
+        self.calls: list[str] = []
+        self.fail_at = fail_at
+        self.close_raises = close_raises
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if self.fail_at == name:
+            raise PrerequisiteError(f"{name} failed", fix="do the thing")
+        if self.fail_at == f"{name}!":
+            raise Interrupted("SIGINT")
+
+    def prepare(self) -> dict[str, CellResult]:
+        self._step("prepare")
+        return {}
+
+    def start(self) -> None:
+        self._step("start")
+
+    def cells(self) -> Sequence[HarnessRun]:
+        self._step("cells")
+        return []
+
+    def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
+        self._step("collect")
+        return {}
+
+    def hold(self) -> None:
+        self._step("hold")
+
+    def close(self) -> list[str]:
+        self.calls.append("close")
+        if self.close_raises:
+            raise RuntimeError("boom")
+        return ["one thing left"]
+
+
+def _ctx(tmp: Path, keep: bool = False) -> RunContext:
+    descriptors = {"client-go": load_descriptor(REPO / "clients" / "client-go")}
+    return RunContext(run_id="r", run_dir=tmp, descriptors=descriptors, say=lambda _: None, keep=keep)
+
+
+def test_steps_run_in_order_and_close_always_runs(tmp_path: Path) -> None:
+    b = Recorder(tmp_path)
+    rounds: list[str] = []
+    problems = run_backend(b, _ctx(tmp_path, keep=True), {}, rounds=lambda runs, ctx: rounds.append("rounds"))
+    assert b.calls == ["prepare", "start", "cells", "collect", "hold", "close"] and rounds == ["rounds"]
+    assert problems == ["one thing left"]
+    assert (b.evidence / "problems.txt").read_text() == "one thing left\n"
+
+
+def test_a_backend_that_cannot_start_makes_its_own_cells_error_and_is_closed(tmp_path: Path) -> None:
+    b = Recorder(tmp_path, fail_at="start")
+    results: dict[str, CellResult] = {}
+    ctx = _ctx(tmp_path)
+    problems = run_backend(b, ctx, results, rounds=lambda runs, ctx: None)
+    assert b.calls == ["prepare", "start", "close"]
+    assert {r.verdict for r in results.values()} == {Verdict.ERROR} and len(results) == 2
+    r = results["client-go-1/c/watch"]
+    assert r.reason == "recorder: start failed" and "fix: do the thing" in r.errors
+    assert any("start failed" in p for p in problems)
+    assert not ctx.stop.is_set()  # the next backend still runs
+
+
+def test_an_interrupt_still_closes_and_propagates(tmp_path: Path) -> None:
+    b = Recorder(tmp_path, fail_at="cells!")
+    with pytest.raises(Interrupted):
+        run_backend(b, _ctx(tmp_path), {}, rounds=lambda runs, ctx: None)
+    assert b.calls[-1] == "close"
+
+
+def test_a_close_that_raises_is_a_problem_not_a_lost_run(tmp_path: Path) -> None:
+    b = Recorder(tmp_path, close_raises=True)
+    problems = run_backend(b, _ctx(tmp_path), {}, rounds=lambda runs, ctx: None)
+    assert problems == ["recorder teardown: RuntimeError: boom"]
+
+
+def test_teardown_steps_run_every_step_and_report_each_failure() -> None:
+    done: list[str] = []
+
+    def fail(what: str) -> None:
+        done.append(what)
+        raise TimeoutError(f"{what} hung")
+
+    problems = teardown_steps([("a", lambda: fail("a")), ("b", lambda: done.append("b")), ("c", lambda: fail("c"))])
+    assert done == ["a", "b", "c"]
+    assert problems == ["a: TimeoutError: a hung", "c: TimeoutError: c hung"]
+
+
+def test_cells_never_reached_are_error(tmp_path: Path) -> None:
+    descs = {"client-go": load_descriptor(REPO / "clients" / "client-go")}
+    cells = [_cell(1), _cell(2)]
+    out = unfinished(cells, {}, descs, interrupted=True)
+    assert [r.reason for r in out.values()] == ["interrupted", "interrupted"]
+    out = unfinished(cells, {}, descs, interrupted=False)
+    assert {r.verdict for r in out.values()} == {Verdict.ERROR}
+
+
+def test_both_backends_have_the_protocols_steps_with_its_signatures() -> None:
+    import inspect
+
+    from runner.backend import Backend
+    from runner.embedded.backend import EmbeddedBackend
+    from runner.kube.backend import KubernetesBackend
+
+    steps = ["prepare", "start", "cells", "collect", "hold", "close"]
+    for impl in (EmbeddedBackend, KubernetesBackend):
+        for step in steps:
+            want = list(inspect.signature(getattr(Backend, step)).parameters)
+            assert list(inspect.signature(getattr(impl, step)).parameters) == want, (impl.__name__, step)
+        assert isinstance(impl.phase_prefix, str)
