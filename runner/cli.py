@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(same names and content-hash tags a build pushes); build nothing")
     run.add_argument("--no-readme", action="store_true", help="do not update README.md's table")
     run.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the matrix)")
+    # Test seam, not for users: hold the run a few seconds after entering PHASE (phases.log), so an
+    # interruption test can aim its signal at that phase instead of guessing with sleeps.
+    run.add_argument("--pause-at", metavar="PHASE", help=argparse.SUPPRESS)
 
     rep = sub.add_parser("report", help="re-render a results file")
     rep.add_argument("results", help="a results.json written by a run")

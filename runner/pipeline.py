@@ -98,6 +98,8 @@ class Execution:
     jobs: int
     keep: bool = False
     images_from: str | None = None
+    #: Test seam (--pause-at): hold the run a few seconds after entering this phase.
+    pause_at: str | None = None
     run_id: str = field(default_factory=new_run_id)
     results: dict[str, CellResult] = field(default_factory=dict)
     interrupted: bool = False
@@ -118,8 +120,9 @@ class Execution:
         p = self.prepared
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _link_latest(self.out, self.run_id)
+        phases = PhaseLog(self.run_dir / "phases.log", self.pause_at)
         ctx = RunContext(run_id=self.run_id, run_dir=self.run_dir, descriptors=p.descriptors, stop=self.stop,
-                         say=_say, phases=PhaseLog(self.run_dir / "phases.log"), jobs=self.jobs, keep=self.keep)
+                         say=_say, phases=phases, jobs=self.jobs, keep=self.keep)
         try:
             for backend in self.backends(ctx):
                 self.backend_problems += run_backend(backend, ctx, self.results)
@@ -239,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 0:
         raise UsageError("--jobs must be 0 (all at once) or a positive number")
     ex = Execution(prepared=prepared, out=out, jobs=args.jobs, keep=args.keep,
-                   images_from=getattr(args, "images_from", None))
+                   images_from=getattr(args, "images_from", None), pause_at=getattr(args, "pause_at", None))
     _say(f"run {ex.run_id}: {len(prepared.cells)} cells from {matrix_path}; evidence in {ex.run_dir}")
     try:
         result = ex.execute()

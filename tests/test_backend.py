@@ -6,6 +6,7 @@ driven through the same loop in tests/test_e2e_quick.py and tests/test_k8s_backe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,3 +145,37 @@ def test_both_backends_have_the_protocols_steps_with_its_signatures() -> None:
             want = list(inspect.signature(getattr(Backend, step)).parameters)
             assert list(inspect.signature(getattr(impl, step)).parameters) == want, (impl.__name__, step)
         assert isinstance(impl.phase_prefix, str)
+
+
+# -- the waits written once (runner/host/procs.py) ------------------------------------------------------
+
+
+def test_wait_until_returns_when_ready_and_names_a_child_that_died(tmp_path: Path) -> None:
+    from runner.errors import ClusterError
+    from runner.host.procs import Child, wait_until
+
+    ok = Child("sleeper", ["sleep", "30"], stdout=tmp_path / "a")
+    try:
+        wait_until(lambda: True, ok, 1, "ready")
+    finally:
+        ok.stop(1)
+    dead = Child("quitter", ["sh", "-c", "echo bye >&2; exit 7"], stdout=tmp_path / "b")
+    with pytest.raises(ClusterError) as info:
+        wait_until(lambda: False, dead, 10, "ready")
+    assert "quitter exited with code 7 while starting (ready)" in info.value.message
+    assert "bye" in (info.value.detail or "")
+    slow = Child("slow", ["sleep", "30"], stdout=tmp_path / "c")
+    try:
+        with pytest.raises(ClusterError) as info:
+            wait_until(lambda: False, slow, 0.3, "listening", last=lambda: "connection refused")
+        assert info.value.message == "slow: not listening within 0.3 s (connection refused)"
+    finally:
+        slow.stop(1)
+
+
+def test_escalate_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    from runner.host.procs import Child
+
+    stubborn = Child("stubborn", ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], stdout=tmp_path / "s")
+    time.sleep(0.2)  # the trap is set
+    assert stubborn.stop(grace=0.5) == -9

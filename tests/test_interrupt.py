@@ -1,7 +1,7 @@
 """Ctrl-C at any phase leaves the machine as it was, writes what it has, and exits 2.
 
 Each case aims SIGINT at one phase of a real quick run, found in the runner's own phase log
-(`WATCHDROP_PAUSE_AT` holds the run there for a few seconds so the signal lands inside it).
+(`--pause-at PHASE` holds the run there for a few seconds so the signal lands inside it).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def _interrupt_one_cell(out: Path, phase: str, *, signals_sent: int) -> tuple[st
     """Run one quick cell, SIGINT it `signals_sent` times once it is in `phase`; (run id, output, exit)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner", "matrix.quick.yaml", "--out", str(out), "--no-readme",
-         "--only", "client=client-go", "--only", "cluster=azure-slb-quick", "--only", "scenario=watch"],
-        cwd=REPO, env={**os.environ, "WATCHDROP_PAUSE_AT": phase},
+         "--only", "client=client-go", "--only", "cluster=azure-slb-quick", "--only", "scenario=watch",
+         "--pause-at", phase],
+        cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         run_id = wait_for_phase(proc, out, phase)

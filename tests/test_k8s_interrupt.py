@@ -56,10 +56,9 @@ scenarios:
 
 
 def _start(matrix: Path, out: Path, pause_at: str | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, **({"WATCHDROP_PAUSE_AT": pause_at} if pause_at else {})}
     return subprocess.Popen([sys.executable, "-m", "runner", str(matrix), "--out", str(out), "--no-readme",
-                             "--images-from", "registry.invalid/wd"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--images-from", "registry.invalid/wd", *(["--pause-at", pause_at] if pause_at else [])],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _namespaces(cluster: EmbeddedCluster, run_id: str) -> list[client.V1Namespace]:

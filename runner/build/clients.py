@@ -25,6 +25,7 @@ from typing import IO
 from runner.build.cache import cache_root
 from runner.config.descriptor import Descriptor
 from runner.errors import BuildError
+from runner.host.procs import escalate
 
 #: Folders a build creates inside the client folder itself; never part of the key.
 IGNORED = {"node_modules", "target", "__pycache__", "bin", "obj", ".venv", "dist", "build"}
@@ -68,16 +69,14 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str], log: IO[str], sto
         if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
             why = "interrupted" if stop is not None and stop.is_set() else f"timed out after {BUILD_TIMEOUT} s"
             log.write(f"{why}: stopping the build\n")
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+
+            def send(sig: signal.Signals) -> None:
                 try:
                     os.killpg(proc.pid, sig)
                 except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+                    pass
+
+            escalate(send, lambda: proc.poll() is not None, grace=5.0)
             return -1
         time.sleep(0.1)
     return proc.returncode

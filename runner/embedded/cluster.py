@@ -33,7 +33,7 @@ from runner.embedded.churn import Churn
 from runner.errors import ClusterError
 from runner.host.commands import CommandLog, in_netns
 from runner.host.netns import Block, Topology, new_run_id
-from runner.host.procs import Child
+from runner.host.procs import Child, wait_until
 
 APISERVER_PORT = 6443
 ETCD_CLIENT = "http://127.0.0.1:2379"
@@ -189,18 +189,14 @@ class EmbeddedCluster:
 
     # -- waiting ------------------------------------------------------------------------------
     def _wait_etcd(self) -> None:
-        deadline = time.monotonic() + 30
         assert self.etcd is not None
-        while time.monotonic() < deadline:
-            if not self.etcd.alive():
-                raise ClusterError(f"etcd exited with code {self.etcd.returncode} during start",
-                                   detail=self.etcd.tail(), fix="see etcd.log in the evidence")
+
+        def healthy() -> bool:
             proc = self.topology.run_in(self.api_ns, ["curl", "-sf", "--max-time", "2",
                                                       f"{ETCD_CLIENT}/health"], check=False)
-            if proc.returncode == 0 and '"health":"true"' in proc.stdout.replace(" ", ""):
-                return
-            time.sleep(0.2)
-        raise ClusterError("etcd did not become healthy within 30 s", detail=self.etcd.tail())
+            return proc.returncode == 0 and '"health":"true"' in proc.stdout.replace(" ", "")
+
+        wait_until(healthy, self.etcd, 30, "healthy", poll=0.2, fix="see etcd.log in the evidence")
 
     def _ssl_context(self) -> ssl.SSLContext:
         assert self.pki is not None
@@ -211,22 +207,18 @@ class EmbeddedCluster:
     def _wait_ready(self) -> None:
         assert self.apiserver is not None
         ctx = self._ssl_context()
-        deadline = time.monotonic() + self.ready_timeout
-        last = ""
-        while time.monotonic() < deadline:
-            if not self.apiserver.alive():
-                raise ClusterError(
-                    f"kube-apiserver exited with code {self.apiserver.returncode} during start",
-                    detail=self.apiserver.tail(), fix="see kube-apiserver.log in the evidence")
+        last = [""]
+
+        def ready() -> bool:
             try:
                 with urllib.request.urlopen(f"{self.server_url()}/readyz", context=ctx, timeout=2) as r:
-                    if r.status == 200:
-                        return
+                    return r.status == 200
             except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        raise ClusterError(f"kube-apiserver not ready within {self.ready_timeout:.0f} s ({last})",
-                           detail=self.apiserver.tail())
+                last[0] = str(exc)
+                return False
+
+        wait_until(ready, self.apiserver, self.ready_timeout, "ready (/readyz)", poll=0.1,
+                   fix="see kube-apiserver.log in the evidence", last=lambda: last[0])
 
     # -- what the runner uses -----------------------------------------------------------------
     @property

@@ -21,16 +21,14 @@ keepalives then end at the front instead of keeping the client's flow alive (FAC
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.config.profiles import Profile
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
-from runner.errors import ClusterError
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
-from runner.host.procs import Child
+from runner.host.procs import Child, wait_until
 
 TIMER_PORTS = (8005, 8600)
 #: HAProxy's timeouts: longer than any scenario, so the front never cuts a flow itself.
@@ -198,26 +196,14 @@ class LoadBalancer:
         self.agent = Child(f"lb agent {self.slot}", in_netns(self.netns, argv),
                            stdout=self.evidence_dir / "lb-agent.log", log=self.log,
                            cwd=Path(__file__).resolve().parents[2])
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.events_path.exists() and '"ready"' in self.events_path.read_text():
-                return
-            if not self.agent.alive():
-                raise ClusterError(f"the LB agent of {self.profile.name} exited at start",
-                                   detail=self.agent.tail())
-            time.sleep(0.05)
-        raise ClusterError(f"the LB agent of {self.profile.name} did not get ready in 20 s")
+        wait_until(lambda: self.events_path.exists() and '"ready"' in self.events_path.read_text(), self.agent, 20,
+                   f"ready (its event log's `ready` line, profile {self.profile.name})")
 
     def _wait_listening(self, ns: str, addr: str, port: int, child: Child) -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            out = self.topo.run_in(ns, ["ss", "-Hltn", f"src {addr}:{port}"], check=False).stdout
-            if out.strip():
-                return
-            if not child.alive():
-                raise ClusterError(f"{child.name} exited at start", detail=child.tail())
-            time.sleep(0.05)
-        raise ClusterError(f"{child.name} is not listening on {addr}:{port} after 10 s", detail=child.tail())
+        def listening() -> bool:
+            return bool(self.topo.run_in(ns, ["ss", "-Hltn", f"src {addr}:{port}"], check=False).stdout.strip())
+
+        wait_until(listening, child, 10, f"listening on {addr}:{port}")
 
     def add_pod(self, log: CommandLog | None = None) -> Pod:
         """A pod namespace on this LB's bridge; `log` records the commands in the cell's evidence."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from runner.errors import ClusterError
 from runner.host import signals
 from runner.host.commands import CommandLog, in_netns
-from runner.host.procs import Child
+from runner.host.procs import Child, wait_until
 
 
 class Capture:
@@ -26,16 +26,14 @@ class Capture:
         self.child = Child(f"tcpdump {self.netns}/{self.iface}", in_netns(self.netns, [
             self.tcpdump, "-i", self.iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", self.pcap, self.bpf,
         ]), stdout=stderr, log=self.log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "listening on" in self.child.tail(5):
-                return self
-            if not self.child.alive():
-                raise ClusterError(f"tcpdump on {self.netns}/{self.iface} exited at start: no evidence",
-                                   detail=self.child.tail())
-            time.sleep(0.02)
-        self.child.stop(1)
-        raise ClusterError(f"tcpdump on {self.netns}/{self.iface} did not start within {timeout:.0f} s")
+        child = self.child
+        try:
+            wait_until(lambda: "listening on" in child.tail(5), child, timeout, "capturing (no capture: no evidence)",
+                       poll=0.02)
+        except ClusterError:
+            child.stop(1)
+            raise
+        return self
 
     def alive(self) -> bool:
         return self.child is not None and self.child.alive()

@@ -28,15 +28,14 @@ import json
 import os
 import secrets
 import signal
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import ClusterError
-from runner.host import signals
 from runner.host.commands import CommandLog, in_netns
+from runner.host.procs import escalate
 
 PREFIX = "wd-"
 RANGE = ipaddress.ip_network("198.18.0.0/15")
@@ -272,20 +271,14 @@ def kill_netns_pids(ns: str, log: CommandLog, grace: float = 5.0) -> list[str]:
     pids = netns_pids(ns)
     if not pids:
         return []
-    log.note(f"SIGTERM to pids {pids} in {ns}")
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and netns_pids(ns) and not signals.hurry.is_set():
-        time.sleep(0.05)
-    left = netns_pids(ns)
-    if left:
-        log.note(f"SIGKILL to pids {left} in {ns}")
-        for pid in left:
-            _signal(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and netns_pids(ns):
-            time.sleep(0.05)
+
+    def send(sig: signal.Signals) -> None:
+        now = netns_pids(ns)
+        log.note(f"{sig.name} to pids {now} in {ns}")
+        for pid in now:
+            _signal(pid, sig)
+
+    escalate(send, lambda: not netns_pids(ns), grace=grace)
     left = netns_pids(ns)
     return [f"pids {left} survived SIGKILL in {ns}"] if left else []
 

@@ -1,7 +1,12 @@
 """Child processes the runner starts and must stop: by pid, SIGTERM then SIGKILL, bounded.
 
-Every child is registered in `REGISTRY` while alive, so the signal path (Ctrl-C, SIGTERM) can
-stop all of them even when it interrupts a half-built context manager.
+Every child is registered in `REGISTRY` while alive, so the signal path (Ctrl-C, SIGTERM) and the
+CLI's exit can stop all of them even when they interrupt a half-built context manager.
+
+The waits every caller needs are written once here: `wait_for` (poll a condition, bounded),
+`wait_until` (a child's start: ready, or dead, or too slow) and `escalate` (SIGTERM, a grace that
+a second Ctrl-C ends at once, SIGKILL), used for a Child, a build's process group and everything
+left inside a network namespace.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from runner.errors import ClusterError
 from runner.host import signals
 from runner.host.commands import CommandLog
 
@@ -56,16 +62,7 @@ class Child:
 
         A second Ctrl-C (signals.hurry) ends the grace at once, also in the middle of it."""
         if self.alive():
-            self._send(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while self.alive() and time.monotonic() < deadline and not signals.hurry.is_set():
-                try:
-                    self.popen.wait(min(0.1, max(0.0, deadline - time.monotonic())))
-                except subprocess.TimeoutExpired:
-                    pass
-            if self.alive():
-                self._send(signal.SIGKILL)
-                self.popen.wait(10)
+            escalate(self._send, lambda: not self.alive(), grace=grace, kill_wait=10.0)
         for f in {self._out, self._err}:
             f.close()
         REGISTRY.discard(self)
@@ -83,6 +80,53 @@ class Child:
         except OSError:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def wait_for(done: Callable[[], bool], timeout: float, poll: float = 0.05, hurry: bool = False) -> bool:
+    """Poll `done` until it is true (True) or `timeout` passes (False). With `hurry`, a second
+    Ctrl-C (signals.hurry) ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if done():
+            return True
+        if time.monotonic() >= deadline or (hurry and signals.hurry.is_set()):
+            return False
+        time.sleep(poll)
+
+
+def wait_until(ready: Callable[[], bool], child: Child, timeout: float, what: str, *, poll: float = 0.05,
+               fix: str | None = None, last: Callable[[], str] | None = None) -> None:
+    """A child's start: return once `ready()`; raise ClusterError naming `what` when the child
+    exits first or `timeout` passes (with `last()`, the last failure seen, when given)."""
+    died: list[int | None] = []
+
+    def done() -> bool:
+        if ready():
+            return True
+        if not child.alive():
+            died.append(child.returncode)
+            return True
+        return False
+
+    if wait_for(done, timeout, poll=poll) and not died:
+        return
+    if died:
+        raise ClusterError(f"{child.name} exited with code {died[0]} while starting ({what})",
+                           detail=child.tail(), fix=fix)
+    seen = last() if last is not None else ""
+    raise ClusterError(f"{child.name}: not {what} within {timeout:g} s" + (f" ({seen})" if seen else ""),
+                       detail=child.tail(), fix=fix)
+
+
+def escalate(send: Callable[[signal.Signals], None], gone: Callable[[], bool], grace: float,
+             kill_wait: float = 5.0) -> bool:
+    """SIGTERM, wait up to `grace` (a second Ctrl-C ends the grace at once), then SIGKILL and
+    wait up to `kill_wait`. True when whatever `gone` watches is gone."""
+    send(signal.SIGTERM)
+    if wait_for(gone, grace, hurry=True):
+        return True
+    send(signal.SIGKILL)
+    return wait_for(gone, kill_wait)
 
 
 class _Registry:
