@@ -28,7 +28,10 @@ def _cell_objects(run: str = RUN, **overrides: Any) -> list[dict[str, Any]]:
         "env": {"WATCHDROP_SCENARIO": "watch", "WATCHDROP_ROUNDS": "2", "DISABLE_HTTP2": "1"},
     }
     kwargs.update(overrides)
-    return m.cell_objects(m.cell_namespace(run, kwargs["index"]), run, **kwargs)
+    spec_keys = {"index", "cell", "client_name", "scenario", "image", "env"}
+    d = m.Deployment(run_id=run, **{k: v for k, v in kwargs.items() if k not in spec_keys})
+    c = m.CellSpec(**{k: v for k, v in kwargs.items() if k in spec_keys})
+    return m.cell_objects(m.cell_namespace(run, c.index), d, c)
 
 
 def _pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -161,8 +164,8 @@ def test_api_server_accepts_every_object(cluster: EmbeddedCluster) -> None:
     run = new_run_id()
     ns = m.cell_namespace(run, 7)
     objs = _cell_objects(run, api_server="[fd00::1]:6443", pull_policy="Always", pull_secrets=["acr"])
-    objs += m.timer_objects(m.run_namespace(run), run, cluster="my-aks", image="r/t:1", capture_image="r/c:1",
-                            service_type="LoadBalancer")
+    objs += m.timer_objects(m.run_namespace(run), m.Deployment(run_id=run, cluster="my-aks", capture_image="r/c:1"),
+                            image="r/t:1", service_type="LoadBalancer")
     objs.insert(1, m.pull_secret_copy({"metadata": {"name": "acr"}, "type": "kubernetes.io/dockerconfigjson",
                                        "data": {".dockerconfigjson": "e30="}}, ns, run))
     applied = []
@@ -195,8 +198,9 @@ def test_watcher_service_account_is_least_privilege(cluster: EmbeddedCluster) ->
     run = new_run_id()
     ns, other = m.cell_namespace(run, 7), m.cell_namespace(run, 8)
     objs = _cell_objects(run) + [o for o in m.cell_objects(
-        other, run, cluster="my-aks", index=8, cell="x/my-aks/watch", client_name="x", scenario="watch",
-        image="r/w:1", capture_image="r/c:1", env={}) if o["kind"] != "Pod"]
+        other, m.Deployment(run_id=run, cluster="my-aks", capture_image="r/c:1"),
+        m.CellSpec(index=8, cell="x/my-aks/watch", client_name="x", scenario="watch", image="r/w:1"))
+        if o["kind"] != "Pod"]
     try:
         for obj in objs:
             apply(api, obj)

@@ -237,14 +237,17 @@ class KubernetesBackend:
             self.note(f"removed leftover namespace {ns}")
         return removed
 
+    def deployment(self, images: Images) -> m.Deployment:
+        return m.Deployment(run_id=self.run_id, cluster=self.cluster.name, capture_image=images.capture,
+                            pull_policy=self.pull_policy, pull_secrets=tuple(self.cluster.pull_secrets),
+                            api_server=self.cluster.api_server, runner=self.runner)
+
     # -- the timer server -------------------------------------------------------------------------
     def deploy_timer(self, images: Images) -> None:
         """The seed's LB probe behind a Service of the cluster's service_type. Not evidence for any
         cell, so a failure here is noted, not fatal."""
-        objs = m.timer_objects(self.run_ns, self.run_id, cluster=self.cluster.name, image=images.timer_server,
-                               capture_image=images.capture, service_type=self.cluster.service_type,
-                               pull_policy=self.pull_policy, pull_secrets=self.cluster.pull_secrets,
-                               runner=self.runner)
+        objs = m.timer_objects(self.run_ns, self.deployment(images), image=images.timer_server,
+                               service_type=self.cluster.service_type)
         (self.evidence / "timer-manifests.json").write_text(json.dumps(objs, indent=2) + "\n")
         self.namespaces.append(self.run_ns)
         api = self.access.new_api()
@@ -264,11 +267,9 @@ class KubernetesBackend:
         image = images.watcher(cell)
         assert image is not None, "cells without an image are ERROR before deploy"
         ns = m.cell_namespace(self.run_id, index)
-        objs = m.cell_objects(ns, self.run_id, cluster=self.cluster.name, index=index, cell=cell.id,
-                              client_name=cell.client, scenario=cell.scenario, image=image,
-                              capture_image=images.capture, env=cell.watcher_env(), pull_policy=self.pull_policy,
-                              pull_secrets=self.cluster.pull_secrets, api_server=self.cluster.api_server,
-                              runner=self.runner)
+        objs = m.cell_objects(ns, self.deployment(images), m.CellSpec(
+            index=index, cell=cell.id, client_name=cell.client, scenario=cell.scenario, image=image,
+            env=cell.watcher_env()))
         src = cell.src or Path(cell.folder)
         # The image is the build; BuiltClient only carries the descriptor here.
         built = BuiltClient(folder=cell.folder, descriptor=desc, out=src, src=src)

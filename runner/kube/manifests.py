@@ -37,6 +37,7 @@ The watcher pod:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
@@ -301,27 +302,54 @@ def _pull_secrets(names: Sequence[str]) -> list[Obj]:
     return [{"name": n} for n in names]
 
 
-def watcher_pod(ns: str, run_id: str, *, index: int, cell: str, client_name: str, scenario: str,
-                image: str, capture_image: str, env: Mapping[str, str], pull_policy: str = "IfNotPresent",
-                pull_secrets: Sequence[str] = (), api_server: str | None = None,
-                read_only_root: bool = True) -> Obj:
+@dataclass(frozen=True)
+class Deployment:
+    """What every object one run deploys on one cluster shares."""
+
+    run_id: str
+    #: The matrix cluster's name (an annotation on every namespace).
+    cluster: str
+    #: The capture sidecar's image.
+    capture_image: str
+    pull_policy: str = "IfNotPresent"
+    pull_secrets: Sequence[str] = ()
+    #: host:port the watchers reach the API server at, instead of in-cluster discovery.
+    api_server: str | None = None
+    #: The runner's mark (runner/kube/leftovers.py), so a later run can tell whether this one crashed.
+    runner: str = ""
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell as its pod needs it."""
+
+    index: int
+    #: The cell id (client/cluster/scenario).
+    cell: str
+    client_name: str
+    scenario: str
+    image: str
+    #: The contract's WATCHDROP_* set plus the variant's.
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def watcher_pod(ns: str, d: Deployment, c: CellSpec, *, read_only_root: bool = True) -> Obj:
     """The cell's pod: capture sidecar first (its postStart holds the watcher back), then the watcher.
 
-    `env` is the contract's WATCHDROP_* set plus the variant's; WATCHDROP_KUBECONFIG is never set,
-    so the watcher uses in-cluster config (clients/README.md).
+    WATCHDROP_KUBECONFIG is never set, so the watcher uses in-cluster config (clients/README.md).
     """
-    if pull_policy not in PULL_POLICIES:
-        raise ValueError(f"imagePullPolicy {pull_policy!r} is not one of {', '.join(PULL_POLICIES)}")
-    labels = {**run_labels(run_id), LABEL_CELL_INDEX: str(index), LABEL_COMPONENT: "watcher",
-              "watchdrop.io/client": client_name, "watchdrop.io/scenario": scenario}
-    watcher_env = [{"name": k, "value": str(v)} for k, v in sorted(env.items())
+    if d.pull_policy not in PULL_POLICIES:
+        raise ValueError(f"imagePullPolicy {d.pull_policy!r} is not one of {', '.join(PULL_POLICIES)}")
+    labels = {**run_labels(d.run_id), LABEL_CELL_INDEX: str(c.index), LABEL_COMPONENT: "watcher",
+              "watchdrop.io/client": c.client_name, "watchdrop.io/scenario": c.scenario}
+    watcher_env = [{"name": k, "value": str(v)} for k, v in sorted(c.env.items())
                    if k not in ("WATCHDROP_KUBECONFIG", "WATCHDROP_NAMESPACE")]
     watcher_env.append({"name": "WATCHDROP_NAMESPACE", "value": ns})
-    watcher_env += api_server_env(api_server)
+    watcher_env += api_server_env(d.api_server)
     watcher = {
         "name": WATCHER_CONTAINER,
-        "image": image,
-        "imagePullPolicy": pull_policy,
+        "image": c.image,
+        "imagePullPolicy": d.pull_policy,
         "env": watcher_env,
         "resources": WATCHER_RESOURCES,
         "securityContext": _container_security(read_only_root=read_only_root),
@@ -338,13 +366,13 @@ def watcher_pod(ns: str, run_id: str, *, index: int, cell: str, client_name: str
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": GRACE_SECONDS,
         "securityContext": _pod_security(),
-        "containers": [capture_container(capture_image, pull_policy, "tcp"), watcher],
+        "containers": [capture_container(d.capture_image, d.pull_policy, "tcp"), watcher],
         "volumes": [_capture_volume(), _token_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
-    if pull_secrets:
-        spec["imagePullSecrets"] = _pull_secrets(pull_secrets)
+    if d.pull_secrets:
+        spec["imagePullSecrets"] = _pull_secrets(d.pull_secrets)
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": _meta(WATCHER_POD, labels, ns, {ANNOTATION_CELL: cell}), "spec": spec}
+            "metadata": _meta(WATCHER_POD, labels, ns, {ANNOTATION_CELL: c.cell}), "spec": spec}
 
 
 def timer_pod(ns: str, run_id: str, *, image: str, capture_image: str, pull_policy: str = "IfNotPresent",
@@ -381,26 +409,22 @@ def timer_service(ns: str, run_id: str, service_type: str) -> Obj:
                                for p in TIMER_PORTS]}}
 
 
-def cell_objects(ns: str, run_id: str, *, cluster: str, index: int, cell: str, client_name: str, scenario: str,
-                 image: str, capture_image: str, env: Mapping[str, str], pull_policy: str = "IfNotPresent",
-                 pull_secrets: Sequence[str] = (), api_server: str | None = None, runner: str = "") -> list[Obj]:
+def cell_objects(ns: str, d: Deployment, c: CellSpec) -> list[Obj]:
     """A cell's objects in creation order (the pod last: its ServiceAccount must exist first)."""
-    objs = [namespace(ns, run_id, cluster=cluster, cell=cell, cell_index=index, runner=runner),
-            service_account(ns, SERVICE_ACCOUNT, run_id), watcher_role(ns, run_id), watcher_binding(ns, run_id)]
-    if scenario == "watch":
-        objs.append(trigger_configmap(ns, run_id))
-    objs.append(watcher_pod(ns, run_id, index=index, cell=cell, client_name=client_name, scenario=scenario,
-                            image=image, capture_image=capture_image, env=env, pull_policy=pull_policy,
-                            pull_secrets=pull_secrets, api_server=api_server))
+    objs = [namespace(ns, d.run_id, cluster=d.cluster, cell=c.cell, cell_index=c.index, runner=d.runner),
+            service_account(ns, SERVICE_ACCOUNT, d.run_id), watcher_role(ns, d.run_id), watcher_binding(ns, d.run_id)]
+    if c.scenario == "watch":
+        objs.append(trigger_configmap(ns, d.run_id))
+    objs.append(watcher_pod(ns, d, c))
     return objs
 
 
-def timer_objects(ns: str, run_id: str, *, cluster: str, image: str, capture_image: str, service_type: str,
-                  pull_policy: str = "IfNotPresent", pull_secrets: Sequence[str] = (), runner: str = "") -> list[Obj]:
-    return [namespace(ns, run_id, cluster=cluster, runner=runner), service_account(ns, TIMER_SERVICE_ACCOUNT, run_id),
-            timer_pod(ns, run_id, image=image, capture_image=capture_image, pull_policy=pull_policy,
-                      pull_secrets=pull_secrets),
-            timer_service(ns, run_id, service_type)]
+def timer_objects(ns: str, d: Deployment, *, image: str, service_type: str) -> list[Obj]:
+    return [namespace(ns, d.run_id, cluster=d.cluster, runner=d.runner),
+            service_account(ns, TIMER_SERVICE_ACCOUNT, d.run_id),
+            timer_pod(ns, d.run_id, image=image, capture_image=d.capture_image, pull_policy=d.pull_policy,
+                      pull_secrets=d.pull_secrets),
+            timer_service(ns, d.run_id, service_type)]
 
 
 # -- what the runner's own kube context needs -------------------------------------------------------

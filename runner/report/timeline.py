@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -252,35 +252,39 @@ def render_timeline(cell_dir: Path, cell: CellResult, out: Path) -> Path:
     return draw_timeline(read_evidence(cell_dir), cell, out)
 
 
-def draw_timeline(ev: Evidence, cell: CellResult, out: Path) -> Path:
-    """render_timeline for evidence already read (the HTML page reads it once for both uses)."""
-    conns = list(ev.pcap.connections) if ev.pcap is not None else []
-    times = list(ev.times()) + [t for r in cell.rounds for t in (r.update_at, r.deadline)]
-    origin = cell.started if cell.started is not None else min(times, default=0.0)
-    end = max([*times, cell.finished or origin], default=origin)
+@dataclass
+class _Layout:
+    """The chart's rows: each TCP connection with its LB flow right under it, then LB flows with no
+    captured connection, then harness, watcher, rounds."""
 
-    def x(t: float) -> float:
-        return t - origin
+    lanes: _Lanes
+    rows: list[tuple[float, ConnFacts | LbFlow]]
+    #: The "TCP" row's y when there is no captured connection.
+    no_capture: float | None
+    harness: float
+    watcher: float
+    rounds: float
 
-    # Rows: each TCP connection with its LB flow right under it, then LB flows with no captured
-    # connection, then harness, watcher, rounds.
+
+def _layout(conns: Sequence[ConnFacts], lb_flows: Sequence[LbFlow]) -> _Layout:
     lanes = _Lanes()
-    flows_by_client = {f.client: f for f in ev.lb_flows}
+    flows_by_client = {f.client: f for f in lb_flows}
     rows: list[tuple[float, ConnFacts | LbFlow]] = []
     for c in conns:
         rows.append((lanes.add(f"TCP {_port(c.client)}"), c))
         f = flows_by_client.pop(c.client, None)
         if f is not None:
             rows.append((lanes.add(f"LB {_port(f.client)}"), f))
-    if not conns:
-        rows_no_capture = lanes.add("TCP")
+    no_capture = None if conns else lanes.add("TCP")
     for f in flows_by_client.values():
         rows.append((lanes.add(f"LB {_port(f.client)}"), f))
-    y_harness = lanes.add("harness")
-    y_watcher = lanes.add("watcher")
-    y_rounds = lanes.add("rounds")
-    n = len(lanes.labels)
+    return _Layout(lanes, rows, no_capture, harness=lanes.add("harness"), watcher=lanes.add("watcher"),
+                   rounds=lanes.add("rounds"))
 
+
+def _axes(lanes: _Lanes, span: float, origin: float) -> tuple[Figure, Any, float]:
+    """A figure sized for the rows, its axes, and its height in inches."""
+    n = len(lanes.labels)
     # Fixed margins in inches, so a cell with many connections grows taller instead of squeezing.
     top, lane_h, bottom = 0.8, 0.55, 1.15
     height = top + lane_h * n + bottom
@@ -290,7 +294,6 @@ def draw_timeline(ev: Evidence, cell: CellResult, out: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.1, bottom / height, 0.88, lane_h * n / height))
     ax.set_ylim(-n + 0.4, 0.6)
-    span = max(x(end), 1.0)
     ax.set_xlim(-0.02 * span, span * 1.02)
     ax.set_yticks([-float(i) for i in range(n)], lanes.labels, fontsize=9)
     ax.set_xlabel(f"seconds since the cell started ({_utc(origin)})", fontsize=9)
@@ -299,38 +302,24 @@ def draw_timeline(ev: Evidence, cell: CellResult, out: Path) -> Path:
     ax.set_axisbelow(True)
     for i in range(n - 1):
         ax.axhline(-i - 0.5, color="#e0e0e0", linewidth=0.6)
+    return fig, ax, height
 
-    p = cell.profile
-    timeout = p.idle_timeout if p is not None and p.acts else None
-    title = f"{cell.cell_id}: {cell.verdict.value}"
-    fig.text(0.01, 1 - 0.12 / height, title, fontsize=11, fontweight="bold", va="top")
-    sub = p.describe() if p is not None else f"the provider LB of {cell.cluster} (not emulated)"
-    fig.text(0.01, 1 - 0.42 / height, sub, fontsize=8.5, color="#444444", va="top")
 
-    # Idle gaps past the LB's timeout, shaded across every lane, labelled on the connection's row.
-    if timeout is not None and ev.pcap is not None:
-        for y, obj in rows:
-            if not isinstance(obj, ConnFacts):
-                continue
-            for a, b in obj.idle_gaps(timeout, until=ev.pcap.last_ts):
-                ax.axvspan(x(a), x(b), color=C_IDLE_SHADE, alpha=0.18, linewidth=0)
-                ax.plot([x(a + timeout)] * 2, [-n + 0.45, 0.55], color=C_WARN, linestyle=":", linewidth=1)
-                _note(ax, x(a), y + 0.3, f"idle {fmt_secs(b - a)} ≥ {fmt_secs(timeout)} timeout",
-                        fontsize=7.5, color="#8a5a00", va="center")
+def _shade_idle(ax: Any, ev: Evidence, layout: _Layout, timeout: float, x: Callable[[float], float]) -> None:
+    """Idle gaps past the LB's timeout, shaded across every lane, labelled on the connection's row."""
+    assert ev.pcap is not None
+    n = len(layout.lanes.labels)
+    for y, obj in layout.rows:
+        if not isinstance(obj, ConnFacts):
+            continue
+        for a, b in obj.idle_gaps(timeout, until=ev.pcap.last_ts):
+            ax.axvspan(x(a), x(b), color=C_IDLE_SHADE, alpha=0.18, linewidth=0)
+            ax.plot([x(a + timeout)] * 2, [-n + 0.45, 0.55], color=C_WARN, linestyle=":", linewidth=1)
+            _note(ax, x(a), y + 0.3, f"idle {fmt_secs(b - a)} ≥ {fmt_secs(timeout)} timeout",
+                  fontsize=7.5, color="#8a5a00", va="center")
 
-    for y, obj in rows:
-        if isinstance(obj, ConnFacts):
-            _draw_conn(ax, obj, y, x)
-        else:
-            _draw_lb_flow(ax, obj, y, x, end, conns)
-    if not conns:
-        ax.text(0, rows_no_capture, f"  no capture of the pod's connections ({ev.pcap_problem or 'empty'})",
-                fontsize=8, color=C_MUTED, va="center")
 
-    _draw_harness(ax, ev.harness, y_harness, x)
-    _draw_watcher(ax, ev.watcher, y_watcher, x)
-    _draw_rounds(ax, cell, y_rounds, x)
-
+def _legend(fig: Figure) -> None:
     handles = [
         Line2D([], [], color=C_POD, marker="|", linestyle="", markersize=9,
                label="data from pod (above) / server (below)"),
@@ -353,11 +342,49 @@ def draw_timeline(ev: Evidence, cell: CellResult, out: Path) -> Path:
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7.5, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
 
-    # Written beside and renamed, so a page never links a half-written image.
+
+def _save_svg(fig: Figure, out: Path) -> Path:
+    # Written beside and renamed, so a page never links a half-written image; the hash salt and
+    # the missing date keep the same evidence giving the same bytes.
     buf = io.BytesIO()
     with matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT, "svg.fonttype": "path"}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     return write_atomic(out, buf.getvalue())
+
+
+def draw_timeline(ev: Evidence, cell: CellResult, out: Path) -> Path:
+    """render_timeline for evidence already read (the HTML page reads it once for both uses)."""
+    conns = list(ev.pcap.connections) if ev.pcap is not None else []
+    times = list(ev.times()) + [t for r in cell.rounds for t in (r.update_at, r.deadline)]
+    origin = cell.started if cell.started is not None else min(times, default=0.0)
+    end = max([*times, cell.finished or origin], default=origin)
+
+    def x(t: float) -> float:
+        return t - origin
+
+    layout = _layout(conns, ev.lb_flows)
+    fig, ax, height = _axes(layout.lanes, max(x(end), 1.0), origin)
+    p = cell.profile
+    timeout = p.idle_timeout if p is not None and p.acts else None
+    fig.text(0.01, 1 - 0.12 / height, f"{cell.cell_id}: {cell.verdict.value}", fontsize=11, fontweight="bold",
+             va="top")
+    sub = p.describe() if p is not None else f"the provider LB of {cell.cluster} (not emulated)"
+    fig.text(0.01, 1 - 0.42 / height, sub, fontsize=8.5, color="#444444", va="top")
+    if timeout is not None and ev.pcap is not None:
+        _shade_idle(ax, ev, layout, timeout, x)
+    for y, obj in layout.rows:
+        if isinstance(obj, ConnFacts):
+            _draw_conn(ax, obj, y, x)
+        else:
+            _draw_lb_flow(ax, obj, y, x, end, conns)
+    if layout.no_capture is not None:
+        ax.text(0, layout.no_capture, f"  no capture of the pod's connections ({ev.pcap_problem or 'empty'})",
+                fontsize=8, color=C_MUTED, va="center")
+    _draw_harness(ax, ev.harness, layout.harness, x)
+    _draw_watcher(ax, ev.watcher, layout.watcher, x)
+    _draw_rounds(ax, cell, layout.rounds, x)
+    _legend(fig)
+    return _save_svg(fig, out)
 
 
 def _note(ax: Any, at: float, y: float, text: str, **kw: Any) -> None:
