@@ -169,7 +169,7 @@ class ProfileFacts:
     #: For mode "none" it only sized the idle waits.
     idle_timeout: float | None
     #: The TCP-terminating front in the API server's path ("tcp-proxy"), or "none"/None when
-    #: watchers reach kube-apiserver directly (whose own keepalive then hides the LB: FACTS.md).
+    #: watchers reach kube-apiserver directly (whose own keepalive then hides the LB: docs/facts.md).
     front: str | None
     #: The real profile a `-quick` profile was scaled down from (e.g. "azure-slb"), else None.
     scaled_from: str | None = None

@@ -1,4 +1,4 @@
-"""kube-apiserver's own TCP keepalive (3 min) and the managed front (FACTS.md).
+"""kube-apiserver's own TCP keepalive (3 min) and the managed front (docs/facts.md).
 
 Behind `front: none` a pod connected to kube-apiserver receives the server's keepalive probes
 after 180 s of idle, so it is never idle long enough for a 4-minute LB. Behind `front:

@@ -1,4 +1,4 @@
-"""LB profiles: the numbers and behaviours FACTS.md gives, their quick variants, and overrides."""
+"""LB profiles: the numbers and behaviours docs/facts.md gives, their quick variants, and overrides."""
 
 from __future__ import annotations
 

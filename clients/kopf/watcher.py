@@ -24,7 +24,7 @@ needs write access. Opt-in variant setting:
 
 - ``WATCHDROP_REQUEST_TIMEOUT=<s>``: ``settings.watching.server_timeout`` and ``client_timeout``,
   the pair kopf's configuration docs describe under "API timeouts" (nolar/kopf#847 is among the
-  field reports in /work/shared/FACTS.md).
+  field reports in docs/facts.md).
 
 kopf gives the operator no hook for "a watch request was sent", and it re-watches silently when a
 stream breaks (watching.watch_objs swallows connection errors and its inactivity timeout). So the

@@ -9,7 +9,7 @@ from __future__ import annotations
 KUBERNETES_VERSION = "v1.34.4"
 
 #: etcd, built from go.etcd.io/etcd/server/v3. Debian's 3.4.23 is too old for 1.34's
-#: watch-progress requests (FACTS.md), so it is built too.
+#: watch-progress requests (docs/facts.md), so it is built too.
 ETCD_VERSION = "v3.6.16"
 
 

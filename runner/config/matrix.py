@@ -205,7 +205,7 @@ class ChurnSpec(_Strict):
     """Background writes that keep the resource version moving, as a real cluster's node leases do.
 
     Bookmarks (which can keep a watch busy) only flow once the resource version has moved, so the
-    amount of churn must be a stated setting of the cluster, the same for every cell (FACTS.md).
+    amount of churn must be a stated setting of the cluster, the same for every cell (docs/facts.md).
     """
 
     lease_interval: Annotated[int, Field(strict=True, ge=0, le=3600)] = Field(

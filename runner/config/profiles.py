@@ -1,7 +1,7 @@
 """Load-balancer profiles: what a cloud LB does to a TCP flow that has been idle too long.
 
 Each profile is a name for numbers and behaviour taken from the provider's public docs (the table
-in /work/shared/FACTS.md); the LB emulator reproduces a profile, and the report prints which one a
+in docs/facts.md); the LB emulator reproduces a profile, and the report prints which one a
 cell ran behind. The `-quick` variants keep the behaviour but scale the timeout down for short
 runs; they may not go below `QUICK_FLOOR`, because client-go's 30 s TCP keepalive would then keep
 the flow busy and the scaled run would prove something different from the real one.
@@ -59,7 +59,7 @@ class Profile:
     #: cells it is compared with.
     idle_timeout: int
     #: `tcp-proxy`: a TCP-terminating front sits in the API server's path, as the provider's front
-    #: end does, so kube-apiserver's own 3-minute server-side keepalive probes (FACTS.md) end at the
+    #: end does, so kube-apiserver's own 3-minute server-side keepalive probes (docs/facts.md) end at the
     #: front and do not keep the client's flow alive. `none`: watchers reach kube-apiserver directly.
     front: Front
     #: Where the numbers and the behaviour come from.

@@ -3,7 +3,7 @@
 A real cluster writes all the time (node leases every 10 s), which moves the resource version and
 lets the watch cache send BOOKMARKs. A perfectly quiet embedded cluster would be less realistic,
 and cells sharing one API server would otherwise change each other's bookmarks. So churn is a
-cluster setting, the same for every cell, and recorded in the run's metadata (FACTS.md).
+cluster setting, the same for every cell, and recorded in the run's metadata (docs/facts.md).
 """
 
 from __future__ import annotations

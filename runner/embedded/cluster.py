@@ -4,7 +4,7 @@ Start order follows envtest: etcd, then the API server, then readiness; a start 
 halfway rolls back everything it made. `close()` stops the API server before etcd (SIGTERM, then
 SIGKILL after a bounded wait, by pid), deletes the namespaces and wipes the work directory: a
 deleted Kubernetes namespace would stay Terminating without kube-controller-manager, so teardown
-wipes etcd's data instead (FACTS.md).
+wipes etcd's data instead (docs/facts.md).
 
 Both servers listen only inside the `api` namespace: etcd on that namespace's loopback, the API
 server on a 198.18 service address. The runner reaches the API server over the host link, which

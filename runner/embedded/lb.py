@@ -8,7 +8,7 @@ flow after `idle_timeout` seconds without a packet, as the profile's mode says:
 
 * silent-drop / rst-on-next-packet: conntrack's established timeout is set to the idle timeout
   with a `ct timeout` object (applied at priority -160: at raw priority it is a silent no-op,
-  FACTS.md). `nf_conntrack_tcp_loose=0` and an explicit rule make every later packet "invalid"
+  docs/facts.md). `nf_conntrack_tcp_loose=0` and an explicit rule make every later packet "invalid"
   or "new non-SYN", which is dropped, or answered with an RST that only its sender hears.
 * rst-both-ways: the conntrack timeout is longer, and the LB agent (runner/embedded/lbagent.py) cuts the
   flow at the deadline with exact-sequence RSTs to both ends.
@@ -16,7 +16,7 @@ flow after `idle_timeout` seconds without a packet, as the profile's mode says:
 
 With `front: tcp-proxy`, a real HAProxy in TCP mode terminates the client's TCP flow in front of
 kube-apiserver, as the provider's front end does on AKS: the API server's own 3-minute TCP
-keepalives then end at the front instead of keeping the client's flow alive (FACTS.md).
+keepalives then end at the front instead of keeping the client's flow alive (docs/facts.md).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class LoadBalancer:
         # br_netfilter is built in: it would run the IP hooks (DNAT, the drops) at the bridge port,
         # before br0 sees a packet, hiding every dropped packet from the agent and the LB capture.
         self.topo.sysctl(ns, "net.bridge.bridge-nf-call-iptables", "0")
-        # Without this, a late packet re-adopts an expired flow and the LB forgets nothing (FACTS.md).
+        # Without this, a late packet re-adopts an expired flow and the LB forgets nothing (docs/facts.md).
         self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_loose", "0")
         # Window tracking must not call a live flow's packets invalid (they would be dropped as if
         # expired, e.g. under load); a packet of a forgotten flow stays invalid: it has no entry.

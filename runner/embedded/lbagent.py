@@ -8,7 +8,7 @@ timeout), packets seen after expiry and what the LB did with them, RSTs it sent.
 In `rst-both-ways` mode it also acts: at the deadline it deletes the flow's conntrack entry and
 sends an RST to each end with exactly the sequence number that end expects next. The kernel
 cannot do this itself: an RST is honoured only at the exact sequence number, anything else draws
-a challenge ACK and the connection survives (FACTS.md). Checksums are computed in software, since
+a challenge ACK and the connection survives (docs/facts.md). Checksums are computed in software, since
 injected packets with bad checksums vanish on veth.
 
 The other modes are the kernel's (conntrack timeout + nftables); there the agent only observes, so

@@ -11,7 +11,7 @@ lives in the root namespace.
 
 While any ``wd-`` namespace exists, the root namespace holds ``unreachable 198.18.0.0/15``: without it
 a dial to a not-yet-wired 198.18 address would follow the default route out of the machine
-(FACTS.md). The run's own, more specific routes still win.
+(docs/facts.md). The run's own, more specific routes still win.
 
 Addresses inside a run block B (a /20):
     B+0.0/30        host link: root end .1, api end .2 (the runner's admin path, never via an LB)

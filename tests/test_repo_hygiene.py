@@ -1,0 +1,26 @@
+"""The repository stands on its own: no file points at a path outside it (a clone has no such file)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUTSIDE = re.compile(r"/work/|\.\./shared/|(?<![\w/])FACTS\.md")
+
+
+def test_no_file_references_a_path_outside_the_repository() -> None:
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    hits = []
+    for name in files:
+        path = REPO / name
+        if name.startswith("tests/fixtures/") or not path.is_file() or path.suffix in (".svg", ".png", ".pcap"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        hits += [f"{name}:{i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1)
+                 if OUTSIDE.search(line) and name != "tests/test_repo_hygiene.py"]
+    assert not hits, "\n".join(hits)
