@@ -155,11 +155,13 @@ class Execution:
     def report(self, ctx: RunContext) -> None:
         """Results for every cell (ERROR for those never reached), then the files; always runs."""
         p = self.prepared
-        self.interrupted = self.interrupted or signals.interrupted()
-        self.results.update(unfinished(p.cells, self.results, p.descriptors, self.interrupted))
+        self.results.update(unfinished(p.cells, self.results, p.descriptors,
+                                       self.interrupted or signals.interrupted()))
         for problem in self.backend_problems:
             _say(f"problem: {problem}")
         ctx.enter("report")
+        # After entering the phase: a Ctrl-C while the results are being written still marks them.
+        self.interrupted = self.interrupted or signals.interrupted()
         self.result = self.to_result()
         write_reports(self.result, self.run_dir)
         try:

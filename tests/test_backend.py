@@ -179,3 +179,12 @@ def test_escalate_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     stubborn = Child("stubborn", ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], stdout=tmp_path / "s")
     time.sleep(0.2)  # the trap is set
     assert stubborn.stop(grace=0.5) == -9
+
+
+def test_an_embedded_backend_whose_builds_all_failed_runs_nothing_and_closes(tmp_path: Path) -> None:
+    from runner.embedded.backend import EmbeddedBackend
+
+    b = EmbeddedBackend([], _ctx(tmp_path))
+    b.start()
+    assert b.cells() == [] and b.collect([]) == {} and b.close() == []
+    assert b.cluster is None
