@@ -25,6 +25,7 @@ from typing import IO
 from runner.build.cache import cache_root
 from runner.config.descriptor import Descriptor
 from runner.errors import BuildError
+from runner.host import sandbox
 
 #: Folders a build creates inside the client folder itself; never part of the key.
 IGNORED = {"node_modules", "target", "__pycache__", "bin", "obj", ".venv", "dist", "build"}
@@ -98,13 +99,23 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
             return built
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        env = {**os.environ, **build_env, "GOTOOLCHAIN": "local"}
+        box: sandbox.Sandbox | None = None
+        if sandbox.enabled():
+            # A dependency's install script is code we did not write: the steps run as BUILD_UID,
+            # writing only the output folder and the builder's HOME (toolchain caches).
+            box = sandbox.Sandbox(sandbox.BUILD_UID, home=builder_home(), readable=[built.src], writable=[out])
+            os.chown(out, sandbox.BUILD_UID, sandbox.BUILD_UID)
+            env = box.env({**build_env, "GOTOOLCHAIN": "local"})
+        else:
+            env = {**os.environ, **build_env, "GOTOOLCHAIN": "local"}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:
             for step in descriptor.build:
                 argv = [substitute(a, built.src, out) for a in step]
-                log.write("$ " + " ".join(argv) + "\n")
+                log.write("$ " + " ".join(argv) + (f"  (as uid {box.uid})" if box else "") + "\n")
                 log.flush()
+                if box is not None:
+                    argv = box.wrap(argv)
                 try:
                     rc = _run_step(argv, built.src, env, log, stop)
                 except FileNotFoundError:
@@ -116,8 +127,16 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
                     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
                     raise BuildError(f"building {descriptor.name}: `{' '.join(argv)}` failed (exit {rc})",
                                      detail=tail, fix=f"see {log_path}")
+        if box is not None:
+            # The finished build becomes root's: no watcher (nor a later build) can rewrite it.
+            sandbox.chown_tree(out, 0, 0)
         (out / COMPLETE).write_text("ok\n")
     return built
+
+
+def builder_home() -> Path:
+    """HOME of the sandboxed builds: GOPATH, the npm cache, ~/.m2, CARGO_HOME; owned by BUILD_UID."""
+    return sandbox.owned_dir(cache_root() / "builder-home", sandbox.BUILD_UID)
 
 
 #: Client builds not used for this long are removed when a run starts building (each edit of a
