@@ -66,6 +66,10 @@ class PrerequisiteError(WatchdropError):
     pass
 
 
+class UnsafePathError(PrerequisiteError):
+    """A file or directory root would trust is not safe to (a planted symlink, others can write it)."""
+
+
 class CommandError(WatchdropError):
     def __init__(self, argv: Sequence[str], returncode: int, output: str, *, fix: str | None = None):
         tail = "\n".join(output.rstrip().splitlines()[-20:])

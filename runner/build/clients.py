@@ -26,6 +26,7 @@ from runner.build.cache import cache_root
 from runner.config.descriptor import Descriptor
 from runner.errors import BuildError
 from runner.host import sandbox
+from runner.host.safefiles import open_nofollow
 
 #: Folders a build creates inside the client folder itself; never part of the key.
 IGNORED = {"node_modules", "target", "__pycache__", "bin", "obj", ".venv", "dist", "build"}
@@ -90,7 +91,7 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
     out = cache_root() / "clients" / f"{descriptor.name}-{build_key(src, descriptor, build_env)}"
     built = BuiltClient(folder=src.name, descriptor=descriptor, out=out, src=src.resolve())
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(out) + ".lock", "w") as lock:
+    with open_nofollow(str(out) + ".lock") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / COMPLETE).exists():
             os.utime(out / COMPLETE)  # last used: what prune_builds keeps by
@@ -163,7 +164,7 @@ def prune_builds(keep_days: float = KEEP_UNUSED_DAYS, now: float | None = None) 
         limit = keep_days * 86400 if marker.exists() else BUILD_TIMEOUT
         if now - last <= limit:
             continue
-        with open(str(out) + ".lock", "w") as lock:
+        with open_nofollow(str(out) + ".lock") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

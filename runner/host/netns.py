@@ -37,6 +37,7 @@ from pathlib import Path
 from runner.errors import ClusterError
 from runner.host import signals
 from runner.host.commands import CommandLog, in_netns
+from runner.host.safefiles import open_nofollow, write_nofollow
 
 PREFIX = "wd-"
 RANGE = ipaddress.ip_network("198.18.0.0/15")
@@ -118,7 +119,7 @@ class Block:
 @contextmanager
 def _alloc_lock() -> Iterator[None]:
     LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK_PATH.open("w") as f:
+    with open_nofollow(LOCK_PATH) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -165,7 +166,7 @@ class Topology:
         parallel run's cleanup (runner/host/cleanup.py) never takes this run's temp dir for a leftover."""
         try:
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
-            (RUNS_DIR / self.run_id).write_text(f"{os.getpid()}\n")
+            write_nofollow(RUNS_DIR / self.run_id, f"{os.getpid()}\n")
         except PermissionError:
             pass  # not root: this process creates no namespaces either, and cleanup needs root
 
@@ -184,7 +185,7 @@ class Topology:
             if RANGE not in used:
                 self.log.run(["ip", "route", "add", "unreachable", str(RANGE)], check=False)
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
-            (RUNS_DIR / self.run_id).write_text(f"{os.getpid()}\n")
+            write_nofollow(RUNS_DIR / self.run_id, f"{os.getpid()}\n")
             # Claim the block at once so a parallel run sees it as used.
             self.log.run(["ip", "route", "add", "unreachable", str(self.block.net)])
             self.root_routes.append(str(self.block.net))

@@ -27,7 +27,8 @@ def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise PrerequisiteError(
             f"{what} needs root: it creates network namespaces, nftables rules and captures",
-            fix="run it as root (e.g. `sudo -E python -m runner ...`)")
+            fix="run it as root, e.g. `sudo env PATH=\"$PATH\" python -m runner ...` "
+                "(your PATH, not the rest of your environment)")
 
 
 def ensure_tools(progress=print) -> None:  # type: ignore[no-untyped-def]
