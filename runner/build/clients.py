@@ -24,6 +24,7 @@ from typing import IO
 
 from runner.build.cache import cache_root
 from runner.config.descriptor import Descriptor
+from runner.config.matrix import VERSION_RE
 from runner.errors import BuildError
 from runner.host import sandbox
 from runner.host.safefiles import open_nofollow
@@ -88,6 +89,10 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str], log: IO[str], sto
 def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str], log_path: Path,
                  stop: threading.Event | None = None) -> BuiltClient:
     """Return the built client, building it first unless the cache has it."""
+    version = build_env.get(descriptor.version_env) if descriptor.version_env else None
+    if version is not None and not VERSION_RE.fullmatch(version):
+        # The matrix refuses this at load; here for callers that build without a matrix.
+        raise BuildError(f"{descriptor.version_env}={version!r} is not a version", fix="give e.g. 1.0.0")
     out = cache_root() / "clients" / f"{descriptor.name}-{build_key(src, descriptor, build_env)}"
     built = BuiltClient(folder=src.name, descriptor=descriptor, out=out, src=src.resolve())
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -238,4 +238,7 @@ def ensure_control_plane_binaries(
 
 
 def go_version() -> str:
-    return subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
+    try:
+        return subprocess.run(["go", "version"], capture_output=True, text=True, check=False, timeout=60).stdout.strip()
+    except subprocess.TimeoutExpired:
+        return "go version: timed out"

@@ -335,7 +335,10 @@ def drop_guard_if_unused(log: CommandLog) -> None:
 def netns_pids(ns: str) -> list[int]:
     import subprocess
 
-    proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False, timeout=30)
+    except subprocess.TimeoutExpired:
+        return []
     return [int(p) for p in proc.stdout.split()]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from tabulate import tabulate
 
 from runner.errors import UsageError
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
+from runner.safetext import markdown_text, printable
 
 README_BEGIN = "<!-- watchdrop:matrix:begin -->"
 README_END = "<!-- watchdrop:matrix:end -->"
@@ -111,9 +113,9 @@ def cell_text(c: CellResult | None) -> str:
 
 
 def _table_cell(text: str, fmt: Format) -> str:
-    # One line per row whatever a reason contains, and a bare `|` would end a Markdown cell.
-    text = " ".join(text.split())
-    return text.replace("|", "\\|") if fmt == "github" else text
+    # One line per row whatever a reason contains, and a bare `|` would end a Markdown cell; a
+    # library's text can carry terminal escapes or `<!--` (runner/safetext.py).
+    return markdown_text(text) if fmt == "github" else " ".join(printable(text).split())
 
 
 def column_title(cluster: str, scenario: str, many_scenarios: bool) -> str:
@@ -220,11 +222,11 @@ def _plural(n: int, word: str) -> str:
 
 
 def _md(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    return markdown_text(text)
 
 
 def _cell_section(c: CellResult) -> list[str]:
-    out = [f"### {c.cell_id}", "", f"**{c.verdict.value}**: {c.reason}", ""]
+    out = [f"### {c.cell_id}", "", f"**{c.verdict.value}**: {_md(c.reason)}", ""]
     t = c.timings
     timings = [f"interval {fmt_secs(t.interval)}"] if t.interval is not None else []
     timings += [f"idle {fmt_secs(t.idle)}"] if t.idle is not None else []
@@ -305,11 +307,21 @@ def render_markdown(run: RunResult) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    # A reader (or an interrupted run) never sees half a file.
+    # A reader (or an interrupted run) never sees half a file. mkstemp makes 0600 files: a file
+    # that exists keeps its mode and owner (root rewriting a user's README leaves it theirs), a
+    # new one is 0644 (results are read by users, web servers, CI collectors).
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            os.chmod(tmp, 0o644)
+        else:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -342,6 +354,10 @@ def replace_section(text: str, markdown: str, *, name: str = "README") -> str:
             fix=f"swap the two marker lines so the table sits between\n{README_BEGIN}\n{README_END}",
         )
     body = markdown.strip("\n")
+    if README_BEGIN in body or README_END in body:
+        # Rendered text escapes `<`, so this is a bug, never something a library's message can do.
+        raise UsageError(f"{name}: the new matrix section contains a marker line itself",
+                         fix="report this as a bug: rendered text must escape `<`")
     return f"{text[:start]}\n{body}\n{text[end:]}"
 
 
