@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -116,6 +117,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Results are for reading by users, web servers and CI collectors: files 0644, folders 0755
+    # whatever root's umask is. Secrets (work dir, keys, kubeconfigs) set their own modes.
+    os.umask(0o022)
     signals.install()
     try:
         args = build_parser().parse_args(normalise(argv))

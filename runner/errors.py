@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
+from runner.safetext import printable
+
 
 class ExitCode(enum.IntEnum):
     """pytest-style exit codes (STYLE.md)."""
@@ -39,11 +41,12 @@ class WatchdropError(Exception):
         self.detail = detail
 
     def render(self) -> str:
-        text = f"watchdrop: error: {self.message}"
+        # Messages and details quote command output and API errors: shown, never interpreted.
+        text = f"watchdrop: error: {printable(self.message)}"
         if self.fix:
-            text += f"\n  fix: {self.fix}"
+            text += f"\n  fix: {printable(self.fix)}"
         if self.detail:
-            text += "\n" + "\n".join("  | " + line for line in self.detail.rstrip().splitlines())
+            text += "\n" + "\n".join("  | " + printable(line) for line in self.detail.rstrip().splitlines())
         return text
 
 
@@ -64,6 +67,10 @@ class MatrixError(UsageError):
 
 class PrerequisiteError(WatchdropError):
     pass
+
+
+class UnsafePathError(PrerequisiteError):
+    """A file or directory root would trust is not safe to (a planted symlink, others can write it)."""
 
 
 class CommandError(WatchdropError):

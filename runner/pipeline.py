@@ -37,6 +37,7 @@ from runner.model import CellResult, ProfileFacts, RunResult, Verdict
 from runner.phases import PhaseLog
 from runner.report.html import write_extras
 from runner.report.render import readme_examples, render_readme_section, render_table, update_readme, write_reports
+from runner.safetext import printable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _say(msg: str) -> None:
     # One write per line: build threads print at the same time, and print() writes the text and
     # its newline separately.
-    sys.stdout.write(msg + "\n")
+    sys.stdout.write(printable(msg) + "\n")  # messages quote libraries and API errors
     sys.stdout.flush()
 
 

@@ -10,6 +10,8 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from runner.safetext import printable
+
 
 class RunProgress:
     """`log()` for events, `advance()` when a round ends; a bar only when stdout is a terminal."""
@@ -42,17 +44,17 @@ class RunProgress:
             self._done += 1
             if self._bar is not None and self._task is not None:
                 self._bar.advance(self._task)
-                self._bar.console.print(text)
+                self._bar.console.print(printable(text), markup=False)
             else:
-                print(f"{text}  [{self._done}/{self._total} rounds, {time.monotonic() - self._started:.0f} s]",
-                      flush=True)
+                took = time.monotonic() - self._started
+                print(f"{printable(text)}  [{self._done}/{self._total} rounds, {took:.0f} s]", flush=True)
 
     def log(self, text: str) -> None:
         with self._lock:
             if self._bar is not None:
-                self._bar.console.print(text)
+                self._bar.console.print(printable(text), markup=False)
             else:
-                print(text, flush=True)
+                print(printable(text), flush=True)
 
     def stop(self) -> None:
         if self._bar is not None:

@@ -58,15 +58,15 @@ def test_failed_build_leaves_nothing_cached(tmp_path: Path) -> None:
 
 
 def test_stop_interrupts_a_running_build_and_its_children(tmp_path: Path) -> None:
-    marker = tmp_path / "child.pid"
-    src = _client(tmp_path, f"sleep 60 & echo $! > {marker}; wait")
+    # The pid goes to the build log: a build writes nowhere but its output (which a stop removes).
+    src = _client(tmp_path, "sleep 60 & echo child=$!; wait")
     stop = threading.Event()
     threading.Timer(1.0, stop.set).start()
     t0 = time.monotonic()
     with pytest.raises(BuildError):
         build_client(src, load_descriptor(src), {}, tmp_path / "b.log", stop=stop)
     assert time.monotonic() - t0 < 15
-    pid = int(marker.read_text())
+    pid = int((tmp_path / "b.log").read_text().split("child=")[-1].split()[0])
     time.sleep(0.2)
     stat = Path(f"/proc/{pid}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"

@@ -24,8 +24,11 @@ from typing import IO
 
 from runner.build.cache import cache_root
 from runner.config.descriptor import Descriptor
+from runner.config.matrix import VERSION_RE
 from runner.errors import BuildError
+from runner.host import sandbox
 from runner.host.procs import escalate
+from runner.host.safefiles import open_nofollow
 
 #: Folders a build creates inside the client folder itself; never part of the key.
 IGNORED = {"node_modules", "target", "__pycache__", "bin", "obj", ".venv", "dist", "build"}
@@ -85,10 +88,14 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str], log: IO[str], sto
 def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str], log_path: Path,
                  stop: threading.Event | None = None) -> BuiltClient:
     """Return the built client, building it first unless the cache has it."""
+    version = build_env.get(descriptor.version_env) if descriptor.version_env else None
+    if version is not None and not VERSION_RE.fullmatch(version):
+        # The matrix refuses this at load; here for callers that build without a matrix.
+        raise BuildError(f"{descriptor.version_env}={version!r} is not a version", fix="give e.g. 1.0.0")
     out = cache_root() / "clients" / f"{descriptor.name}-{build_key(src, descriptor, build_env)}"
     built = BuiltClient(folder=src.name, descriptor=descriptor, out=out, src=src.resolve())
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(out) + ".lock", "w") as lock:
+    with open_nofollow(str(out) + ".lock") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out / COMPLETE).exists():
             os.utime(out / COMPLETE)  # last used: what prune_builds keeps by
@@ -97,13 +104,23 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
             return built
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        env = {**os.environ, **build_env, "GOTOOLCHAIN": "local"}
+        box: sandbox.Sandbox | None = None
+        if sandbox.enabled():
+            # A dependency's install script is code we did not write: the steps run as BUILD_UID,
+            # writing only the output folder and the builder's HOME (toolchain caches).
+            box = sandbox.Sandbox(sandbox.BUILD_UID, home=builder_home(), readable=[built.src], writable=[out])
+            os.chown(out, sandbox.BUILD_UID, sandbox.BUILD_UID)
+            env = box.env({**build_env, "GOTOOLCHAIN": "local"})
+        else:
+            env = {**os.environ, **build_env, "GOTOOLCHAIN": "local"}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:
             for step in descriptor.build:
                 argv = [substitute(a, built.src, out) for a in step]
-                log.write("$ " + " ".join(argv) + "\n")
+                log.write("$ " + " ".join(argv) + (f"  (as uid {box.uid})" if box else "") + "\n")
                 log.flush()
+                if box is not None:
+                    argv = box.wrap(argv)
                 try:
                     rc = _run_step(argv, built.src, env, log, stop)
                 except FileNotFoundError:
@@ -115,8 +132,16 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
                     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
                     raise BuildError(f"building {descriptor.name}: `{' '.join(argv)}` failed (exit {rc})",
                                      detail=tail, fix=f"see {log_path}")
+        if box is not None:
+            # The finished build becomes root's: no watcher (nor a later build) can rewrite it.
+            sandbox.chown_tree(out, 0, 0)
         (out / COMPLETE).write_text("ok\n")
     return built
+
+
+def builder_home() -> Path:
+    """HOME of the sandboxed builds: GOPATH, the npm cache, ~/.m2, CARGO_HOME; owned by BUILD_UID."""
+    return sandbox.owned_dir(cache_root() / "builder-home", sandbox.BUILD_UID)
 
 
 #: Client builds not used for this long are removed when a run starts building (each edit of a
@@ -143,7 +168,7 @@ def prune_builds(keep_days: float = KEEP_UNUSED_DAYS, now: float | None = None) 
         limit = keep_days * 86400 if marker.exists() else BUILD_TIMEOUT
         if now - last <= limit:
             continue
-        with open(str(out) + ".lock", "w") as lock:
+        with open_nofollow(str(out) + ".lock") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

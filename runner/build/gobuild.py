@@ -13,6 +13,7 @@ missing: a second run builds nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from runner.build import versions
 from runner.build.cache import cache_root
 from runner.errors import BuildError, CommandError, PrerequisiteError
 from runner.host.commands import CommandLog
+from runner.host.safefiles import write_nofollow
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\S+\s*$", re.M)
 
@@ -164,6 +166,7 @@ def ensure_binary(binary: GoBinary, log: CommandLog | None = None, progress: Pro
     log = log or CommandLog()
     target = binary.cached_path()
     if target.exists():
+        verify_cached(target, log)
         return target
     check_go()
     progress(f"building {binary.name} {binary.version} from {binary.module} "
@@ -187,9 +190,45 @@ def ensure_binary(binary: GoBinary, log: CommandLog | None = None, progress: Pro
         # Move into place last, so an interrupted build never leaves a half binary in the cache.
         partial = target.with_suffix(".partial")
         shutil.move(str(out), partial)
+        record_sha256(partial, target)
         os.replace(partial, target)
     progress(f"built {binary.name} in {time.monotonic() - started:.0f} s -> {target}")
     return target
+
+
+def sha256_path(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def record_sha256(binary: Path, target: Path) -> str:
+    """Write `<target>.sha256` for the file at `binary` (which becomes `target`)."""
+    digest = _sha256(binary)
+    write_nofollow(sha256_path(target), f"{digest}  {target.name}\n")
+    return digest
+
+
+def verify_cached(target: Path, log: CommandLog) -> None:
+    """Root runs this binary: it must be the one built. A binary cached before hashes were recorded
+    gets its hash once it proves it runs (`--version`); a mismatch is refused with the fix."""
+    recorded = sha256_path(target)
+    if not recorded.exists():
+        version_check(target, log)
+        digest = record_sha256(target, target)
+        log.note(f"recorded sha256 {digest} for {target} (cached before hashes were kept)")
+        return
+    want = recorded.read_text().split()[0] if recorded.read_text().strip() else ""
+    got = _sha256(target)
+    if got != want:
+        raise BuildError(f"cached {target} has sha256 {got[:16]}…, not the {want[:16]}… recorded when it was built",
+                         fix=f"delete {target.parent} and run again to rebuild it")
 
 
 def ensure_control_plane_binaries(
@@ -199,4 +238,7 @@ def ensure_control_plane_binaries(
 
 
 def go_version() -> str:
-    return subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
+    try:
+        return subprocess.run(["go", "version"], capture_output=True, text=True, check=False, timeout=60).stdout.strip()
+    except subprocess.TimeoutExpired:
+        return "go version: timed out"

@@ -540,7 +540,19 @@ def _check_variant_env(marked: MarkedYaml, index: int, client: ClientEntry, desc
         else:
             continue
         found.append((marked.line_of(loc) or 0, marked.problem(loc, what, fix)))
+    for key, value in client.build_env.items():
+        loc = ("clients", index, "build_env", key)
+        if key == desc.version_env and not VERSION_RE.fullmatch(value):
+            # The value reaches a package manager: `file:`, `github:` or another package's name
+            # would build something else than the library under the library's name.
+            found.append((marked.line_of(loc) or 0, marked.problem(
+                loc, f"{key} must be a version such as 1.0.0, not {value!r}",
+                f"give the release number of {desc.library} only (digits and dots, e.g. 1.0.0 or 1.0.0-rc.1)")))
     return found
+
+
+#: A release number: 1.2.3, 1.2.3-rc.1, 1.2.3+build.5 (no ranges, tags, paths or URLs).
+VERSION_RE = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z]+(?:\.[0-9A-Za-z]+)*)?(?:\+[0-9A-Za-z]+(?:\.[0-9A-Za-z]+)*)?")
 
 
 def _check_timings(marked: MarkedYaml, parts: _Parts) -> list[tuple[int, str]]:

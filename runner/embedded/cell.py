@@ -17,8 +17,10 @@ from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
 from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
 from runner.harness import TRIGGER, CellSetupError, HarnessRun, base_result, read_jsonl
+from runner.host import sandbox
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
+from runner.host.netns import BLOCKS
 from runner.host.procs import Child
 from runner.model import CellResult, ProfileFacts
 from runner.verdict import CellInputs, judge_cell, parse_watcher_log, summarize_lb_events
@@ -46,7 +48,8 @@ class CellRun(HarnessRun):
         """Credentials, the trigger ConfigMap, the pod's capture and the watcher; `pod` may be made
         beforehand (the LB hands out pod slots in order)."""
         try:
-            access = self.cluster.watcher_access(self.namespace, server=self.lb.server_url())
+            uid = sandbox.cell_uid(BLOCKS.index(self.cluster.block.net), self.index) if sandbox.enabled() else None
+            access = self.cluster.watcher_access(self.namespace, server=self.lb.server_url(), owner_uid=uid)
             self.harness(f"namespace {self.namespace}: ServiceAccount, Role (configmaps get/list/watch), "
                          "RoleBinding, token")
             if self.cell.scenario == "watch":
@@ -60,10 +63,17 @@ class CellRun(HarnessRun):
                                    tcpdump="false" if broken else "tcpdump").start()
             env = {**self.cell.watcher_env(), "WATCHDROP_KUBECONFIG": str(access.kubeconfig),
                    "WATCHDROP_NAMESPACE": self.namespace}
+            argv = self.built.run_argv()
+            if uid is not None:
+                # Its own uid, HOME = its own cell folder (which holds its kubeconfig), the
+                # allow-listed environment; stdout/stderr are files the runner opened.
+                box = sandbox.Sandbox(uid, home=access.kubeconfig.parent,
+                                      readable=[self.built.src, self.built.out])
+                argv, env = box.wrap(argv), box.env(env)
             self.started = time.time()
-            self.process = Child(f"watcher {self.cell.id}", in_netns(self.pod.netns, self.built.run_argv()),
+            self.process = Child(f"watcher {self.cell.id}", in_netns(self.pod.netns, argv),
                                  stdout=self.stdout, stderr=self.stderr, env=env, log=self.log,
-                                 cwd=self.built.src)
+                                 cwd=self.built.src, inherit_env=uid is None)
             self.watcher = self.process
         except Exception as exc:
             raise CellSetupError(f"cell setup failed: {exc}") from exc

@@ -13,6 +13,7 @@ never crosses a load balancer.
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import tempfile
@@ -31,6 +32,7 @@ from runner.credentials.kubeconfig import admin_user, write_kubeconfig
 from runner.credentials.rbac import WatcherAccess, create_watcher_access
 from runner.embedded.churn import Churn
 from runner.errors import ClusterError
+from runner.host import sandbox
 from runner.host.commands import CommandLog, in_netns
 from runner.host.netns import Block, Topology, new_run_id
 from runner.host.procs import Child, wait_until
@@ -111,6 +113,8 @@ class EmbeddedCluster:
 
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Admin kubeconfig, PKI keys and every cell's token live here: root's alone.
+        self.workdir.chmod(0o700)
         self.pki = pki.generate(
             self.workdir / "pki",
             ip_sans=[block.apiserver, *block.all_vips(), *(block.front(i) for i in range(13)),
@@ -180,7 +184,7 @@ class EmbeddedCluster:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:
-            for sub in ("etcd", "pki"):
+            for sub in ("etcd", "pki", "cells"):
                 shutil.rmtree(self.workdir / sub, ignore_errors=True)
             for kc in self.workdir.glob("*.kubeconfig"):
                 kc.unlink(missing_ok=True)
@@ -237,13 +241,27 @@ class EmbeddedCluster:
     def alive(self) -> bool:
         return bool(self.apiserver and self.apiserver.alive() and self.etcd and self.etcd.alive())
 
-    def watcher_access(self, namespace: str, server: str | None = None) -> WatcherAccess:
-        """Namespace, ServiceAccount, Role, RoleBinding and a token; a kubeconfig for it alone."""
+    def watcher_access(self, namespace: str, server: str | None = None,
+                       owner_uid: int | None = None) -> WatcherAccess:
+        """Namespace, ServiceAccount, Role, RoleBinding and a token; a kubeconfig for it alone.
+
+        With `owner_uid` (a sandboxed watcher) the kubeconfig goes into a folder of its own owned
+        by that uid (0700), inside the 0700 work dir: no other uid reads it, and that uid reads
+        nothing else of the work dir (the sandbox binds back only this folder)."""
         assert self.pki is not None
-        return create_watcher_access(
+        if owner_uid is None:
+            path = self.workdir / f"{namespace}.kubeconfig"
+        else:
+            path = self.workdir / "cells" / namespace / "kubeconfig"
+            (self.workdir / "cells").mkdir(mode=0o700, exist_ok=True)
+        access = create_watcher_access(
             self.admin_api(), namespace, server=server or self.server_url(),
-            ca_pem=self.pki.ca_cert.read_bytes(),
-            kubeconfig_path=self.workdir / f"{namespace}.kubeconfig")
+            ca_pem=self.pki.ca_cert.read_bytes(), kubeconfig_path=path)
+        if owner_uid is not None:
+            os.chown(path, owner_uid, owner_uid)
+            path.chmod(0o400)
+            sandbox.owned_dir(path.parent, owner_uid)
+        return access
 
     def metadata(self) -> dict[str, object]:
         return {

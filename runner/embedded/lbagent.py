@@ -108,6 +108,11 @@ def parse(frame: bytes) -> tuple[str, str, int, int, int, int, int] | None:
     return socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), sport, dport, seq, flags, seq_len
 
 
+#: `conntrack -D` takes milliseconds; one that hangs must not hold up the loop (every later cut of
+#: this LB would land late).
+CONNTRACK_TIMEOUT = 5.0
+
+
 class Agent:
     def __init__(self, args: argparse.Namespace, out: IO[str]):
         self.mode: str = args.mode
@@ -239,7 +244,12 @@ class Agent:
             self.emit("rst-sent", ts, flow=flow.name, to=to, seq=seq)
         argv = ["conntrack", "-D", "-p", "tcp", "--orig-src", flow.pod, "--orig-dst", self.vip,
                 "--orig-port-src", str(flow.pod_port), "--orig-port-dst", str(flow.vport)]
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=CONNTRACK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.emit("conntrack-delete", flow=flow.name, argv=argv, rc=-1,
+                      error=f"timed out after {CONNTRACK_TIMEOUT:.0f} s")
+            return
         self.emit("conntrack-delete", flow=flow.name, argv=argv, rc=proc.returncode)
 
     # -- loop ----------------------------------------------------------------------------------

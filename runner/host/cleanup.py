@@ -1,8 +1,9 @@
 """Finding and removing what a crashed (SIGKILLed) run left behind: `python -m runner clean`.
 
 Only resources carrying the project's prefix are touched: `wd-<runid>-*` namespaces (and the
-processes inside them, killed by pid), `wd<runid>h` host links, the run's 198.18 routes, and
-`watchdrop-<runid>-*` temp directories. A run whose runner process is still alive is left alone.
+processes inside them, killed by pid), `wd<runid>h` host links, the project's 198.18 routes
+(`proto 211`) outside live runs' blocks, and `watchdrop-<runid>-*` temp directories. A run whose
+runner process is still alive is left alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from functools import partial
 from pathlib import Path
 
 from runner.host.commands import CommandLog
-from runner.host.netns import PREFIX, RUNS_DIR, _alloc_lock, drop_guard_if_unused, kill_netns_pids, list_project_netns
+from runner.host.netns import (
+    PREFIX,
+    RANGE,
+    ROUTE_PROTO,
+    RUNS_DIR,
+    _alloc_lock,
+    drop_guard_if_unused,
+    kill_netns_pids,
+    list_project_netns,
+    live_run_blocks,
+    root_routes_in_range,
+)
 
 _NS = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})-")
 _TMP = re.compile(r"^watchdrop-([0-9a-f]{6})-")
@@ -76,20 +88,23 @@ def clean(log: CommandLog, say=print) -> int:  # type: ignore[no-untyped-def]
             say(f"removing link {host} (run {rid})")
             log.run(["ip", "link", "delete", host], check=False)
             removed += 1
-    with _alloc_lock():
-        live = [f.name for f in RUNS_DIR.glob("*") if _runner_alive(f.name)] if RUNS_DIR.exists() else []
-        if not list_project_netns() and not live:
-            # No project namespace and no live run: no 198.18 route in the root namespace is needed.
-            import json
+    removed += remove_stale_routes(log, say)
+    return removed
 
-            routes = json.loads(log.run(["ip", "-j", "route", "show", "root", "198.18.0.0/15"],
-                                        check=False).stdout or "[]")
-            for r in routes:
-                if r.get("dst") and r["dst"] != "198.18.0.0/15":
-                    say(f"removing route {r['dst']}")
-                    log.run(["ip", "route", "del", r["dst"]], check=False)
-                    removed += 1
-            drop_guard_if_unused(log)
+
+def remove_stale_routes(log: CommandLog, say=print) -> int:  # type: ignore[no-untyped-def]
+    """Remove the project's routes (proto ROUTE_PROTO) that lie in no live run's block, then the
+    guard if nothing needs it. Anyone else's route, inside the range or over all of it, stays."""
+    removed = 0
+    with _alloc_lock():
+        live = live_run_blocks()
+        for r in root_routes_in_range(log):
+            if not r.ours or r.net == RANGE or any(r.net.subnet_of(b) for b in live):
+                continue
+            say(f"removing route {r.net}")
+            log.run(["ip", "route", "del", str(r.net), "proto", ROUTE_PROTO], check=False)
+            removed += 1
+        drop_guard_if_unused(log)
     return removed
 
 

@@ -11,7 +11,10 @@ lives in the root namespace.
 
 While any ``wd-`` namespace exists, the root namespace holds ``unreachable 198.18.0.0/15``: without it
 a dial to a not-yet-wired 198.18 address would follow the default route out of the machine
-(docs/facts.md). The run's own, more specific routes still win.
+(docs/facts.md). The run's own, more specific routes still win. Every route the project adds to the
+root namespace carries ``proto 211`` (ROUTE_PROTO): teardown and `clean` delete only those, so a
+route of anyone else's inside the range stays, and a foreign route carrying the whole range
+somewhere stops a run instead of passing for the guard.
 
 Addresses inside a run block B (a /20):
     B+0.0/30        host link: root end .1, api end .2 (the runner's admin path, never via an LB)
@@ -36,6 +39,7 @@ from pathlib import Path
 from runner.errors import ClusterError
 from runner.host.commands import CommandLog, in_netns
 from runner.host.procs import escalate
+from runner.host.safefiles import open_nofollow, write_nofollow
 
 PREFIX = "wd-"
 RANGE = ipaddress.ip_network("198.18.0.0/15")
@@ -43,6 +47,13 @@ BLOCK_PREFIX = 20
 BLOCKS = list(RANGE.subnets(new_prefix=BLOCK_PREFIX))
 MAX_LB_SLOTS = 13
 LOCK_PATH = Path("/run/watchdrop.lock")
+#: The `proto` of every route watchdrop adds to the root namespace (no rt_protos entry uses it):
+#: how `clean` and each run's start tell the project's routes from anyone else's.
+ROUTE_PROTO = "211"
+#: The guard's metric, so it can sit next to someone else's blackhole for the same range.
+GUARD_METRIC = "4211"
+BLACKHOLE_TYPES = ("unreachable", "blackhole", "prohibit")
+GUARD_MARK = ("proto", ROUTE_PROTO, "metric", GUARD_METRIC)
 #: One file per live run, holding the runner's pid: how `clean` tells a crashed run from a live one.
 RUNS_DIR = Path("/run/watchdrop")
 
@@ -117,7 +128,7 @@ class Block:
 @contextmanager
 def _alloc_lock() -> Iterator[None]:
     LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK_PATH.open("w") as f:
+    with open_nofollow(LOCK_PATH) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -125,14 +136,69 @@ def _alloc_lock() -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _root_routes_in_range(log: CommandLog) -> list[ipaddress.IPv4Network]:
+@dataclass(frozen=True)
+class RootRoute:
+    """A route of the root namespace inside 198.18.0.0/15."""
+
+    net: ipaddress.IPv4Network
+    type: str
+    protocol: str
+
+    @property
+    def ours(self) -> bool:
+        return self.protocol == ROUTE_PROTO
+
+
+def root_routes_in_range(log: CommandLog) -> list[RootRoute]:
     proc = log.run(["ip", "-j", "route", "show", "root", str(RANGE)], check=False)
-    nets = []
+    routes = []
     for r in json.loads(proc.stdout or "[]"):
         dst = r.get("dst", "")
         if dst and dst != "default":
-            nets.append(ipaddress.ip_network(dst if "/" in dst else dst + "/32"))
-    return nets
+            routes.append(RootRoute(ipaddress.ip_network(dst if "/" in dst else dst + "/32"),
+                                    str(r.get("type", "unicast")), str(r.get("protocol", "boot"))))
+    return routes
+
+
+def check_no_foreign_range_route(routes: Sequence[RootRoute]) -> None:
+    """A route of someone else's for the whole range that carries traffic (a lab network, a VPN) is
+    not a guard: the run would send its 198.18 traffic there. Stop with what was found."""
+    for r in routes:
+        if r.net == RANGE and not r.ours and r.type not in BLACKHOLE_TYPES:
+            raise ClusterError(
+                f"the root namespace routes {RANGE} somewhere ({r.type} route, proto {r.protocol}) and watchdrop "
+                "did not make that route; its runs need the whole range unrouted",
+                fix=f"see `ip route show {RANGE}`; remove that route if it is not needed, or run on another machine")
+
+
+def live_run_blocks() -> list[ipaddress.IPv4Network]:
+    """The blocks recorded in the claim files of runs whose runner is alive."""
+    blocks = []
+    if not RUNS_DIR.is_dir():
+        return blocks
+    for f in RUNS_DIR.iterdir():
+        try:
+            fields = f.read_text().split()
+            pid = int(fields[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if len(fields) < 2 or not _pid_alive(pid):
+            continue
+        try:
+            blocks.append(ipaddress.ip_network(fields[1]))
+        except ValueError:
+            continue
+    return blocks
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def list_project_netns() -> list[str]:
@@ -164,14 +230,17 @@ class Topology:
         parallel run's cleanup (runner/host/cleanup.py) never takes this run's temp dir for a leftover."""
         try:
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
-            (RUNS_DIR / self.run_id).write_text(f"{os.getpid()}\n")
+            write_nofollow(RUNS_DIR / self.run_id, f"{os.getpid()}\n")
         except PermissionError:
             pass  # not root: this process creates no namespaces either, and cleanup needs root
 
     def allocate(self) -> Block:
         """Pick a free /20 and raise the guard route, under a lock shared by parallel runs."""
         with _alloc_lock():
-            used = _root_routes_in_range(self.log)
+            routes = root_routes_in_range(self.log)
+            check_no_foreign_range_route(routes)
+            # Anyone's route inside the range (ours, another run's, a foreign one) makes its block taken.
+            used = [r.net for r in routes]
             for net in BLOCKS:
                 if any(u != RANGE and u.overlaps(net) for u in used):
                     continue
@@ -180,12 +249,13 @@ class Topology:
             else:
                 raise ClusterError("no free /20 block left in 198.18.0.0/15",
                                    fix="run `python -m runner clean` to remove leftovers of crashed runs")
-            if RANGE not in used:
-                self.log.run(["ip", "route", "add", "unreachable", str(RANGE)], check=False)
+            if not any(r.net == RANGE and r.ours for r in routes):
+                self.log.run(["ip", "route", "add", "unreachable", str(RANGE), *GUARD_MARK], check=False)
             RUNS_DIR.mkdir(parents=True, exist_ok=True)
-            (RUNS_DIR / self.run_id).write_text(f"{os.getpid()}\n")
+            # pid and block: `clean` removes the project's routes only outside live runs' blocks.
+            write_nofollow(RUNS_DIR / self.run_id, f"{os.getpid()} {self.block.net}\n")
             # Claim the block at once so a parallel run sees it as used.
-            self.log.run(["ip", "route", "add", "unreachable", str(self.block.net)])
+            self.log.run(["ip", "route", "add", "unreachable", str(self.block.net), "proto", ROUTE_PROTO])
             self.root_routes.append(str(self.block.net))
         return self.block
 
@@ -218,7 +288,8 @@ class Topology:
         (log or self.log).run(["ip"] + (["-n", ns] if ns else []) + ["link", "set", dev, "up"])
 
     def route(self, ns: str | None, dst: str, via: str) -> None:
-        self.log.run(["ip"] + (["-n", ns] if ns else []) + ["route", "replace", dst, "via", via])
+        mark = [] if ns else ["proto", ROUTE_PROTO]
+        self.log.run(["ip"] + (["-n", ns] if ns else []) + ["route", "replace", dst, "via", via, *mark])
         if ns is None:
             self.root_routes.append(dst)
 
@@ -244,7 +315,7 @@ class Topology:
             self.log.run(["ip", "link", "delete", self.host_link], check=False)
         with _alloc_lock():
             for dst in reversed(self.root_routes):
-                self.log.run(["ip", "route", "del", dst], check=False)
+                self.log.run(["ip", "route", "del", dst, "proto", ROUTE_PROTO], check=False)
             self.root_routes.clear()
             (RUNS_DIR / self.run_id).unlink(missing_ok=True)
             drop_guard_if_unused(self.log)
@@ -254,15 +325,19 @@ class Topology:
 def drop_guard_if_unused(log: CommandLog) -> None:
     """The guard comes down with the last project namespace (call under the allocation lock)."""
     if not list_project_netns():
-        others = [n for n in _root_routes_in_range(log) if n != RANGE]
+        # Anyone's route left inside the range (an older runner's claim included) keeps it up.
+        others = [r for r in root_routes_in_range(log) if r.net != RANGE]
         if not others:
-            log.run(["ip", "route", "del", "unreachable", str(RANGE)], check=False)
+            log.run(["ip", "route", "del", "unreachable", str(RANGE), *GUARD_MARK], check=False)
 
 
 def netns_pids(ns: str) -> list[int]:
     import subprocess
 
-    proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False, timeout=30)
+    except subprocess.TimeoutExpired:
+        return []
     return [int(p) for p in proc.stdout.split()]
 
 

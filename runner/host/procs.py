@@ -12,7 +12,6 @@ left inside a network namespace.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from runner.errors import ClusterError
-from runner.host import signals
+from runner.host import sandbox, signals
 from runner.host.commands import CommandLog
 
 
@@ -31,17 +30,18 @@ class Child:
 
     def __init__(self, name: str, argv: Sequence[str], *, stdout: Path, stderr: Path | None = None,
                  env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 log: CommandLog | None = None):
+                 log: CommandLog | None = None, inherit_env: bool = True):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.stdout_path = stdout
         self.stderr_path = stderr or stdout
         stdout.parent.mkdir(parents=True, exist_ok=True)
         if log:
-            log.note(f"start {name}: {shlex.join(self.argv)}")
+            log.note(f"start {name}: {sandbox.describe(self.argv)}")
         self._out: IO[bytes] = stdout.open("ab")
         self._err: IO[bytes] = self._out if self.stderr_path == stdout else self.stderr_path.open("ab")
-        full_env = None if env is None else {**os.environ, **env}
+        # inherit_env=False: `env` is the whole environment (code under test gets an allow-list).
+        full_env = None if env is None else ({**os.environ, **env} if inherit_env else dict(env))
         # A new session: a Ctrl-C on the terminal reaches only the runner, which then stops
         # children in order (apiserver before etcd) instead of all at once.
         self.popen = subprocess.Popen(self.argv, stdout=self._out, stderr=self._err, env=full_env,

@@ -8,6 +8,9 @@ import subprocess
 
 from runner.errors import PrerequisiteError
 
+#: apt-get waiting on a held dpkg lock or a dead mirror must not hang the runner for ever.
+APT_TIMEOUT = 900
+
 #: tool on PATH -> Debian package that ships it
 TOOLS = {
     "ip": "iproute2",
@@ -27,7 +30,8 @@ def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise PrerequisiteError(
             f"{what} needs root: it creates network namespaces, nftables rules and captures",
-            fix="run it as root (e.g. `sudo -E python -m runner ...`)")
+            fix="run it as root, e.g. `sudo env PATH=\"$PATH\" python -m runner ...` "
+                "(your PATH, not the rest of your environment)")
 
 
 def ensure_tools(progress=print) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +47,11 @@ def ensure_tools(progress=print) -> None:  # type: ignore[no-untyped-def]
     progress(f"installing {' '.join(pkgs)} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (["apt-get", "update", "-qq"], cmd):
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=APT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise PrerequisiteError(f"`{' '.join(argv)}` did not finish within {APT_TIMEOUT} s",
+                                    fix="install the packages by hand: " + " ".join(cmd)) from None
         if proc.returncode != 0:
             raise PrerequisiteError(f"`{' '.join(argv)}` failed (exit {proc.returncode})",
                                     detail=(proc.stdout + proc.stderr)[-2000:],

@@ -52,8 +52,9 @@ LABEL_MANAGED = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 ANNOTATION_CELL = "watchdrop.io/cell"
 ANNOTATION_CLUSTER = "watchdrop.io/cluster"
-#: `<host> <pid> <process start ticks>` of the runner that made a namespace: a later run on the
-#: same host can tell a crashed run's leftovers from a live run's (runner/kube/leftovers.py).
+#: `<host> <pid> <process start ticks> <machine id> <boot id>` of the runner that made a namespace:
+#: a later run on the same machine can tell a crashed run's leftovers from a live run's
+#: (runner/kube/leftovers.py).
 ANNOTATION_RUNNER = "watchdrop.io/runner"
 MANAGER = "watchdrop"
 

@@ -25,6 +25,7 @@ from tabulate import tabulate
 from runner.errors import UsageError
 from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
+from runner.safetext import markdown_text, printable
 from runner.text import plural
 
 README_BEGIN = "<!-- watchdrop:matrix:begin -->"
@@ -111,9 +112,9 @@ def cell_text(c: CellResult | None) -> str:
 
 
 def _table_cell(text: str, fmt: Format) -> str:
-    # One line per row whatever a reason contains, and a bare `|` would end a Markdown cell.
-    text = " ".join(text.split())
-    return text.replace("|", "\\|") if fmt == "github" else text
+    # One line per row whatever a reason contains, and a bare `|` would end a Markdown cell; a
+    # library's text can carry terminal escapes or `<!--` (runner/safetext.py).
+    return markdown_text(text) if fmt == "github" else " ".join(printable(text).split())
 
 
 def column_title(cluster: str, scenario: str, many_scenarios: bool) -> str:
@@ -217,11 +218,11 @@ def rel_time(t: float | None, origin: float | None) -> str:
 
 
 def _md(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    return markdown_text(text)
 
 
 def _cell_section(c: CellResult) -> list[str]:
-    out = [f"### {c.cell_id}", "", f"**{c.verdict.value}**: {c.reason}", ""]
+    out = [f"### {c.cell_id}", "", f"**{c.verdict.value}**: {_md(c.reason)}", ""]
     t = c.timings
     timings = [f"interval {fmt_secs(t.interval)}"] if t.interval is not None else []
     timings += [f"idle {fmt_secs(t.idle)}"] if t.idle is not None else []
@@ -331,6 +332,10 @@ def replace_section(text: str, markdown: str, *, name: str = "README") -> str:
             fix=f"swap the two marker lines so the table sits between\n{README_BEGIN}\n{README_END}",
         )
     body = markdown.strip("\n")
+    if README_BEGIN in body or README_END in body:
+        # Rendered text escapes `<`, so this is a bug, never something a library's message can do.
+        raise UsageError(f"{name}: the new matrix section contains a marker line itself",
+                         fix="report this as a bug: rendered text must escape `<`")
     return f"{text[:start]}\n{body}\n{text[end:]}"
 
 
