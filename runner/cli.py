@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render a results file")
     rep.add_argument("results", help="a results.json written by a run")
     rep.add_argument("--format", choices=["plain", "github"], default="plain")
+    rep.add_argument("--wide", action="store_true",
+                     help="every cell with its reason (report.md's table) instead of one grade a cell")
     rep.add_argument("--html", action="store_true",
                      help="also (re)write index.html, the cell pages with timelines, and junit.xml")
 

@@ -35,8 +35,10 @@ from runner.host.netns import new_run_id
 from runner.kube.backend import kubernetes_backends
 from runner.model import CellResult, ProfileFacts, RunResult, Verdict
 from runner.phases import PhaseLog
+from runner.report.compact import render_compact
 from runner.report.html import write_extras
-from runner.report.render import readme_examples, render_readme_section, render_table, update_readme, write_reports
+from runner.report.readme import readme_examples, render_readme_section
+from runner.report.render import update_readme, write_reports
 from runner.safetext import printable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -255,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
     except WatchdropError:
         raise
     print()
-    print(render_table(result, "plain"))
+    print(render_compact(result, "plain"))
     print(f"\nresults: {ex.run_dir / 'results.json'}  report: {ex.run_dir / 'report.md'}")
     if prepared.full and not args.no_readme and matrix_path.resolve().parent == REPO:
         readme = REPO / "README.md"

@@ -362,7 +362,7 @@ def test_schema_verdicts_match_the_model() -> None:
 
 
 def test_readme_section_shows_the_example_timelines() -> None:
-    from runner.report.render import readme_examples, render_readme_section
+    from runner.report.readme import readme_examples, render_readme_section
 
     run = _run_with_examples()
     examples = readme_examples(run)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runner.report.compact import render_compact
 from runner.report.render import load_results, render_table
 
 
 def report_main(args: argparse.Namespace) -> int:
-    """Print the table; with --html, also write index.html, the cell pages and junit.xml beside it."""
+    """Print the compact table (--wide: every reason); with --html, also write index.html, the cell
+    pages and junit.xml beside it."""
     path = Path(args.results)
     run = load_results(path)
-    print(render_table(run, args.format))
+    print((render_table if getattr(args, "wide", False) else render_compact)(run, args.format))
     if getattr(args, "html", False):
         from runner.report.html import write_extras
 

@@ -111,7 +111,7 @@ def cell_text(c: CellResult | None) -> str:
     return f"{c.verdict.value}: {c.reason}" if c.reason else c.verdict.value
 
 
-def _table_cell(text: str, fmt: Format) -> str:
+def table_cell(text: str, fmt: Format) -> str:
     # One line per row whatever a reason contains, and a bare `|` would end a Markdown cell; a
     # library's text can carry terminal escapes or `<!--` (runner/safetext.py).
     return markdown_text(text) if fmt == "github" else " ".join(printable(text).split())
@@ -152,7 +152,7 @@ def render_table(run: RunResult, fmt: Format) -> str:
         "client",
         "library",
         "keepalive (observed)",
-        *(_table_cell(column_title(cl, sc, many), fmt) for cl, sc in columns),
+        *(table_cell(column_title(cl, sc, many), fmt) for cl, sc in columns),
     ]
     rows = []
     for name, cells in entries:
@@ -164,15 +164,20 @@ def render_table(run: RunResult, fmt: Format) -> str:
             keepalive_text(cells),
             *(cell_text(by_col.get(col)) for col in columns),
         ]
-        rows.append([_table_cell(text, fmt) for text in row])
+        rows.append([table_cell(text, fmt) for text in row])
     if not rows:
         table = "(no cells)"
     else:
         # disable_numparse: a version such as 1.10 must not be re-rendered as the number 1.1.
         table = tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
+    return "\n".join([table, "", *table_notes(run, fmt)]) + "\n"
+
+
+def table_notes(run: RunResult, fmt: Format) -> list[str]:
+    """What every table of a run is followed by: interrupted, profiles' real numbers, legend, mitigations."""
     bold = (lambda s: f"**{s}**") if fmt == "github" else (lambda s: s)
-    out = [table, ""]
+    out: list[str] = []
     if run.interrupted:
         out += [bold("Interrupted:") + " the run was stopped early; cells not reached are missing.", ""]
     profiles = profiles_used(run)
@@ -186,7 +191,7 @@ def render_table(run: RunResult, fmt: Format) -> str:
     if mitigations:
         out += ["", bold("Mitigations:")]
         out += [f"- {m}" for m in mitigations]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def profiles_used(run: RunResult) -> list[str]:
@@ -377,28 +382,3 @@ def load_results(path: Path) -> RunResult:
             fix=f"{fix}, written by a watchdrop with the same schema version",
         ) from None
 
-
-def readme_examples(run: RunResult) -> dict[str, CellResult]:
-    """One FAIL-SILENT and one PASS watch cell (the first of each), whose timelines the README shows."""
-    out: dict[str, CellResult] = {}
-    for c in run.cells:
-        if c.scenario == "watch" and c.verdict in (Verdict.FAIL_SILENT, Verdict.PASS):
-            out.setdefault(c.verdict.value, c)
-    return out
-
-
-def render_readme_section(run: RunResult, images: dict[str, str] | None = None) -> str:
-    """The README's part: which run, the table with profiles, legend and mitigations, and the
-    example timelines (`images`: verdict -> repo-relative SVG path); no per-cell detail."""
-    head = (f"From run `{run.run_id}` of `{run.matrix}` ({utc_time(run.finished)}; "
-            f"{run.machine.get('cpus', '?')} CPUs, kernel {run.machine.get('kernel', '?')}). "
-            "Each cell's evidence is in `results/<run-id>/cells/`; `report.md` there has every round.")
-    if run.interrupted:
-        head += " **This run was interrupted.**"
-    parts = [head, "", render_table(run, "github").rstrip(), ""]
-    examples = readme_examples(run)
-    for verdict, path in sorted((images or {}).items(), key=lambda kv: kv[0] != "FAIL-SILENT"):
-        c = examples[verdict]
-        parts += [f"**{verdict}**: `{c.cell_id}`: {_md(c.reason)}", "",
-                  f"![{verdict} timeline of {c.cell_id}]({path})", ""]
-    return "\n".join(parts)
