@@ -190,6 +190,19 @@ class Topology:
             self.root_routes.append(str(self.block.net))
         return self.block
 
+    def allocate_extra(self) -> ipaddress.IPv4Network:
+        """One more free /20 for this run (the local cluster's node and pods), claimed like `allocate`
+        with an unreachable route that `close()` removes."""
+        with _alloc_lock():
+            used = _root_routes_in_range(self.log)
+            for net in BLOCKS:
+                if not any(u != RANGE and u.overlaps(net) for u in used):
+                    self.log.run(["ip", "route", "add", "unreachable", str(net)])
+                    self.root_routes.append(str(net))
+                    return net
+        raise ClusterError("no free /20 block left in 198.18.0.0/15",
+                           fix="run `python -m runner clean` to remove leftovers of crashed runs")
+
     def add_ns(self, role: str, log: CommandLog | None = None) -> str:
         name = self.ns_name(role)
         (log or self.log).run(["ip", "netns", "add", name])
