@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -227,17 +228,33 @@ def restore_sysctls(ledger: Ledger, log: CommandLog, problems: list[str]) -> Non
         problems.append(f"sysctls not restored: {wrong}")
 
 
+def _save(binary: str, table: str) -> list[str]:
+    proc = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True, timeout=30, check=False)
+    return proc.stdout.splitlines()
+
+
 def remove_new_chains(ledger: Ledger, log: CommandLog) -> None:
-    """The kubelet's canary chains (KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT …): flush and delete
-    every KUBE- chain that was not there before, in both families."""
+    """The kubelet's chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT …): delete the
+    rules that jump to them, then flush and delete every KUBE- chain that was not there before, in
+    both families; then drop the iptables-nft tables that appeared for them and are empty again."""
     for key, chains in iptables_chains().items():
         binary, table = key.split()
         before = set(ledger.iptables.get(key, []))
-        new = [c for c in chains if c.startswith("KUBE-") and c not in before]
-        for chain in new:
+        new = {c for c in chains if c.startswith("KUBE-") and c not in before}
+        for line in _save(binary, table):
+            if line.startswith("-A "):
+                words = shlex.split(line)
+                target = words[words.index("-j") + 1] if "-j" in words[:-1] else ""
+                if target in new and words[1] not in new:
+                    log.run([binary, "-w", "-t", table, "-D", *words[1:]], check=False)
+        for chain in sorted(new):
             log.run([binary, "-w", "-t", table, "-F", chain], check=False)
-        for chain in new:
+        for chain in sorted(new):
             log.run([binary, "-w", "-t", table, "-X", chain], check=False)
+        family = "ip" if binary == "iptables" else "ip6"
+        if key not in ledger.iptables and f"{family} {table}" not in ledger.nft_tables:
+            if not any(line.startswith("-A ") for line in _save(binary, table)):
+                log.run(["nft", "delete", "table", family, table], check=False)
 
 
 def remove_new_nft_tables(ledger: Ledger, log: CommandLog) -> None:

@@ -87,7 +87,7 @@ def build_base_rootfs(log: CommandLog, progress: Progress, packages: tuple[str, 
     progress(f"building the Debian {BASE_SUITE} base image with mmdebstrap (cached afterwards; 1 to 2 minutes)")
     t0 = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_name(target.stem + ".partial.tar")  # mmdebstrap picks the format by suffix
     try:
         log.run(["mmdebstrap", "--variant=minbase", "--quiet", f"--include={','.join(packages)}",
                  "--dpkgopt=path-exclude=/usr/share/{doc,man,locale}/*", BASE_SUITE, str(partial)],
