@@ -56,7 +56,7 @@ def _host_state() -> dict[str, object]:
         "cgroups": hoststate.kube_cgroups(),
         "paths": [p for p in hoststate.HOST_PATHS if os.path.lexists(p)],
         "veths_and_bridges": sorted(line.split()[0] for line in links.splitlines()
-                                    if line.startswith(("veth", "wd")) and line.split()[0].endswith("n")
+                                    if (line.startswith(("veth", "wd")) and line.split()[0].endswith("n"))
                                     or line.startswith("veth")),
     }
 
@@ -181,7 +181,7 @@ def test_a_pod_cannot_exec_through_the_kubelet(cluster: LocalCluster) -> None:
 
 def test_teardown_leaves_nothing(cluster: LocalCluster, before: dict[str, object]) -> None:
     run_id, workdir = cluster.run_id, cluster.workdir
-    assert _host_state()["sysctls"] != before["sysctls"] or True  # the kubelet changed some; checked below
+    assert _host_state()["sysctls"] != before["sysctls"], "the kubelet rewrites kernel.panic & co"
     t0 = time.monotonic()
     problems = cluster.close()
     print(f"teardown {time.monotonic() - t0:.2f} s")

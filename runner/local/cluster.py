@@ -189,6 +189,7 @@ class LocalCluster:
         self.net = node.NodeNet(control.topology.allocate_extra(), self.run_id)
         assert self.ledger is not None
         self.ledger.bridge = self.net.bridge
+        self.ledger.routes = [str(self.net.block)]
         self.ledger.save()
         node.make_bridge(self.net, self.log)
         # kube-apiserver reaches the kubelet (logs, exec) and pods reach kube-apiserver: both through

@@ -88,6 +88,7 @@ class Ledger:
     iptables: dict[str, list[str]] = field(default_factory=dict)
     nft_tables: list[str] = field(default_factory=list)
     containers_logs: list[str] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)   # root-namespace routes the run claimed for the node
 
     @classmethod
     def record(cls, run_id: str, workdir: Path) -> Ledger:
@@ -286,6 +287,8 @@ def undo(ledger: Ledger, log: CommandLog) -> list[str]:
         for port in Path(f"/sys/class/net/{ledger.bridge}/brif").iterdir():
             log.run(["ip", "link", "delete", port.name], check=False)
         log.run(["ip", "link", "delete", ledger.bridge], check=False)
+    for route in ledger.routes:
+        log.run(["ip", "route", "del", route], check=False)
     # 5. cgroups, sysctls, files the run created outside its own directory.
     remove_cgroups(ledger, log, problems)
     restore_sysctls(ledger, log, problems)
