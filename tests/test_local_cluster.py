@@ -61,15 +61,20 @@ def _host_state() -> dict[str, object]:
     }
 
 
-def _processes() -> list[str]:
+def _processes(run_id: str) -> list[str]:
+    """The run's daemons still alive (other engineers' runs have their own etcd and kube-apiserver:
+    ours name the run id in their argv, containerd's shims through their socket path). Pod
+    processes are covered by the cgroup check: their kubepods cgroups must be gone."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 comm = Path(f"/proc/{d}/comm").read_text().strip()
+                cmdline = Path(f"/proc/{d}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if comm in PROCESS_NAMES:
+            # comm is cut at 15 characters (kube-controller, containerd-shim)
+            if comm in {n[:15] for n in PROCESS_NAMES} and run_id in cmdline:
                 out.append(f"{comm}:{d}")
     return out
 
@@ -187,7 +192,7 @@ def test_teardown_leaves_nothing(cluster: LocalCluster, before: dict[str, object
     print(f"teardown {time.monotonic() - t0:.2f} s")
     assert problems == []
     time.sleep(0.3)
-    assert _processes() == []
+    assert _processes(run_id) == []
     assert not [n for n in list_project_netns() if run_id in n]
     assert hoststate.mounts_under([str(workdir), "/var/lib/kubelet", "/run/containerd"]) == []
     assert not workdir.exists()

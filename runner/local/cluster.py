@@ -86,6 +86,7 @@ class LocalCluster:
         self.kubelet: Child | None = None
         self._lock: IO[str] | None = None
         self._closed = False
+        self.pause_image = ""
         self.kubeconfig: Path | None = None
         self.control = EmbeddedCluster(
             run_id=self.run_id, workdir=self.workdir / "control", evidence_dir=self.evidence_dir,
@@ -154,7 +155,7 @@ class LocalCluster:
         self._phase("dockerd and registry", t0)
 
         t0 = time.monotonic()
-        pause = LocalImages(self.docker, self.registry, log, self.progress).pause()
+        self.pause_image = pause = LocalImages(self.docker, self.registry, log, self.progress).pause()
         self._phase("pause image", t0)
 
         t0 = time.monotonic()
