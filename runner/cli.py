@@ -95,7 +95,6 @@ def normalise(argv: Sequence[str]) -> list[str]:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "cluster":
-        from runner import cluster_cli
         from runner.host import sysdeps
         if args.kind == "local":
             if args.action != "up":
@@ -103,9 +102,13 @@ def dispatch(args: argparse.Namespace) -> int:
                                  fix="use `python -m runner cluster up --kind local`")
             sysdeps.require_root("the local cluster")
             sysdeps.ensure_local_cluster_tools()
+        else:
+            sysdeps.require_root("the embedded cluster")
+            sysdeps.ensure_tools()
+        # Imported only now: as a non-root user the Kubernetes client may not even be importable.
+        from runner import cluster_cli
+        if args.kind == "local":
             return cluster_cli.up_local()
-        sysdeps.require_root("the embedded cluster")
-        sysdeps.ensure_tools()
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
     if args.command == "clean":
         from runner.host import cleanup

@@ -127,7 +127,7 @@ def up_local() -> int:
         _say(f"registry:   {h.registry} (push here; the node pulls from it)")
         _say(f"docker:     DOCKER_HOST={h.docker_socket}")
         _say(f"node:       {h.node_name} {h.node_ip}, pods {h.pod_cidr}, services {h.service_cidr}, "
-             f"API server {h.apiserver}")
+             f"API server {h.apiserver} (kubernetes Service endpoint {h.advertised})")
         _say("Ctrl-C tears it down.")
         while cluster.alive():
             time.sleep(1)

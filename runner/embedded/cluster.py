@@ -54,9 +54,13 @@ class EmbeddedCluster:
                  evidence_dir: Path | None = None, churn_interval: float = 10.0,
                  progress: Progress = _quiet, extra_apiserver_args: list[str] | None = None,
                  ready_timeout: float = 90.0, authorization_mode: str = "RBAC",
-                 before_apiserver: Callable[[EmbeddedCluster], list[str]] | None = None):
+                 before_apiserver: Callable[[EmbeddedCluster], list[str]] | None = None,
+                 advertise_address: Callable[[Block], str] | None = None):
         """`before_apiserver` runs once the namespace, block and certificates exist and returns more
-        kube-apiserver arguments: the local cluster (runner/local/) wires its node there."""
+        kube-apiserver arguments: the local cluster (runner/local/) wires its node there.
+        `advertise_address` picks kube-apiserver's `--advertise-address` (the `kubernetes` Service's
+        endpoint) from the run's block; by default its own service address. An LB VIP there puts
+        the LB in the pods' in-cluster path (every VIP is in the serving certificate already)."""
         self.run_id = run_id or new_run_id()
         self._own_workdir = workdir is None
         self.topology = Topology(self.run_id, CommandLog())
@@ -71,6 +75,7 @@ class EmbeddedCluster:
         self.ready_timeout = ready_timeout
         self.authorization_mode = authorization_mode
         self.before_apiserver = before_apiserver
+        self.advertise_address = advertise_address
         self.phases: list[tuple[str, float]] = []
         self.etcd: Child | None = None
         self.apiserver: Child | None = None
@@ -144,7 +149,8 @@ class EmbeddedCluster:
         self.apiserver = Child("kube-apiserver", in_netns(self.api_ns, [
             bins["kube-apiserver"],
             f"--etcd-servers={ETCD_CLIENT}",
-            f"--bind-address={block.apiserver}", f"--advertise-address={block.apiserver}",
+            f"--bind-address={block.apiserver}",
+            f"--advertise-address={self.advertise_address(block) if self.advertise_address else block.apiserver}",
             f"--secure-port={APISERVER_PORT}",
             f"--cert-dir={p.dir}", f"--tls-cert-file={p.serving_cert}",
             f"--tls-private-key-file={p.serving_key}", f"--client-ca-file={p.ca_cert}",

@@ -30,7 +30,7 @@ from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
 from runner.errors import ClusterError
 from runner.host import signals, sysdeps
 from runner.host.commands import CommandLog
-from runner.host.netns import new_run_id
+from runner.host.netns import Block, new_run_id
 from runner.host.procs import Child
 from runner.local import configs, containerd, controlplane, node
 from runner.local import docker as dockermod
@@ -59,7 +59,8 @@ class Handover:
     node_ip: str
     pod_cidr: str
     service_cidr: str
-    apiserver: str             # kube-apiserver's address: the `kubernetes` Service's endpoint
+    apiserver: str             # kube-apiserver's own address (the runner's admin path)
+    advertised: str            # the `kubernetes` Service's endpoint (an LB VIP once the LB is wired)
     docker_socket: str
 
 
@@ -67,11 +68,14 @@ class LocalCluster:
     kind = "local"
 
     def __init__(self, *, run_id: str | None = None, progress: Progress = _quiet, churn_interval: float = 0.0,
-                 ready_timeout: float = 60.0, install: bool = True):
+                 ready_timeout: float = 60.0, install: bool = True, extra_kubelet_args: list[str] | None = None,
+                 advertise_address: Callable[[Block], str] | None = None):
+        """`advertise_address`: see EmbeddedCluster (the LB VIP in the pods' path, once wired)."""
         self.run_id = run_id or new_run_id()
         self.progress = progress
         self.install = install
         self.ready_timeout = ready_timeout
+        self.extra_kubelet_args = extra_kubelet_args or []
         self.workdir = Path(tempfile.mkdtemp(prefix=f"watchdrop-{self.run_id}-local-"))
         self.evidence_dir = self.workdir / "evidence"
         self.log = CommandLog(self.evidence_dir / "commands.log")
@@ -91,7 +95,7 @@ class LocalCluster:
         self.control = EmbeddedCluster(
             run_id=self.run_id, workdir=self.workdir / "control", evidence_dir=self.evidence_dir,
             churn_interval=churn_interval, progress=progress, authorization_mode="Node,RBAC",
-            before_apiserver=self._wire_node)
+            before_apiserver=self._wire_node, advertise_address=advertise_address)
 
     # -- lifetime -------------------------------------------------------------------------------
     def __enter__(self) -> LocalCluster:
@@ -171,7 +175,8 @@ class LocalCluster:
             ev, log))
         self.children.append(controlplane.start_scheduler(bins["kube-scheduler"], api_ns, self.ids.scheduler,
                                                           ev, log))
-        self.kubelet = node.start_kubelet(bins["kubelet"], self.paths, self.net, p, self.ids, ev, log)
+        self.kubelet = node.start_kubelet(bins["kubelet"], self.paths, self.net, p, self.ids, ev, log,
+                                          self.extra_kubelet_args)
         self.children.append(self.kubelet)
         proxy = node.start_kube_proxy(bins["kube-proxy"], self.paths, self.net, self.ids, ev, log)
         self.children.append(proxy)
@@ -281,7 +286,12 @@ class LocalCluster:
                         node_name=self.net.name, node_ip=self.net.node_ip, pod_cidr=self.net.pod_cidr,
                         service_cidr=self.control.block.service_cluster_ip_range,
                         apiserver=f"{self.control.block.apiserver}:{APISERVER_PORT}",
+                        advertised=self._advertised(),
                         docker_socket=f"unix://{self.paths.docker_sock}")
+
+    def _advertised(self) -> str:
+        ep = client.CoreV1Api(self.admin_api()).read_namespaced_endpoints("kubernetes", "default")
+        return ",".join(f"{a.ip}:{pt.port}" for s in ep.subsets or [] for a in s.addresses or [] for pt in s.ports)
 
     def admin_api(self) -> client.ApiClient:
         return self.control.admin_api()

@@ -89,7 +89,7 @@ def issue_identities(p: pkimod.Pki, net: NodeNet, server: str, kubeconfig_dir: P
 
 
 def start_kubelet(binary: Path, paths: configs.NodePaths, net: NodeNet, p: pkimod.Pki, ids: Identities,
-                  evidence: Path, log: CommandLog) -> Child:
+                  evidence: Path, log: CommandLog, extra_args: list[str] | None = None) -> Child:
     for d in (paths.kubelet_root, paths.state / "static-pods", paths.state / "pod-logs"):
         d.mkdir(parents=True, exist_ok=True)
     paths.resolv_conf.write_text("nameserver 127.0.0.1\n")
@@ -99,7 +99,7 @@ def start_kubelet(binary: Path, paths: configs.NodePaths, net: NodeNet, p: pkimo
     return Child("kubelet", [
         binary, f"--config={paths.kubelet_config}", f"--kubeconfig={ids.kubelet}",
         f"--root-dir={paths.kubelet_root}", f"--cert-dir={paths.state / 'kubelet-pki'}",
-        f"--node-ip={net.node_ip}", f"--hostname-override={net.name}", "--v=1",
+        f"--node-ip={net.node_ip}", f"--hostname-override={net.name}", "--v=1", *(extra_args or []),
     ], stdout=evidence / "kubelet.log", log=log)
 
 
