@@ -184,6 +184,20 @@ def test_a_pod_cannot_exec_through_the_kubelet(cluster: LocalCluster) -> None:
     assert "LISTED" in v1.read_namespaced_pod_log("lister", NS)
 
 
+def test_servers_listen_on_loopback_or_198_18_only(cluster: LocalCluster) -> None:
+    pids = set(hoststate.pids_mentioning(str(cluster.workdir)))
+    listening = []
+    for ns in (None, cluster.control.api_ns):
+        argv = ["ss", "-Htlnup"] if ns is None else ["ip", "netns", "exec", ns, "ss", "-Htlnup"]
+        for line in subprocess.run(argv, capture_output=True, text=True).stdout.splitlines():
+            if any(f"pid={pid}," in line for pid in pids):
+                listening.append(line.split()[4])
+    assert any(a.endswith(":10250") for a in listening), listening  # the kubelet, on the node address
+    for addr in listening:
+        host = addr.rsplit(":", 1)[0]
+        assert host.startswith(("127.", "198.18.", "198.19.")), f"{addr} is reachable from outside: {listening}"
+
+
 def test_teardown_leaves_nothing(cluster: LocalCluster, before: dict[str, object]) -> None:
     run_id, workdir = cluster.run_id, cluster.workdir
     assert _host_state()["sysctls"] != before["sysctls"], "the kubelet rewrites kernel.panic & co"

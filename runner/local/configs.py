@@ -232,6 +232,8 @@ def kube_proxy_config(kubeconfig: Path, node_name: str, pod_cidr: str) -> str:
         # Loopback: an empty value would default to 0.0.0.0.
         "healthzBindAddress": "127.0.0.1:10256",
         "metricsBindAddress": "127.0.0.1:10249",
+        # NodePorts only on the node's own (198.18) address, never on the host's other interfaces.
+        "nodePortAddresses": ["primary"],
         "clusterCIDR": pod_cidr,
         "detectLocalMode": "ClusterCIDR",
         # Zeros: hands off the host's conntrack sysctls (global, shared with every other run).
