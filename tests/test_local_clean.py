@@ -4,6 +4,7 @@ a start that fails halfway rolls back; Ctrl-C on `cluster up --kind local` exits
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from runner.host.cleanup import clean, find_leftovers
 from runner.host.commands import CommandLog
 from runner.host.netns import list_project_netns
 from runner.local import hoststate
-from runner.local.cluster import LocalCluster
+from runner.local.cluster import LOCK_PATH, LocalCluster
 from tests.conftest import needs_root_tools
 from tests.test_local_cluster import _host_state, _processes
 
@@ -30,7 +31,7 @@ pytestmark = [needs_root_tools("ip", "go", "nft"), pytest.mark.slow]
 CHILD = """
 import time
 from kubernetes import client
-from runner.local.cluster import LocalCluster
+from runner.local.cluster import LOCK_PATH, LocalCluster
 c = LocalCluster()
 c.start()
 v1 = client.CoreV1Api(c.admin_api())
@@ -111,3 +112,15 @@ def test_ctrl_c_on_cluster_up_local_exits_2_and_leaves_nothing() -> None:
         if proc.poll() is None:
             proc.kill()
             clean(CommandLog(), say=lambda _: None)
+
+
+def test_a_second_local_cluster_is_refused_in_one_line() -> None:
+    """One local cluster per machine: the kubelet's and containerd's host paths are machine-wide."""
+    before = _host_state()
+    with LOCK_PATH.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        c = LocalCluster(install=False)
+        with pytest.raises(ClusterError, match="another local cluster is running") as info:
+            c.start()
+        assert info.value.fix and "clean" in info.value.fix
+    _assert_nothing_left(c.run_id, before)
