@@ -25,6 +25,9 @@ commands:
   report RESULTS.json    re-render the table from a results file, running nothing
   cluster check          start the embedded etcd + kube-apiserver, do one smoke round, tear down
   cluster up             start the embedded cluster and keep it up until Ctrl-C
+  cluster up --kind local
+                         a real single-node Kubernetes on this machine (kubelet, containerd,
+                         kube-proxy, a registry); prints the kubeconfig and context, Ctrl-C ends it
   lb-probe --profile P   the seed's curl experiment through one load-balancer profile
   clean [MATRIX.yaml]    remove leftovers (namespaces, nft tables, processes) of crashed runs;
                          with a matrix, also their namespaces on its kubernetes clusters
@@ -71,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--html", action="store_true",
                      help="also (re)write index.html, the cell pages with timelines, and junit.xml")
 
-    cl = sub.add_parser("cluster", help="the embedded cluster on its own")
+    cl = sub.add_parser("cluster", help="the embedded or local cluster on its own")
     cl.add_argument("action", choices=["check", "up"])
+    cl.add_argument("--kind", choices=["embedded", "local"], default="embedded",
+                    help="embedded: etcd + kube-apiserver only (default); local: a real node as well (up only)")
 
     probe = sub.add_parser("lb-probe", help="the seed's curl experiment through one LB profile")
     probe.add_argument("--profile", required=True, help="a profile name, e.g. azure-slb")
@@ -98,9 +103,19 @@ def normalise(argv: Sequence[str]) -> list[str]:
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "cluster":
         from runner.host import sysdeps
-        sysdeps.require_root("the embedded cluster")
-        sysdeps.ensure_tools()
+        if args.kind == "local":
+            if args.action != "up":
+                raise UsageError("`cluster check` is for the embedded cluster only",
+                                 fix="use `python -m runner cluster up --kind local`")
+            sysdeps.require_root("the local cluster")
+            sysdeps.ensure_local_cluster_tools()
+        else:
+            sysdeps.require_root("the embedded cluster")
+            sysdeps.ensure_tools()
+        # Imported only now: as a non-root user the Kubernetes client may not even be importable.
         from runner import cluster_cli
+        if args.kind == "local":
+            return cluster_cli.up_local()
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
     if args.command == "clean":
         from runner.host import cleanup

@@ -1,4 +1,4 @@
-"""`python -m runner cluster check|up`: the embedded cluster on its own, for smoke tests and debugging."""
+"""`python -m runner cluster check|up [--kind local]`: a cluster on its own, for smoke tests and debugging."""
 
 from __future__ import annotations
 
@@ -110,4 +110,27 @@ def up() -> int:
         while cluster.alive():
             time.sleep(1)
         raise ClusterError("the control plane exited", detail=cluster.apiserver.tail() if cluster.apiserver else "")
+    return 0
+
+
+def up_local() -> int:
+    """A real single-node cluster (runner/local/) until Ctrl-C; Interrupted unwinds the teardown."""
+    from runner.local.cluster import LocalCluster
+
+    cluster = LocalCluster(progress=lambda m: _say(f"  {m}"), install=False)
+    _say(f"local cluster (run {cluster.run_id})")
+    with cluster:
+        h = cluster.handover()
+        _say(f"kubeconfig: {h.kubeconfig}")
+        _say(f"context:    {h.context}")
+        _say(f"  e.g. kubectl --kubeconfig {h.kubeconfig} --context {h.context} get nodes -o wide")
+        _say(f"registry:   {h.registry} (push here; the node pulls from it)")
+        _say(f"docker:     DOCKER_HOST={h.docker_socket}")
+        _say(f"node:       {h.node_name} {h.node_ip}, pods {h.pod_cidr}, services {h.service_cidr}, "
+             f"API server {h.apiserver} (kubernetes Service endpoint {h.advertised})")
+        _say("Ctrl-C tears it down.")
+        while cluster.alive():
+            time.sleep(1)
+        raise ClusterError(f"a component of the local cluster exited: {', '.join(cluster.dead_children())}",
+                           fix="see its log in " + str(cluster.evidence_dir))
     return 0

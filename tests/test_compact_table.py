@@ -18,7 +18,8 @@ from runner.report.readme import render_readme_section
 from runner.report.render import render_table
 
 REPO = Path(__file__).resolve().parent.parent
-LONG_REASON = "no event in time for 2/2 rounds, no RST seen, LB dropped 13 packets after expiry, flow idle 828 s > 360 s"
+LONG_REASON = ("no event in time for 2/2 rounds, no RST seen, LB dropped 13 packets after expiry, "
+               "flow idle 828 s > 360 s")
 
 
 def _full_run(matrix: str = "matrix.yaml") -> RunResult:

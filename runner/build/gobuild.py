@@ -103,6 +103,29 @@ KUBE_APISERVER = GoBinary(
     typical_build="5 to 15 minutes on 2 cores the first time",
 )
 
+
+def _kube_binary(name: str, typical_build: str) -> GoBinary:
+    """Another command of k8s.io/kubernetes, built like kube-apiserver (same pin, same replaces)."""
+    return GoBinary(
+        name=name,
+        module="k8s.io/kubernetes",
+        version=versions.KUBERNETES_VERSION,
+        package=f"k8s.io/kubernetes/cmd/{name}",
+        tags="selinux,notest,grpcnotrace",
+        xflags=_kube_xflags(),
+        replaces=_kubernetes_replaces,
+        typical_build=typical_build,
+    )
+
+
+# The node and the rest of the control plane, for the local cluster (runner/local/). With
+# kube-apiserver's build cache they take about a minute each; kube-proxy a few seconds after kubelet.
+KUBELET = _kube_binary("kubelet", "about a minute once kube-apiserver is built, 3 to 5 minutes cold")
+KUBE_PROXY = _kube_binary("kube-proxy", "well under a minute after kubelet")
+KUBE_CONTROLLER_MANAGER = _kube_binary("kube-controller-manager", "about a minute once kube-apiserver is built")
+KUBE_SCHEDULER = _kube_binary("kube-scheduler", "well under a minute after the controller manager")
+NODE_BINARIES = (KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBELET, KUBE_PROXY)
+
 ETCD = GoBinary(
     name="etcd",
     module="go.etcd.io/etcd/server/v3",
@@ -235,6 +258,15 @@ def ensure_control_plane_binaries(
     log: CommandLog | None = None, progress: Progress = print
 ) -> dict[str, Path]:
     return {b.name: ensure_binary(b, log, progress) for b in (ETCD, KUBE_APISERVER)}
+
+
+def ensure_local_cluster_binaries(
+    log: CommandLog | None = None, progress: Progress = print
+) -> dict[str, Path]:
+    """The control plane plus kube-controller-manager, kube-scheduler, kubelet and kube-proxy."""
+    bins = ensure_control_plane_binaries(log, progress)
+    bins.update({b.name: ensure_binary(b, log, progress) for b in NODE_BINARIES})
+    return bins
 
 
 def go_version() -> str:

@@ -229,6 +229,23 @@ class EmbeddedCluster(_Strict):
         return self.profile().idle_timeout
 
 
+class LocalCluster(_Strict):
+    """A real single-node Kubernetes that watchdrop runs on this machine (runner/local/), with the
+    same LB and churn settings as an embedded cluster; its cells go through the kubernetes backend."""
+
+    name: Name = Field(description="unique cluster name, e.g. local-azure-slb")
+    kind: Literal["local"]
+    lb: LbSpec = Field(description="the LB in the pods' path to the API server, e.g. {profile: azure-slb}")
+    churn: ChurnSpec = Field(default=ChurnSpec(), description="background writes")
+
+    def profile(self) -> Profile:
+        return self.lb.resolve()
+
+    @property
+    def idle_timeout(self) -> int | None:
+        return self.profile().idle_timeout
+
+
 class KubernetesCluster(_Strict):
     """A real cluster reached through a kube context; its LB is whatever the provider runs."""
 
@@ -299,7 +316,8 @@ def _cluster_kind(value: Any) -> str:
 
 
 Cluster = Annotated[
-    Annotated[EmbeddedCluster, Tag("embedded")] | Annotated[KubernetesCluster, Tag("kubernetes")],
+    Annotated[EmbeddedCluster, Tag("embedded")] | Annotated[KubernetesCluster, Tag("kubernetes")]
+    | Annotated[LocalCluster, Tag("local")],
     Discriminator(_cluster_kind),
 ]
 _CLUSTER = TypeAdapter(Cluster)
@@ -358,7 +376,7 @@ class Matrix(_Strict):
     """The whole matrix.yaml. Build it with `load_matrix`, which also checks client folders."""
 
     clients: list[ClientEntry] = Field(min_length=1, description="the columns")
-    clusters: list[Cluster] = Field(min_length=1, description="the clusters (embedded or kubernetes)")
+    clusters: list[Cluster] = Field(min_length=1, description="the clusters (embedded, local or kubernetes)")
     scenarios: Scenarios = Field(description="watch: {...} and/or idle-request: {...}")
 
     _source: Path | None = PrivateAttr(None)
@@ -386,7 +404,7 @@ class Matrix(_Strict):
             raise ValueError("matrix was not loaded with load_matrix(); no clients_dir known")
         return self._clients_dir / client.folder_name
 
-    def cluster(self, name: str) -> EmbeddedCluster | KubernetesCluster:
+    def cluster(self, name: str) -> EmbeddedCluster | KubernetesCluster | LocalCluster:
         for cluster in self.clusters:
             if cluster.name == name:
                 return cluster
@@ -401,7 +419,7 @@ class _Parts:
     """The entries that validated on their own, with their index in the file."""
 
     clients: list[tuple[int, ClientEntry]]
-    clusters: list[tuple[int, EmbeddedCluster | KubernetesCluster]]
+    clusters: list[tuple[int, EmbeddedCluster | KubernetesCluster | LocalCluster]]
     #: `(scenario, key, wait)` for each scenario whose wait parsed.
     waits: list[tuple[str, str, Timing]]
 
@@ -417,7 +435,7 @@ def _valid_parts(data: dict[str, Any]) -> _Parts:
             clients.append((i, ClientEntry.model_validate(item)))
         except ValidationError:
             pass  # already reported by the validation of the whole file
-    clusters: list[tuple[int, EmbeddedCluster | KubernetesCluster]] = []
+    clusters: list[tuple[int, EmbeddedCluster | KubernetesCluster | LocalCluster]] = []
     for i, item in items("clusters"):
         try:
             clusters.append((i, _CLUSTER.validate_python(item)))

@@ -47,6 +47,8 @@ class Pki:
     admin_key: Path
     sa_key: Path
     sa_pub: Path
+    #: kept so that more certificates can be issued later (the local cluster's node and components)
+    ca_key: Path | None = None
 
 
 def generate(directory: Path, ip_sans: list[str], dns_sans: list[str]) -> Pki:
@@ -102,14 +104,52 @@ def generate(directory: Path, ip_sans: list[str], dns_sans: list[str]) -> Pki:
         admin_key=directory / "admin.key",
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
+        ca_key=directory / "ca.key",
     )
     pem = serialization.Encoding.PEM
     pki.ca_cert.write_bytes(ca.public_bytes(pem))
     pki.serving_cert.write_bytes(serving.public_bytes(pem))
     pki.admin_cert.write_bytes(admin.public_bytes(pem))
-    for path, key in ((pki.serving_key, serving_key), (pki.admin_key, admin_key), (pki.sa_key, sa_key)):
+    assert pki.ca_key is not None
+    for path, key in ((pki.serving_key, serving_key), (pki.admin_key, admin_key), (pki.sa_key, sa_key),
+                      (pki.ca_key, ca_key)):
         path.write_bytes(_pem_key(key))
         path.chmod(0o600)
     pki.sa_pub.write_bytes(sa_key.public_key().public_bytes(
         pem, serialization.PublicFormat.SubjectPublicKeyInfo))
     return pki
+
+
+def issue(pki: Pki, name: str, *, cn: str, org: str | None = None, server_ips: list[str] | None = None,
+          client: bool = True) -> tuple[Path, Path]:
+    """Sign one more leaf certificate with the run's CA: `<dir>/<name>.crt` and `.key`.
+
+    A client certificate by default (CN = user, O = group); with `server_ips` also a serving one
+    that names those addresses (the kubelet's serving certificate)."""
+    if pki.ca_key is None:
+        raise ValueError("this Pki kept no CA key")
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = _key()
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
+        [ExtendedKeyUsageOID.SERVER_AUTH] if server_ips else [])
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, org))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + _VALID)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if server_ips:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(a)) for a in server_ips]), critical=False)
+    cert_path, key_path = pki.dir / f"{name}.crt", pki.dir / f"{name}.key"
+    cert_path.write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(_pem_key(key))
+    key_path.chmod(0o600)
+    return cert_path, key_path

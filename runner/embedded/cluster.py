@@ -55,7 +55,14 @@ class EmbeddedCluster:
     def __init__(self, *, run_id: str | None = None, workdir: Path | None = None,
                  evidence_dir: Path | None = None, churn_interval: float = 10.0,
                  progress: Progress = _quiet, extra_apiserver_args: list[str] | None = None,
-                 ready_timeout: float = 90.0):
+                 ready_timeout: float = 90.0, authorization_mode: str = "RBAC",
+                 before_apiserver: Callable[[EmbeddedCluster], list[str]] | None = None,
+                 advertise_address: Callable[[Block], str] | None = None):
+        """`before_apiserver` runs once the namespace, block and certificates exist and returns more
+        kube-apiserver arguments: the local cluster (runner/local/) wires its node there.
+        `advertise_address` picks kube-apiserver's `--advertise-address` (the `kubernetes` Service's
+        endpoint) from the run's block; by default its own service address. An LB VIP there puts
+        the LB in the pods' in-cluster path (every VIP is in the serving certificate already)."""
         self.run_id = run_id or new_run_id()
         self._own_workdir = workdir is None
         self.topology = Topology(self.run_id, CommandLog())
@@ -68,6 +75,9 @@ class EmbeddedCluster:
         self.progress = progress
         self.extra_apiserver_args = extra_apiserver_args or []
         self.ready_timeout = ready_timeout
+        self.authorization_mode = authorization_mode
+        self.before_apiserver = before_apiserver
+        self.advertise_address = advertise_address
         self.phases: list[tuple[str, float]] = []
         self.etcd: Child | None = None
         self.apiserver: Child | None = None
@@ -123,6 +133,7 @@ class EmbeddedCluster:
                       "kubernetes.default.svc.cluster.local"],
         )
         self._phase("certificates", t0)
+        more_args = self.before_apiserver(self) if self.before_apiserver else []
 
         t0 = time.monotonic()
         self.etcd = Child("etcd", in_netns(self.api_ns, [
@@ -142,16 +153,18 @@ class EmbeddedCluster:
         self.apiserver = Child("kube-apiserver", in_netns(self.api_ns, [
             bins["kube-apiserver"],
             f"--etcd-servers={ETCD_CLIENT}",
-            f"--bind-address={block.apiserver}", f"--advertise-address={block.apiserver}",
+            f"--bind-address={block.apiserver}",
+            f"--advertise-address={self.advertise_address(block) if self.advertise_address else block.apiserver}",
             f"--secure-port={APISERVER_PORT}",
             f"--cert-dir={p.dir}", f"--tls-cert-file={p.serving_cert}",
             f"--tls-private-key-file={p.serving_key}", f"--client-ca-file={p.ca_cert}",
-            "--authorization-mode=RBAC",
+            f"--authorization-mode={self.authorization_mode}",
             f"--service-cluster-ip-range={block.service_cluster_ip_range}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             "--profiling=false", "--v=1",
+            *more_args,
             *self.extra_apiserver_args,
         ]), stdout=self.evidence_dir / "kube-apiserver.log", log=self.log)
         self._wait_ready()

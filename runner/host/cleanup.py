@@ -3,7 +3,9 @@
 Only resources carrying the project's prefix are touched: `wd-<runid>-*` namespaces (and the
 processes inside them, killed by pid), `wd<runid>h` host links, the project's 198.18 routes
 (`proto 211`) outside live runs' blocks, and `watchdrop-<runid>-*` temp directories. A run whose
-runner process is still alive is left alone.
+runner process is still alive is left alone. A local cluster's run also left a ledger
+(/run/watchdrop/local-<runid>.json, runner/local/hoststate.py): its host changes are undone first
+(daemons, pods, mounts, cgroups, sysctls, tables, the bridge), before its directory is removed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def _runner_alive(run_id: str) -> bool:
 def find_leftovers() -> dict[str, list[str]]:
     """run id -> its leftover resources (namespaces, temp dirs, run file), for dead runs only."""
     found: dict[str, list[str]] = {}
+    if RUNS_DIR.exists():
+        # First, so that the host is put back before the run's directory (still mounted) goes.
+        for f in sorted(RUNS_DIR.glob("local-*.json")):
+            m = re.fullmatch(r"local-([0-9a-f]{6})\.json", f.name)
+            if m:
+                found.setdefault(m.group(1), []).append(f"local {f}")
     for ns in list_project_netns():
         m = _NS.match(ns)
         if m:
@@ -75,7 +83,14 @@ def clean(log: CommandLog, say=print) -> int:  # type: ignore[no-untyped-def]
         for item in items:
             kind, _, name = item.partition(" ")
             say(f"removing {item} (run {rid})")
-            if kind == "netns":
+            if kind == "local":
+                from runner.local.hoststate import Ledger, undo
+
+                ledger = Ledger.load(Path(name))
+                for problem in undo(ledger, log):
+                    say(f"  could not put back: {problem}")
+                ledger.forget()
+            elif kind == "netns":
                 kill_netns_pids(name, log, grace=3)
                 log.run(["ip", "netns", "delete", name], check=False)
             elif kind == "dir":

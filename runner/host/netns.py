@@ -184,10 +184,11 @@ def live_run_blocks() -> list[ipaddress.IPv4Network]:
             continue
         if len(fields) < 2 or not _pid_alive(pid):
             continue
-        try:
-            blocks.append(ipaddress.ip_network(fields[1]))
-        except ValueError:
-            continue
+        for field_ in fields[1:]:  # the run's block, then any extra block (allocate_extra)
+            try:
+                blocks.append(ipaddress.ip_network(field_))
+            except ValueError:
+                continue
     return blocks
 
 
@@ -258,6 +259,22 @@ class Topology:
             self.log.run(["ip", "route", "add", "unreachable", str(self.block.net), "proto", ROUTE_PROTO])
             self.root_routes.append(str(self.block.net))
         return self.block
+
+    def allocate_extra(self) -> ipaddress.IPv4Network:
+        """One more free /20 for this run (the local cluster's node and pods), claimed like `allocate`
+        with an unreachable route that `close()` removes."""
+        with _alloc_lock():
+            used = [r.net for r in root_routes_in_range(self.log)]
+            for net in BLOCKS:
+                if not any(u != RANGE and u.overlaps(net) for u in used):
+                    self.log.run(["ip", "route", "add", "unreachable", str(net), "proto", ROUTE_PROTO])
+                    self.root_routes.append(str(net))
+                    # Recorded in the claim, so `clean` in a parallel run keeps this block's routes.
+                    claim = RUNS_DIR / self.run_id
+                    write_nofollow(claim, claim.read_text().rstrip("\n") + f" {net}\n")
+                    return net
+        raise ClusterError("no free /20 block left in 198.18.0.0/15",
+                           fix="run `python -m runner clean` to remove leftovers of crashed runs")
 
     def add_ns(self, role: str, log: CommandLog | None = None) -> str:
         name = self.ns_name(role)

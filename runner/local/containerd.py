@@ -1,0 +1,32 @@
+"""containerd (Debian's 1.6, with runc and the CNI plugins): the node's CRI runtime.
+
+Its image store lives in the cache (pulls are cheap on the next run); its state, socket, pod
+network namespaces and runc state live under the run's directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.host.commands import CommandLog
+from runner.host.procs import Child
+from runner.local import configs
+from runner.local.waiting import wait_until
+
+
+def start(paths: configs.NodePaths, sandbox_image: str, registry: str, cni_conflist: str,
+          evidence: Path, log: CommandLog) -> Child:
+    for d in (paths.containerd_root, paths.containerd_state, paths.cni_conf_dir, paths.certs_d / registry):
+        d.mkdir(parents=True, exist_ok=True)
+    (paths.certs_d / registry / "hosts.toml").write_text(configs.registry_hosts_toml(registry))
+    (paths.cni_conf_dir / "10-watchdrop.conflist").write_text(cni_conflist)
+    paths.containerd_config.write_text(configs.containerd_config(paths, sandbox_image))
+    child = Child("containerd", ["containerd", "--config", paths.containerd_config, "--log-level", "warn"],
+                  stdout=evidence / "containerd.log", log=log)
+
+    def ready() -> bool:
+        return paths.containerd_sock.exists() and log.run(
+            ["ctr", "--address", paths.containerd_sock, "version"], check=False, timeout=5).returncode == 0
+
+    wait_until(child, ready, "containerd did not answer on its socket", 30, "containerd.log")
+    return child

@@ -1,0 +1,124 @@
+"""The local cluster's rendered configuration (pure functions) and `kind: local` in the matrix."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runner.config.matrix import LocalCluster, load_matrix
+from runner.config.plan import LOCAL_NOT_WIRED, plan, skip_reason
+from runner.errors import MatrixError
+from runner.local import configs
+from runner.local.node import NodeNet
+
+REPO = Path(__file__).resolve().parent.parent
+PATHS = configs.NodePaths(state=Path("/tmp/watchdrop-abcdef-local-x/node"), cache=Path("/cache/local"))
+
+
+def test_containerd_config_keeps_state_in_the_run_and_never_pulls_outside() -> None:
+    doc = tomllib.loads(configs.containerd_config(PATHS, "127.0.0.1:5000/watchdrop-local/pause:1"))
+    assert doc["version"] == 2
+    assert doc["root"] == "/cache/local/containerd-root"
+    assert doc["state"].startswith(str(PATHS.state))
+    assert doc["grpc"]["address"] == str(PATHS.containerd_sock)
+    cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["restrict_oom_score_adj"] is True            # no CAP_SYS_RESOURCE here
+    assert cri["netns_mounts_under_state_dir"] is True
+    assert cri["sandbox_image"].startswith("127.0.0.1:")   # the run's registry, never a public one
+    assert cri["stream_server_address"] == "127.0.0.1"
+    runc = cri["containerd"]["runtimes"]["runc"]
+    assert runc["runtime_type"] == "io.containerd.runc.v2"
+    assert runc["options"] == {"Root": f"{PATHS.containerd_state}/runc", "SystemdCgroup": False}
+    assert cri["cni"]["conf_dir"].startswith(str(PATHS.state))
+    assert cri["registry"]["config_path"] == str(PATHS.certs_d)
+
+
+def test_registry_hosts_toml_is_plain_http_pull_only() -> None:
+    doc = tomllib.loads(configs.registry_hosts_toml("127.0.0.1:41234"))
+    assert doc["server"] == "http://127.0.0.1:41234"
+    assert doc["host"]["http://127.0.0.1:41234"]["capabilities"] == ["pull", "resolve"]
+
+
+def test_cni_conflist_no_masquerade_and_only_198_18_routes() -> None:
+    net = NodeNet(__import__("ipaddress").ip_network("198.18.32.0/20"), "abcdef")
+    assert (net.node_ip, net.pod_cidr, net.bridge) == ("198.18.32.1", "198.18.32.0/24", "wdabcdefn")
+    doc = json.loads(configs.cni_conflist("x", net.bridge, net.pod_cidr, net.node_ip, PATHS.state / "ipam"))
+    [bridge] = doc["plugins"]
+    assert bridge["type"] == "bridge" and bridge["bridge"] == "wdabcdefn"
+    assert bridge["ipMasq"] is False and bridge["isGateway"] is True
+    assert bridge["ipam"]["routes"] == [{"dst": "198.18.0.0/15"}]
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "198.18.32.0/24", "gateway": "198.18.32.1"}]]
+    assert bridge["ipam"]["dataDir"].startswith(str(PATHS.state))
+
+
+def test_kubelet_config_is_secured_and_cgroup_v1() -> None:
+    s = configs.KubeletSettings(node_ip="198.18.32.1", ca_cert=Path("/p/ca.crt"), serving_cert=Path("/p/k.crt"),
+                                serving_key=Path("/p/k.key"))
+    doc = yaml.safe_load(configs.kubelet_config(PATHS, s))
+    assert doc["authentication"]["anonymous"]["enabled"] is False
+    assert doc["authentication"]["x509"]["clientCAFile"] == "/p/ca.crt"
+    assert doc["authentication"]["webhook"]["enabled"] is True
+    assert doc["authorization"]["mode"] == "Webhook"
+    assert doc["readOnlyPort"] == 0
+    assert doc["address"] == "198.18.32.1" and doc["healthzBindAddress"] == "127.0.0.1"
+    assert doc["cgroupDriver"] == "cgroupfs" and doc["failCgroupV1"] is False
+    assert doc["containerRuntimeEndpoint"] == f"unix://{PATHS.containerd_sock}"
+    assert doc["resolvConf"] == str(PATHS.resolv_conf)
+
+
+def test_kube_proxy_config_nftables_and_hands_off_conntrack() -> None:
+    doc = yaml.safe_load(configs.kube_proxy_config(Path("/k/kp.kubeconfig"), "n", "198.18.32.0/24"))
+    assert doc["mode"] == "nftables"
+    assert doc["conntrack"] == {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                                "tcpCloseWaitTimeout": "0s"}
+    assert doc["healthzBindAddress"].startswith("127.0.0.1:")
+    assert doc["metricsBindAddress"].startswith("127.0.0.1:")
+
+
+def test_registry_config_on_loopback() -> None:
+    doc = yaml.safe_load(configs.registry_config(Path("/cache/reg"), "127.0.0.1:41234"))
+    assert doc["http"]["addr"] == "127.0.0.1:41234"
+    assert doc["storage"]["filesystem"]["rootdirectory"] == "/cache/reg"
+
+
+MATRIX = """
+clients:
+  - name: client-go
+clusters:
+  - name: loc
+    kind: local
+    lb: {profile: azure-slb, idle_timeout: 5}
+    churn: {lease_interval: 3}
+scenarios:
+  watch: {interval: idle+3, detection_timeout: 5, rounds: 1}
+"""
+
+
+def test_matrix_accepts_local_clusters_and_skips_their_cells(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MATRIX)
+    matrix = load_matrix(path, REPO / "clients")
+    [cluster] = matrix.clusters
+    assert isinstance(cluster, LocalCluster)
+    assert cluster.idle_timeout == 5 and cluster.churn.lease_interval == 3
+    [cell] = plan(matrix)
+    assert cell.cluster_kind == "local" and cell.interval == 8
+    assert skip_reason(cell, matrix.descriptors["client-go"]) == LOCAL_NOT_WIRED
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ("    kind: local\n", "clusters[0].lb: required key is missing"),
+    ("    kind: local\n    lb: {profile: nope}\n", "clusters[0].lb.profile: unknown LB profile 'nope'"),
+    ("    kind: local\n    lb: {profile: gcp}\n    registry: x\n", "clusters[0].registry: unknown key"),
+])
+def test_matrix_local_cluster_errors_are_located(tmp_path: Path, entry: str, expected: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("clients:\n  - name: client-go\nclusters:\n  - name: loc\n" + entry
+                    + "scenarios:\n  watch: {interval: idle+3}\n")
+    with pytest.raises(MatrixError) as info:
+        load_matrix(path, REPO / "clients")
+    assert any(expected in p and p.startswith(f"{path}:") for p in info.value.problems), info.value.problems
