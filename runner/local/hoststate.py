@@ -298,8 +298,38 @@ def undo(ledger: Ledger, log: CommandLog) -> list[str]:
             if entry not in ledger.containers_logs:
                 (logs / entry).unlink(missing_ok=True)
     for path in created:
-        if os.path.isdir(path) and not os.path.islink(path):
-            log.run(["rm", "-rf", "--one-file-system", path], check=False)
-        elif os.path.lexists(path):
-            os.unlink(path)
+        remove_created(path, log)
     return problems
+
+
+def _sockets_in_use() -> set[str]:
+    """Paths of unix sockets a live process has bound (in this network namespace)."""
+    lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    return {parts[7] for parts in (line.split() for line in lines) if len(parts) >= 8}
+
+
+def remove_created(path: str, log: CommandLog) -> None:
+    """Remove a path the run created, except what another program uses meanwhile: by now every
+    process of the run is gone, so a socket still bound there (e.g. another Docker's containerd
+    shim under /run/containerd/s) is someone else's, and it stays with its directories."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
+    in_use = _sockets_in_use()
+    for dirpath, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            if full not in in_use:
+                Path(full).unlink(missing_ok=True)
+        for name in dirs:
+            full = os.path.join(dirpath, name)
+            try:
+                os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+            except OSError:
+                pass  # not empty: something of another program's is inside
+    try:
+        os.rmdir(path)
+        log.note(f"removed {path}")
+    except OSError:
+        log.note(f"kept {path}: another program uses something inside it")
