@@ -96,12 +96,21 @@ def wait_for(done: Callable[[], bool], timeout: float, poll: float = 0.05, hurry
 
 def wait_until(ready: Callable[[], bool], child: Child, timeout: float, what: str, *, poll: float = 0.05,
                fix: str | None = None, last: Callable[[], str] | None = None) -> None:
-    """A child's start: return once `ready()`; raise ClusterError naming `what` when the child
-    exits first or `timeout` passes (with `last()`, the last failure seen, when given)."""
+    """A child's start: return once `ready()` (a probe that raises counts as not ready yet); raise
+    ClusterError naming `what` when the child exits first or `timeout` passes, with `last()` or the
+    probe's last exception."""
     died: list[int | None] = []
+    failure = [""]
+
+    def probe() -> bool:
+        try:
+            return bool(ready())
+        except Exception as exc:  # not up yet: connection refused, socket missing, ...
+            failure[0] = f"{exc.__class__.__name__}: {exc}"
+            return False
 
     def done() -> bool:
-        if ready():
+        if probe():
             return True
         if not child.alive():
             died.append(child.returncode)
@@ -113,7 +122,7 @@ def wait_until(ready: Callable[[], bool], child: Child, timeout: float, what: st
     if died:
         raise ClusterError(f"{child.name} exited with code {died[0]} while starting ({what})",
                            detail=child.tail(), fix=fix)
-    seen = last() if last is not None else ""
+    seen = last() if last is not None else failure[0]
     raise ClusterError(f"{child.name}: not {what} within {timeout:g} s" + (f" ({seen})" if seen else ""),
                        detail=child.tail(), fix=fix)
 

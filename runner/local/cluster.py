@@ -31,12 +31,11 @@ from runner.errors import ClusterError
 from runner.host import signals, sysdeps
 from runner.host.commands import CommandLog
 from runner.host.netns import Block, new_run_id
-from runner.host.procs import Child
+from runner.host.procs import Child, wait_until
 from runner.local import configs, containerd, controlplane, node
 from runner.local import docker as dockermod
 from runner.local.hoststate import Ledger, undo
 from runner.local.images import LocalImages
-from runner.local.waiting import wait_until
 
 LOCK_PATH = Path("/run/watchdrop-local.lock")
 CONTEXT = "watchdrop-local"
@@ -183,7 +182,7 @@ class LocalCluster:
         self._wait_node_ready()
         self._phase("node Ready", t0)
         t0 = time.monotonic()
-        wait_until(proxy, node.kube_proxy_healthy, "kube-proxy was not healthy", 30, "kube-proxy.log")
+        wait_until(node.kube_proxy_healthy, proxy, 30, "healthy", fix="see kube-proxy.log in the evidence")
         self._wait_default_service_account()
         self._phase("kube-proxy and default ServiceAccount", t0)
         self._write_kubeconfig()
@@ -255,7 +254,8 @@ class LocalCluster:
             taints = [t.key for t in (n.spec.taints or [])]
             return conds.get("Ready") == "True" and "node.kubernetes.io/not-ready" not in taints
 
-        wait_until(self.kubelet, ready, f"node {name} was not Ready", self.ready_timeout, "kubelet.log")
+        wait_until(ready, self.kubelet, self.ready_timeout, f"Ready (node {name})",
+                   fix="see kubelet.log in the evidence")
 
     def _wait_default_service_account(self) -> None:
         v1 = client.CoreV1Api(self.control.admin_api())

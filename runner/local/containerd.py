@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.host.commands import CommandLog
-from runner.host.procs import Child
+from runner.host.procs import Child, wait_until
 from runner.local import configs
-from runner.local.waiting import wait_until
 
 
 def start(paths: configs.NodePaths, sandbox_image: str, registry: str, cni_conflist: str,
@@ -28,5 +27,5 @@ def start(paths: configs.NodePaths, sandbox_image: str, registry: str, cni_confl
         return paths.containerd_sock.exists() and log.run(
             ["ctr", "--address", paths.containerd_sock, "version"], check=False, timeout=5).returncode == 0
 
-    wait_until(child, ready, "containerd did not answer on its socket", 30, "containerd.log")
+    wait_until(ready, child, 30, "answering on its socket", fix="see containerd.log in the evidence")
     return child

@@ -14,9 +14,8 @@ from pathlib import Path
 import docker
 
 from runner.host.commands import CommandLog
-from runner.host.procs import Child
+from runner.host.procs import Child, wait_until
 from runner.local import configs
-from runner.local.waiting import wait_until
 
 
 def free_loopback_port() -> int:
@@ -39,7 +38,7 @@ def start_dockerd(paths: configs.NodePaths, evidence: Path, log: CommandLog) -> 
     ], stdout=evidence / "docker.log", log=log)
     # A pinned API version: the client then does not ask the (not yet listening) daemon at creation.
     client = docker.DockerClient(base_url=f"unix://{paths.docker_sock}", timeout=300, version="1.41")
-    wait_until(child, lambda: bool(client.ping()), "dockerd did not answer on its socket", 60, "docker.log")
+    wait_until(lambda: bool(client.ping()), child, 60, "answering on its socket", fix="see docker.log in the evidence")
     return child, client
 
 
@@ -54,5 +53,5 @@ def start_registry(paths: configs.NodePaths, evidence: Path, log: CommandLog) ->
         with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as r:
             return bool(r.status == 200)
 
-    wait_until(child, ready, f"the registry did not answer on {address}", 30, "registry.log")
+    wait_until(ready, child, 30, f"answering on {address}", fix="see registry.log in the evidence")
     return child, address
