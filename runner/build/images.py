@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from runner.build.clients import IGNORED
 from runner.config.plan import Cell
-from runner.errors import BuildError, PrerequisiteError
+from runner.errors import BuildError, PrerequisiteError, WatchdropError
 
 REPO = Path(__file__).resolve().parents[2]
 TIMER_SERVER_DIR = REPO / "images" / "timer-server"
@@ -196,8 +196,10 @@ class Images:
         return self.failed.get(key, f"no image for {cell.folder}")
 
 
-def watcher_specs(cells: Iterable[Cell], platform: str | None = None, bases: Mapping[str, str] | None = None
+def watcher_specs(cells: Iterable[Cell], platform: str | None = None, base_images: BaseImages = None
                   ) -> tuple[dict[ImageKey, ImageSpec], dict[ImageKey, str]]:
+    """One spec per watcher image; a client whose image cannot be had (e.g. no local toolchain for
+    its base) is a problem of its cells only."""
     specs: dict[ImageKey, ImageSpec] = {}
     problems: dict[ImageKey, str] = {}
     for cell in cells:
@@ -208,6 +210,11 @@ def watcher_specs(cells: Iterable[Cell], platform: str | None = None, bases: Map
         if problem or cell.src is None:
             problems[key] = problem or "no client folder"
         else:
+            try:
+                bases = resolve_bases(base_images, declared_args((cell.src / "Dockerfile").read_text()))
+            except WatchdropError as exc:
+                problems[key] = f"no base image: {exc.message}"
+                continue
             specs[key] = client_image(cell.src, cell.build_env, platform, bases)
     return specs, problems
 
@@ -216,8 +223,8 @@ def prebuilt(cells: Iterable[Cell], registry: str, platform: str | None = None,
              base_images: BaseImages = None) -> Images:
     """`--images-from REGISTRY`: the references a build would have pushed; nothing is built."""
     cells = list(cells)
-    bases = resolve_bases(base_images, base_image_args(cells))
-    specs, problems = watcher_specs(cells, platform, bases)
+    bases = resolve_bases(base_images, base_image_args([]))
+    specs, problems = watcher_specs(cells, platform, base_images)
     return Images(timer_server=timer_server_image(platform, bases).ref(registry),
                   capture=capture_image(platform, bases).ref(registry),
                   watchers={k: s.ref(registry) for k, s in specs.items()}, failed=problems)
@@ -345,7 +352,7 @@ def _tail(path: Path, handle: io.TextIOBase | Any) -> str:
 
 
 def ensure_image(api: Any, spec: ImageSpec, registry: str, log_dir: Path, say: Callable[[str], None],
-                 ca_bundle: Path | None = None) -> str:
+                 ca_bundle: Path | None = None, local_bases: bool = False) -> str:
     ref = spec.ref(registry)
     log_path = log_dir / f"{spec.name}.log"
     if _in_registry(api, ref):
@@ -354,6 +361,11 @@ def ensure_image(api: Any, spec: ImageSpec, registry: str, log_dir: Path, say: C
         with log_path.open("a") as log:
             log.write(f"{ref}: already in the registry, not built\n")
         return ref
+    if local_bases:  # built (once) only for an image that is built
+        from runner.build.bases import NAMESPACE, ensure_bases
+
+        ensure_bases(api, [v for v in spec.buildargs.values() if v.startswith(NAMESPACE + "/")],
+                     log_dir / "bases", say)
     say(f"image {ref}: building")
     build_image(api, spec, ref, log_path, ca_bundle)
     say(f"image {ref}: pushing")
@@ -368,21 +380,18 @@ def build_and_push(cells: Iterable[Cell], registry: str, log_dir: Path, say: Cal
     every cell, so their failure raises; a watcher's failure is kept for its cells only. With
     `base_images: local`, the local base images the Dockerfiles need are built first (once)."""
     cells = list(cells)
-    bases = resolve_bases(base_images, base_image_args(cells))
-    specs, problems = watcher_specs(cells, platform, bases)
+    bases = resolve_bases(base_images, base_image_args([]))
+    specs, problems = watcher_specs(cells, platform, base_images)
     infra = [timer_server_image(platform, bases), capture_image(platform, bases)]
     if api is None:
         api = docker_api([s.ref(registry) for s in [*infra, *specs.values()]])
-    if base_images == "local":
-        from runner.build.bases import ensure_bases
-
-        ensure_bases(api, bases.values(), log_dir, say)
-    timer_ref, capture_ref = (ensure_image(api, s, registry, log_dir, say, ca_bundle) for s in infra)
+    local = base_images == "local"
+    timer_ref, capture_ref = (ensure_image(api, s, registry, log_dir, say, ca_bundle, local) for s in infra)
     images = Images(timer_server=timer_ref, capture=capture_ref, failed=problems)
     for key, spec in specs.items():
         try:
-            images.watchers[key] = ensure_image(api, spec, registry, log_dir, say, ca_bundle)
-        except BuildError as exc:
+            images.watchers[key] = ensure_image(api, spec, registry, log_dir, say, ca_bundle, local)
+        except WatchdropError as exc:  # a build, or a base image it needs
             images.failed[key] = f"image build failed: {exc.message}"
             say(f"image {spec.name} FAILED: {exc.message}")
     return images
