@@ -44,3 +44,52 @@ def wait_for_phase(proc: subprocess.Popen[str], out: Path, phase: str, timeout: 
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         time.sleep(0.1)
     pytest.fail(f"the run never reached phase {phase}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory):
+    """A private Docker engine for real image builds (tests/dockerd.py), DOCKER_HOST set to it.
+
+    Its data root is in the cache (`<cache>/docker`), so base and client images built once are
+    found again by the next run. Stopped at the end, and then nothing of it may be left: no
+    process, no mount, no network namespace. Skips with the reason where dockerd cannot run."""
+    from runner.build.cache import cache_root
+    from tests import dockerd
+
+    problem = dockerd.install_problem()
+    if problem:
+        pytest.skip(problem)
+    engine = dockerd.start(cache_root() / "docker", tmp_path_factory.mktemp("dockerd") / "dockerd.log")
+    before = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = engine.host
+    try:
+        yield engine
+    finally:
+        if before is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = before
+        left = dockerd.stop(engine)
+        assert not left, f"the private dockerd left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def local_bases(docker_engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Build argument -> local base image (runner/build/bases.py) for the timer server, the capture
+    sidecar, client-go and client-python; built once, found in the engine's store afterwards."""
+    from runner.build import bases, images
+    from runner.errors import PrerequisiteError
+
+    args = set().union(*(images.declared_args(text) for text in (
+        images.CAPTURE_DOCKERFILE, (images.TIMER_SERVER_DIR / "Dockerfile").read_text(),
+        (images.REPO / "clients" / "client-go" / "Dockerfile").read_text(),
+        (images.REPO / "clients" / "client-python" / "Dockerfile").read_text())))
+    api = images.docker_api()
+    try:
+        refs = images.resolve_bases("local", args)
+        bases.ensure_bases(api, refs.values(), tmp_path_factory.mktemp("bases"), print)
+    except PrerequisiteError as exc:
+        pytest.skip(exc.message)
+    finally:
+        api.close()
+    return refs

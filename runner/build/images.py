@@ -11,6 +11,17 @@ watcher gets a new tag.
 `--images-from REGISTRY` takes the same names and tags from a registry someone filled before
 (e.g. a CI machine with Docker ran `build_and_push`); nothing is built then. Without a Docker
 engine and without `--images-from`, the run stops with a PrerequisiteError naming both options.
+
+Base images and proxies. Every Dockerfile takes its base images as build arguments (GO_IMAGE,
+PYTHON_IMAGE, ...; DEBIAN_IMAGE for the capture sidecar) whose defaults are the public images a
+user gets. A cluster's `base_images:` maps those arguments to other images (`local`: images built
+on this machine from Debian packages, runner/build/bases.py); only the arguments a Dockerfile
+declares are passed, and they are part of the tag. Builds use host networking (package registries:
+Go proxy, PyPI, npm, Maven, crates). `build_ca_bundle:` names a PEM file of extra CAs (a
+TLS-inspecting proxy's): the runner adds it to the build context as watchdrop-build-ca.crt, which
+the Dockerfiles copy into their build stages only (an optional COPY: a plain `docker build`
+without it works), so it is never in a final image and never in its history. It is not part of
+the tag: it changes how the packages are fetched, not what is built.
 """
 
 from __future__ import annotations
@@ -19,15 +30,16 @@ import hashlib
 import io
 import json
 import re
+import tarfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import IO, Any
 
 from runner.build.clients import IGNORED
 from runner.config.plan import Cell
-from runner.errors import BuildError, PrerequisiteError
+from runner.errors import BuildError, PrerequisiteError, WatchdropError
 
 REPO = Path(__file__).resolve().parents[2]
 TIMER_SERVER_DIR = REPO / "images" / "timer-server"
@@ -39,8 +51,8 @@ DOCKER_TIMEOUT = 10
 # and NET_ADMIN (added in the pod spec, everything else dropped); sh, sed, wc and tar are the
 # runner's tools in the pod (stop the watcher, stop tcpdump, copy the file out).
 CAPTURE_DOCKERFILE = """\
-ARG BASE=debian:bookworm-slim
-FROM ${BASE}
+ARG DEBIAN_IMAGE=debian:bookworm-slim
+FROM ${DEBIAN_IMAGE}
 RUN apt-get update \\
  && apt-get install -y --no-install-recommends tcpdump libcap2-bin \\
  && setcap cap_net_raw,cap_net_admin=eip "$(command -v tcpdump)" \\
@@ -53,6 +65,20 @@ WORKDIR /capture
 ImageKey = tuple[str, str]
 
 _ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE | re.IGNORECASE)
+#: The extra CA bundle's name in a build context (see the module's docstring).
+CA_FILE = "watchdrop-build-ca.crt"
+#: `base_images:` as a cluster gives it: public defaults, `local`, or build argument -> image.
+BaseImages = str | Mapping[str, str] | None
+
+
+def declared_args(dockerfile: str) -> set[str]:
+    return set(_ARG.findall(dockerfile))
+
+
+def _base_args(dockerfile: str, bases: Mapping[str, str]) -> dict[str, str]:
+    """The base-image build arguments this Dockerfile declares (a variant's build_env is separate)."""
+    declared = declared_args(dockerfile)
+    return {k: v for k, v in bases.items() if k in declared}
 
 
 def image_key(cell: Cell) -> ImageKey:
@@ -110,19 +136,45 @@ def kubernetes_problem(src: Path | None, build_env: Mapping[str, str]) -> str | 
     return None
 
 
-def client_image(src: Path, build_env: Mapping[str, str], platform: str | None = None) -> ImageSpec:
+def client_image(src: Path, build_env: Mapping[str, str], platform: str | None = None,
+                 bases: Mapping[str, str] | None = None) -> ImageSpec:
     problem = kubernetes_problem(src, build_env)
     if problem:
         raise BuildError(problem)
-    return ImageSpec(name=PREFIX + src.name, context=src, buildargs=build_env, platform=platform)
+    args = {**_base_args((src / "Dockerfile").read_text(errors="replace"), bases or {}), **build_env}
+    return ImageSpec(name=PREFIX + src.name, context=src, buildargs=args, platform=platform)
 
 
-def timer_server_image(platform: str | None = None) -> ImageSpec:
-    return ImageSpec(name=PREFIX + "timer-server", context=TIMER_SERVER_DIR, platform=platform)
+def timer_server_image(platform: str | None = None, bases: Mapping[str, str] | None = None) -> ImageSpec:
+    args = _base_args((TIMER_SERVER_DIR / "Dockerfile").read_text(), bases or {})
+    return ImageSpec(name=PREFIX + "timer-server", context=TIMER_SERVER_DIR, buildargs=args, platform=platform)
 
 
-def capture_image(platform: str | None = None) -> ImageSpec:
-    return ImageSpec(name=PREFIX + "capture", dockerfile=CAPTURE_DOCKERFILE, platform=platform)
+def capture_image(platform: str | None = None, bases: Mapping[str, str] | None = None) -> ImageSpec:
+    args = _base_args(CAPTURE_DOCKERFILE, bases or {})
+    return ImageSpec(name=PREFIX + "capture", dockerfile=CAPTURE_DOCKERFILE, buildargs=args, platform=platform)
+
+
+def base_image_args(cells: Iterable[Cell]) -> set[str]:
+    """Every build argument the images for these cells declare (the base images among them)."""
+    texts = [CAPTURE_DOCKERFILE, (TIMER_SERVER_DIR / "Dockerfile").read_text()]
+    texts += [(c.src / "Dockerfile").read_text(errors="replace") for c in cells
+              if c.src is not None and (c.src / "Dockerfile").is_file()]
+    return set().union(*(declared_args(t) for t in texts))
+
+
+def resolve_bases(setting: BaseImages, args: Iterable[str]) -> dict[str, str]:
+    """`base_images:` -> build argument -> image. None/`public`: the Dockerfiles' defaults (nothing)."""
+    if setting is None or setting == "public":
+        return {}
+    if setting == "local":
+        from runner.build import bases
+
+        return bases.local_refs(args)
+    if isinstance(setting, str):
+        raise BuildError(f"base_images: {setting!r} is not a choice",
+                         fix="write public, local, or a mapping like {GO_IMAGE: myregistry/golang:1.26}")
+    return dict(setting)
 
 
 @dataclass
@@ -144,8 +196,10 @@ class Images:
         return self.failed.get(key, f"no image for {cell.folder}")
 
 
-def watcher_specs(cells: Iterable[Cell], platform: str | None = None) -> tuple[dict[ImageKey, ImageSpec],
-                                                                               dict[ImageKey, str]]:
+def watcher_specs(cells: Iterable[Cell], platform: str | None = None, base_images: BaseImages = None
+                  ) -> tuple[dict[ImageKey, ImageSpec], dict[ImageKey, str]]:
+    """One spec per watcher image; a client whose image cannot be had (e.g. no local toolchain for
+    its base) is a problem of its cells only."""
     specs: dict[ImageKey, ImageSpec] = {}
     problems: dict[ImageKey, str] = {}
     for cell in cells:
@@ -156,15 +210,23 @@ def watcher_specs(cells: Iterable[Cell], platform: str | None = None) -> tuple[d
         if problem or cell.src is None:
             problems[key] = problem or "no client folder"
         else:
-            specs[key] = client_image(cell.src, cell.build_env, platform)
+            try:
+                bases = resolve_bases(base_images, declared_args((cell.src / "Dockerfile").read_text()))
+            except WatchdropError as exc:
+                problems[key] = f"no base image: {exc.message}"
+                continue
+            specs[key] = client_image(cell.src, cell.build_env, platform, bases)
     return specs, problems
 
 
-def prebuilt(cells: Iterable[Cell], registry: str, platform: str | None = None) -> Images:
+def prebuilt(cells: Iterable[Cell], registry: str, platform: str | None = None,
+             base_images: BaseImages = None) -> Images:
     """`--images-from REGISTRY`: the references a build would have pushed; nothing is built."""
-    specs, problems = watcher_specs(cells, platform)
-    return Images(timer_server=timer_server_image(platform).ref(registry),
-                  capture=capture_image(platform).ref(registry),
+    cells = list(cells)
+    bases = resolve_bases(base_images, base_image_args([]))
+    specs, problems = watcher_specs(cells, platform, base_images)
+    return Images(timer_server=timer_server_image(platform, bases).ref(registry),
+                  capture=capture_image(platform, bases).ref(registry),
                   watchers={k: s.ref(registry) for k, s in specs.items()}, failed=problems)
 
 
@@ -193,17 +255,63 @@ def _in_registry(api: Any, ref: str) -> bool:
     return True
 
 
-def build_image(api: Any, spec: ImageSpec, ref: str, log_path: Path) -> None:
-    """`docker build` through the SDK, its output in log_path; BuildError with the tail on failure."""
-    kwargs: dict[str, Any] = {"tag": ref, "rm": True, "forcerm": True, "decode": True,
-                              "buildargs": dict(spec.buildargs) or None, "platform": spec.platform}
+def write_context(entries: Iterable[tuple[str, Path | bytes]], out: IO[bytes]) -> None:
+    """A build context as a tar stream: (name in the context, a host file or folder, or the bytes)."""
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for arcname, source in entries:
+            if isinstance(source, bytes):
+                info = tarfile.TarInfo(arcname)
+                info.size, info.mode = len(source), 0o644
+                tar.addfile(info, io.BytesIO(source))
+            else:
+                tar.add(str(source), arcname=arcname, filter=_owned_by_root)
+
+
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _context_entries(spec: ImageSpec, ca_bundle: Path | None) -> list[tuple[str, Path | bytes]]:
+    """The files the tag's hash covers (IGNORED left out), the Dockerfile, and the CA bundle if any."""
+    entries: list[tuple[str, Path | bytes]] = []
     if spec.context is not None:
-        kwargs.update(path=str(spec.context), dockerfile="Dockerfile")
+        for path in sorted(p for p in spec.context.rglob("*") if p.is_file()):
+            rel = path.relative_to(spec.context)
+            if not set(rel.parts) & IGNORED and str(rel) != CA_FILE:
+                entries.append((str(rel), path))
     else:
-        kwargs.update(fileobj=io.BytesIO((spec.dockerfile or "").encode()))
+        entries.append(("Dockerfile", (spec.dockerfile or "").encode()))
+    if ca_bundle is not None:
+        try:
+            entries.append((CA_FILE, ca_bundle.read_bytes()))
+        except OSError as exc:
+            raise BuildError(f"build_ca_bundle {ca_bundle}: {exc.strerror}",
+                             fix="give build_ca_bundle a readable PEM file, e.g. /etc/ssl/certs/ca-certificates.crt"
+                             ) from None
+    return entries
+
+
+def build_image(api: Any, spec: ImageSpec, ref: str, log_path: Path, ca_bundle: Path | None = None) -> None:
+    """`docker build` through the SDK, its output in log_path; BuildError with the tail on failure.
+
+    The context is sent as a tar the runner writes (so it can carry the CA bundle without writing
+    into the repository); the build runs with host networking, since the engine may have no bridge
+    and the package registries must be reachable."""
+    with io.BytesIO() as context:
+        write_context(_context_entries(spec, ca_bundle), context)
+        context.seek(0)
+        run_build(api, {"fileobj": context, "custom_context": True, "dockerfile": "Dockerfile",
+                        "buildargs": dict(spec.buildargs) or None, "platform": spec.platform},
+                  ref, log_path, str(spec.context or "(inline Dockerfile)"))
+
+
+def run_build(api: Any, kwargs: dict[str, Any], ref: str, log_path: Path, what: str) -> None:
+    kwargs = {"tag": ref, "rm": True, "forcerm": True, "decode": True, "network_mode": "host", **kwargs}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
-        log.write(f"$ docker build -t {ref} {spec.context or '(inline Dockerfile)'}\n")
+        log.write(f"$ docker build --network host -t {ref} {what}\n")
         try:
             for item in api.build(**kwargs):
                 if "stream" in item:
@@ -243,7 +351,8 @@ def _tail(path: Path, handle: io.TextIOBase | Any) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-15:])
 
 
-def ensure_image(api: Any, spec: ImageSpec, registry: str, log_dir: Path, say: Callable[[str], None]) -> str:
+def ensure_image(api: Any, spec: ImageSpec, registry: str, log_dir: Path, say: Callable[[str], None],
+                 ca_bundle: Path | None = None, local_bases: bool = False) -> str:
     ref = spec.ref(registry)
     log_path = log_dir / f"{spec.name}.log"
     if _in_registry(api, ref):
@@ -252,39 +361,49 @@ def ensure_image(api: Any, spec: ImageSpec, registry: str, log_dir: Path, say: C
         with log_path.open("a") as log:
             log.write(f"{ref}: already in the registry, not built\n")
         return ref
+    if local_bases:  # built (once) only for an image that is built
+        from runner.build.bases import NAMESPACE, ensure_bases
+
+        ensure_bases(api, [v for v in spec.buildargs.values() if v.startswith(NAMESPACE + "/")],
+                     log_dir / "bases", say)
     say(f"image {ref}: building")
-    build_image(api, spec, ref, log_path)
+    build_image(api, spec, ref, log_path, ca_bundle)
     say(f"image {ref}: pushing")
     push_image(api, ref, log_path)
     return ref
 
 
 def build_and_push(cells: Iterable[Cell], registry: str, log_dir: Path, say: Callable[[str], None] = print,
-                   platform: str | None = None, api: Any = None) -> Images:
+                   platform: str | None = None, api: Any = None, base_images: BaseImages = None,
+                   ca_bundle: Path | None = None) -> Images:
     """Build and push every image the cells need. The timer server and capture images are needed by
-    every cell, so their failure raises; a watcher's failure is kept for its cells only."""
+    every cell, so their failure raises; a watcher's failure is kept for its cells only. With
+    `base_images: local`, the local base images the Dockerfiles need are built first (once)."""
     cells = list(cells)
-    specs, problems = watcher_specs(cells, platform)
-    infra = [timer_server_image(platform), capture_image(platform)]
+    bases = resolve_bases(base_images, base_image_args([]))
+    specs, problems = watcher_specs(cells, platform, base_images)
+    infra = [timer_server_image(platform, bases), capture_image(platform, bases)]
     if api is None:
         api = docker_api([s.ref(registry) for s in [*infra, *specs.values()]])
-    timer_ref, capture_ref = (ensure_image(api, s, registry, log_dir, say) for s in infra)
+    local = base_images == "local"
+    timer_ref, capture_ref = (ensure_image(api, s, registry, log_dir, say, ca_bundle, local) for s in infra)
     images = Images(timer_server=timer_ref, capture=capture_ref, failed=problems)
     for key, spec in specs.items():
         try:
-            images.watchers[key] = ensure_image(api, spec, registry, log_dir, say)
-        except BuildError as exc:
+            images.watchers[key] = ensure_image(api, spec, registry, log_dir, say, ca_bundle, local)
+        except WatchdropError as exc:  # a build, or a base image it needs
             images.failed[key] = f"image build failed: {exc.message}"
             say(f"image {spec.name} FAILED: {exc.message}")
     return images
 
 
 def resolve_images(cells: Iterable[Cell], *, registry: str | None, images_from: str | None, log_dir: Path,
-                   say: Callable[[str], None] = print, platform: str | None = None) -> Images:
+                   say: Callable[[str], None] = print, platform: str | None = None,
+                   base_images: BaseImages = None, ca_bundle: Path | None = None) -> Images:
     """The one call: prebuilt references with `--images-from`, else build and push to `registry`."""
     if images_from:
-        return prebuilt(cells, images_from, platform)
+        return prebuilt(cells, images_from, platform, base_images)
     if not registry:
         raise PrerequisiteError("no registry to push the kubernetes images to",
                                 fix="give the cluster `registry:` in the matrix, or pass --images-from REGISTRY")
-    return build_and_push(cells, registry, log_dir, say, platform)
+    return build_and_push(cells, registry, log_dir, say, platform, base_images=base_images, ca_bundle=ca_bundle)

@@ -287,6 +287,20 @@ class KubernetesCluster(_Strict):
         ]
         | None
     ) = Field(default=None, description="platform to build images for when it differs from the builder's")
+    base_images: (
+        Literal["public", "local"]
+        | dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")], Annotated[str, Field(min_length=1)]]
+    ) = Field(
+        default="public",
+        description="base images of the image builds: public (the Dockerfiles' defaults), local (built here "
+                    "from Debian packages, for a machine with no public registry) or build argument -> image, "
+                    "e.g. {GO_IMAGE: myregistry/golang:1.26}",
+    )
+    build_ca_bundle: str | None = Field(
+        default=None,
+        description="PEM file of extra CAs the image builds trust (a TLS-inspecting proxy's); build stages "
+                    "only, never in the final images",
+    )
 
     @model_validator(mode="after")
     def _reachable(self) -> KubernetesCluster:

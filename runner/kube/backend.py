@@ -123,7 +123,8 @@ class KubernetesBackend:
         self.say(f"cluster {c.name}: kubernetes ({c.description or c.context or c.kubeconfig})")
         self.images = resolve_images(self.cells_given, registry=c.registry, images_from=self.images_from,
                                      log_dir=self.run_dir / "builds" / "images", say=lambda t: self.say(f"  {t}"),
-                                     platform=c.image_platform)
+                                     platform=c.image_platform, base_images=c.base_images,
+                                     ca_bundle=Path(c.build_ca_bundle).expanduser() if c.build_ca_bundle else None)
         results: dict[str, CellResult] = {}
         for index, cell in self.indexed:
             problem = self.images.problem(cell)
