@@ -8,7 +8,8 @@ at once, where hand-written `to_dict`/`from_dict` pairs and a hand-kept schema d
 
 - Strict: `strict=True` and `extra="forbid"` on every model, so a `true` where seconds belong, `"3"`
   where a count belongs, a missing field or an unknown one is an error, never a coercion. Only the
-  verdict accepts its string value (that is how results.json spells it).
+  verdict accepts its string value (that is how results.json spells it). Constructors and assignments
+  (`result.rounds = ...`) are checked the same way, so a bad value fails where it is made, not in the report.
 - Located errors: `from_dict()` turns pydantic's error into one line that names the path the way a
   reader looks for it, `results.cells[3].rounds[0].seen_at: expected a number, got 'x'`.
 - Deterministic: `RunResult.to_json()` sorts keys, indents by 2, writes floats always as floats (`45.0`
@@ -20,7 +21,11 @@ Times are Unix seconds (float), the clock the watchers' `ts` fields use, so roun
 lines compare directly.
 
 To add a field: declare it with a type and a docstring (the docstring becomes its schema description),
-give it a default if older results.json files lack it, regenerate the schema, and add a fixture.
+and a default if constructors may leave it out; regenerate the schema (the test says how) and let the
+fixtures gain the key. Reading requires every key, defaults or not, so a file written before the field
+existed is refused as `results.cells[0].<field>: missing`; bump SCHEMA_VERSION if it should be refused
+as another version instead. The model has no `Any`-typed field but `pcap`'s values; keep it so (see
+`_ABSENT`).
 """
 
 from __future__ import annotations
