@@ -1,22 +1,57 @@
-"""The result model: what one run found, cell by cell, as plain dataclasses with a JSON round trip.
+"""The result model: what one run found, cell by cell, as pydantic models that are also results.json's schema.
 
 This is the one canonical format every later step reads (report, README table, `watchdrop report
-RESULTS.json`), so it is written out by hand rather than derived: `to_dict()` emits only JSON types,
-`from_dict()` checks every field's type and names the bad one (`cells[3].rounds[0].seen_at: expected
-number or null, got 'x'`), and `RunResult.to_json()` is deterministic (sorted keys, fixed indent,
-floats always as floats, trailing newline) so rendering the same result twice gives the same bytes.
+RESULTS.json`), so one definition gives all three of its faces: the Python objects, their validation
+and docs/results-schema.json (`python -m runner.model --schema`, checked by tests/test_model_schema.py).
+Pydantic is already a dependency, and a field added here is read, written, validated and documented
+at once, where hand-written `to_dict`/`from_dict` pairs and a hand-kept schema drifted apart.
+
+- Strict: `strict=True` and `extra="forbid"` on every model, so a `true` where seconds belong, `"3"`
+  where a count belongs, a missing field or an unknown one is an error, never a coercion. Only the
+  verdict accepts its string value (that is how results.json spells it). Constructors and assignments
+  (`result.rounds = ...`) are checked the same way, so a bad value fails where it is made, not in the report.
+- Located errors: `from_dict()` turns pydantic's error into one line that names the path the way a
+  reader looks for it, `results.cells[3].rounds[0].seen_at: expected a number, got 'x'`.
+- Deterministic: `RunResult.to_json()` sorts keys, indents by 2, writes floats always as floats (`45.0`
+  for 45 in a seconds field) and ends with a newline, so rendering the same result twice gives the
+  same bytes; tests/test_model_fixtures.py holds files written by the earlier hand-written model and
+  checks they re-dump byte for byte.
 
 Times are Unix seconds (float), the clock the watchers' `ts` fields use, so rounds, packets and log
-lines compare directly. docs/results-schema.json describes the same shape for other readers.
+lines compare directly.
+
+To add a field: declare it with a type and a docstring (the docstring becomes its schema description),
+and a default if constructors may leave it out; regenerate the schema (the test says how) and let the
+fixtures gain the key. Reading requires every key, defaults or not, so a file written before the field
+existed is refused as `results.cells[0].<field>: missing`; bump SCHEMA_VERSION if it should be refused
+as another version instead. The model has no `Any`-typed field but `pcap`'s values; keep it so (see
+`_ABSENT`).
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import sys
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_serializer,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import CoreSchema, ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from runner.config.profiles import PROFILES, Profile
 
@@ -49,6 +84,13 @@ class Verdict(enum.Enum):
         """The highest-ranked verdict, or None for no verdicts."""
         return max(verdicts, key=lambda v: v.rank, default=None)
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # The legend is the meaning of each value: a reader of the schema gets it without the code.
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema["description"] = " ".join([cls.__doc__ or "", *(f"{v.value}: {v.legend}." for v in cls)])
+        return schema
+
 
 _LEGEND: dict[Verdict, str] = {
     Verdict.PASS: "every round seen in time and the connection never idled out",
@@ -69,114 +111,154 @@ _RANK: dict[Verdict, int] = {
 }
 
 
-# --- strict readers used by every from_dict ------------------------------------------------------
+# --- field types ----------------------------------------------------------------------------------
+
+#: Seconds (a duration or a Unix time). Always written as a float, so 45 renders as 45.0 as one read back
+#: does: validation already makes it a float, the serializer keeps that for objects that skipped validation
+#: (`model_copy(update=...)`, `model_construct`). NaN and infinities are refused: JSON has no spelling for them.
+Seconds = Annotated[float, Field(allow_inf_nan=False), PlainSerializer(float, return_type=float)]
+#: Counts of lines, events, rounds: never negative.
+Count = Annotated[int, Field(ge=0)]
+
+#: Passed to validation by `from_dict()`: a file must carry every key (defaults are for constructors,
+#: which fill results in as a run goes) and the derived `cell_id`.
+_READING = {"reading results.json": True}
 
 
-def _obj(d: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
-    return d
+def _reading(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("reading results.json"))
 
 
-def _field(d: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in d:
-        raise ValueError(f"{where}.{key}: missing")
-    return d[key]
+class _Absent:
+    """Stands in for a key a file lacks, so pydantic reports it in field order with the other problems."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
 
 
-def _str(d: Mapping[str, Any], key: str, where: str) -> str:
-    v = _field(d, key, where)
-    if not isinstance(v, str):
-        raise ValueError(f"{where}.{key}: expected a string, got {v!r}")
-    return v
+_ABSENT = _Absent()
 
 
-def _opt_str(d: Mapping[str, Any], key: str, where: str) -> str | None:
-    v = _field(d, key, where)
-    if v is not None and not isinstance(v, str):
-        raise ValueError(f"{where}.{key}: expected a string or null, got {v!r}")
-    return v
+def _field_error(field: str, data: Any, message: str) -> ValidationError:
+    """A validation error located at `field` of the model being validated, for checks that span fields."""
+    # "{detail}" keeps any braces in the message from being read as a template.
+    error = PydanticCustomError("watchdrop", "{detail}", {"detail": message})
+    return ValidationError.from_exception_data("watchdrop", [InitErrorDetails(type=error, loc=(field,), input=data)])
 
 
-def _num(d: Mapping[str, Any], key: str, where: str) -> float:
-    v = _field(d, key, where)
-    # bool is an int in Python; a `true` where seconds belong is a broken file, not 1 s.
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"{where}.{key}: expected a number, got {v!r}")
-    return float(v)
+def _wording(err: ErrorDetails) -> str:
+    """Pydantic's error in the words the hand-written readers used (tests and users grep for them)."""
+    kind, value, ctx = err["type"], err["input"], err.get("ctx") or {}
+    if value is _ABSENT:
+        return "missing"
+    match kind:
+        case "missing":
+            return "missing"
+        case "float_type":
+            return f"expected a number, got {value!r}"
+        case "finite_number":
+            return f"expected a finite number, got {value!r}"
+        case "int_type":
+            return f"expected an integer, got {value!r}"
+        case "bool_type":
+            return f"expected true or false, got {value!r}"
+        case "string_type":
+            return f"expected a string, got {value!r}"
+        case "model_type" | "dict_type":
+            return f"expected an object, got {type(value).__name__}"
+        case "list_type":
+            return f"expected a list, got {type(value).__name__}"
+        case "enum":
+            # ctx["expected"] is "'PASS', 'RECOVERED' or 'SKIPPED'"; the readers listed them bare.
+            known = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+            return f"unknown {err['loc'][-1]} {value!r} (known: {known})"
+        case "greater_than_equal":
+            return f"expected at least {ctx.get('ge')}, got {value!r}"
+        case "string_too_short":
+            return f"expected a non-empty string, got {value!r}"
+        case "extra_forbidden":
+            return "unknown field (not in this watchdrop's schema)"
+        case "watchdrop":
+            return err["msg"]
+    return f"{err['msg']}, got {value!r}"
 
 
-def _opt_num(d: Mapping[str, Any], key: str, where: str) -> float | None:
-    if _field(d, key, where) is None:
-        return None
-    return _num(d, key, where)
+def _explain(exc: ValidationError, where: str) -> str:
+    """The first problem as `where.cells[3].rounds[0].seen_at: ...`, and how many more there are."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    path = where
+    for part in first["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{path}: {_wording(first)}{more}"
 
 
-def _int(d: Mapping[str, Any], key: str, where: str) -> int:
-    v = _field(d, key, where)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{where}.{key}: expected an integer, got {v!r}")
-    return v
+class _Model(BaseModel):
+    """What every results.json object shares: strict, closed, documented by its field docstrings."""
 
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        # The run mutates results as evidence comes in (`result.rounds = ...`); those writes are checked too.
+        validate_assignment=True,
+        # Field docstrings become the schema's descriptions: the comment and the documentation are one text.
+        use_attribute_docstrings=True,
+        # results.json always has every key, defaults included: the schema says so.
+        json_schema_serialization_defaults_required=True,
+    )
 
-def _opt_int(d: Mapping[str, Any], key: str, where: str) -> int | None:
-    if _field(d, key, where) is None:
-        return None
-    return _int(d, key, where)
+    #: The name of this object in error messages when it is read on its own.
+    _where: ClassVar[str] = "value"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _every_key_when_reading(cls, data: Any, info: ValidationInfo) -> Any:
+        # A file lacking a key was not written by watchdrop (to_dict writes them all): refuse it rather than
+        # fill in a default. The placeholder fails every field type here (none is Any), reported as "missing".
+        if not _reading(info) or not isinstance(data, dict):
+            return data
+        absent = [name for name in cls.model_fields if name not in data]
+        return {**data, **dict.fromkeys(absent, _ABSENT)} if absent else data
 
-def _bool(d: Mapping[str, Any], key: str, where: str) -> bool:
-    v = _field(d, key, where)
-    if not isinstance(v, bool):
-        raise ValueError(f"{where}.{key}: expected true or false, got {v!r}")
-    return v
+    def to_dict(self) -> dict[str, Any]:
+        """Only JSON types, every field present: what results.json holds for this object."""
+        return self.model_dump(mode="json")
 
-
-def _str_map(d: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
-    v = _obj(_field(d, key, where), f"{where}.{key}")
-    out: dict[str, str] = {}
-    for k, val in v.items():
-        if not isinstance(val, str):
-            raise ValueError(f"{where}.{key}.{k}: expected a string, got {val!r}")
-        out[str(k)] = val
-    return out
-
-
-def _list(d: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    v = _field(d, key, where)
-    if not isinstance(v, list):
-        raise ValueError(f"{where}.{key}: expected a list, got {type(v).__name__}")
-    return v
-
-
-def _f(x: float | None) -> float | None:
-    # Always emit floats for float fields: 45 and 45.0 would otherwise render differently.
-    return None if x is None else float(x)
+    @classmethod
+    def from_dict(cls, d: Any, where: str | None = None) -> Self:
+        """Validate `d` (parsed JSON); a problem is a ValueError naming its path from `where`."""
+        try:
+            return cls.model_validate(d, context=_READING)
+        except ValidationError as exc:
+            raise ValueError(_explain(exc, cls._where if where is None else where)) from None
 
 
 # --- the model ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProfileFacts:
+class ProfileFacts(_Model):
     """A cluster's LB profile as it really ran (runner/config/profiles.py Profile, after scaling/overrides)."""
 
+    model_config = ConfigDict(frozen=True)
+    _where: ClassVar[str] = "profile"
+
     name: str
-    #: What the LB does to a flow idle for `idle_timeout`: "none" (no LB acts: the control),
-    #: "silent-drop", "rst-on-next-packet" or "rst-both-ways".
     mode: str
-    #: Seconds of idle after which the LB forgets the flow; None when unknown (a provider's LB).
-    #: For mode "none" it only sized the idle waits.
-    idle_timeout: float | None
-    #: The TCP-terminating front in the API server's path ("tcp-proxy"), or "none"/None when
-    #: watchers reach kube-apiserver directly (whose own keepalive then hides the LB: docs/facts.md).
+    """What the LB does to a flow idle for `idle_timeout`: "none" (no LB acts: the control),
+    "silent-drop", "rst-on-next-packet" or "rst-both-ways"."""
+    idle_timeout: Seconds | None
+    """Seconds of idle after which the LB forgets the flow; null when unknown (a provider's LB).
+    For mode "none" it only sized the idle waits."""
     front: str | None
-    #: The real profile a `-quick` profile was scaled down from (e.g. "azure-slb"), else None.
+    """The TCP-terminating front in the API server's path ("tcp-proxy"), or "none"/null when
+    watchers reach kube-apiserver directly (whose own keepalive then hides the LB: docs/facts.md)."""
     scaled_from: str | None = None
-    #: That real profile's idle timeout, so the report can print both numbers.
-    scaled_from_timeout: float | None = None
-    #: Settings a matrix cluster overrode on top of the named profile.
-    overrides: dict[str, str] = field(default_factory=dict)
+    """The real profile a `-quick` profile was scaled down from (e.g. "azure-slb"), else null."""
+    scaled_from_timeout: Seconds | None = None
+    """That real profile's idle timeout, so the report can print both numbers."""
+    overrides: dict[str, str] = Field(default_factory=dict)
+    """Settings a matrix cluster overrode on top of the named profile."""
 
     @property
     def acts(self) -> bool:
@@ -217,230 +299,126 @@ class ProfileFacts:
             text += " [overridden: " + ", ".join(f"{k}={v}" for k, v in sorted(self.overrides.items())) + "]"
         return text
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "mode": self.mode,
-            "idle_timeout": _f(self.idle_timeout),
-            "front": self.front,
-            "scaled_from": self.scaled_from,
-            "scaled_from_timeout": _f(self.scaled_from_timeout),
-            "overrides": dict(self.overrides),
-        }
 
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "profile") -> ProfileFacts:
-        d = _obj(d, where)
-        return cls(
-            name=_str(d, "name", where),
-            mode=_str(d, "mode", where),
-            idle_timeout=_opt_num(d, "idle_timeout", where),
-            front=_opt_str(d, "front", where),
-            scaled_from=_opt_str(d, "scaled_from", where),
-            scaled_from_timeout=_opt_num(d, "scaled_from_timeout", where),
-            overrides=_str_map(d, "overrides", where),
-        )
-
-
-@dataclass(frozen=True)
-class Timings:
+class Timings(_Model):
     """The cell's timing settings, as passed to the watcher (clients/README.md)."""
 
-    #: watch: seconds between the harness's updates (idle on the flow); None for idle-request.
-    interval: float | None
-    #: Seconds the harness waits for an `event-seen` / `request-done` before the round is missed.
-    detection_timeout: float
-    rounds: int
-    #: idle-request: seconds idle between the two requests of a round; None for watch.
-    idle: float | None = None
+    model_config = ConfigDict(frozen=True)
+    _where: ClassVar[str] = "timings"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "interval": _f(self.interval),
-            "detection_timeout": _f(self.detection_timeout),
-            "rounds": self.rounds,
-            "idle": _f(self.idle),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "timings") -> Timings:
-        d = _obj(d, where)
-        return cls(
-            interval=_opt_num(d, "interval", where),
-            detection_timeout=_num(d, "detection_timeout", where),
-            rounds=_int(d, "rounds", where),
-            idle=_opt_num(d, "idle", where),
-        )
+    interval: Seconds | None
+    """watch: seconds between the harness's updates (idle on the flow); null for idle-request."""
+    detection_timeout: Seconds
+    """Seconds the harness waits for an `event-seen` / `request-done` before the round is missed."""
+    rounds: Count
+    idle: Seconds | None = None
+    """idle-request: seconds idle between the two requests of a round; null for watch."""
 
 
-@dataclass
-class RoundResult:
+class RoundResult(_Model):
     """One round: what the harness did, what the watcher saw, and how idle the flow was before."""
+
+    _where: ClassVar[str] = "round"
 
     index: int
     scenario: str
-    #: watch: when the harness wrote the trigger (taken before the write was sent);
-    #: idle-request: when the watcher sent the request that follows the idle period.
-    update_at: float
-    #: watch: the trigger's `data.value` written this round; idle-request: "ok".
+    update_at: Seconds
+    """watch: when the harness wrote the trigger (taken before the write was sent);
+    idle-request: when the watcher sent the request that follows the idle period."""
     expected: str
-    #: The matching `event-seen` / `request-done` time, or None when nothing matched in time.
-    seen_at: float | None
-    deadline: float
+    """watch: the trigger's `data.value` written this round; idle-request: "ok"."""
+    seen_at: Seconds | None
+    """The matching `event-seen` / `request-done` time, or null when nothing matched in time."""
+    deadline: Seconds
     ok: bool
-    #: Seconds the pod's flow had been idle when the update happened (from the capture), or None
-    #: when no connection was open then or there was no capture.
-    idle_before: float | None
+    idle_before: Seconds | None
+    """Seconds the pod's flow had been idle when the update happened (from the capture), or null
+    when no connection was open then or there was no capture."""
     note: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "scenario": self.scenario,
-            "update_at": _f(self.update_at),
-            "expected": self.expected,
-            "seen_at": _f(self.seen_at),
-            "deadline": _f(self.deadline),
-            "ok": self.ok,
-            "idle_before": _f(self.idle_before),
-            "note": self.note,
-        }
 
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "round") -> RoundResult:
-        d = _obj(d, where)
-        return cls(
-            index=_int(d, "index", where),
-            scenario=_str(d, "scenario", where),
-            update_at=_num(d, "update_at", where),
-            expected=_str(d, "expected", where),
-            seen_at=_opt_num(d, "seen_at", where),
-            deadline=_num(d, "deadline", where),
-            ok=_bool(d, "ok", where),
-            idle_before=_opt_num(d, "idle_before", where),
-            note=_str(d, "note", where),
-        )
-
-
-@dataclass
-class WatcherFacts:
+class WatcherFacts(_Model):
     """Counts read from the watcher's JSON lines and stderr."""
 
-    #: A `started` line was printed (the watcher ran at all).
+    _where: ClassVar[str] = "watcher"
+
     started: bool
-    #: JSON lines that followed the contract (had `ts` and `event`).
-    lines: int
-    errors: int
-    reconnects: int
-    watch_opened: int
-    #: stderr lines that look like the library logging an error (klog `E....`, Traceback, "error").
-    stderr_errors: int
-    #: None when the harness recorded no exit (it never ended or was never started).
+    """A `started` line was printed (the watcher ran at all)."""
+    lines: Count
+    """JSON lines that followed the contract (had `ts` and `event`)."""
+    errors: Count
+    reconnects: Count
+    watch_opened: Count
+    stderr_errors: Count
+    """stderr lines that look like the library logging an error (klog `E....`, Traceback, "error")."""
     exit_code: int | None
-    #: The first `error` line's message, for the reason text.
+    """null when the harness recorded no exit (it never ended or was never started)."""
     first_error: str | None = None
-    #: `version` from the `started` line: what the watcher actually loaded.
+    """The first `error` line's message, for the reason text."""
     reported_version: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "started": self.started,
-            "lines": self.lines,
-            "errors": self.errors,
-            "reconnects": self.reconnects,
-            "watch_opened": self.watch_opened,
-            "stderr_errors": self.stderr_errors,
-            "exit_code": self.exit_code,
-            "first_error": self.first_error,
-            "reported_version": self.reported_version,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "watcher") -> WatcherFacts:
-        d = _obj(d, where)
-        return cls(
-            started=_bool(d, "started", where),
-            lines=_int(d, "lines", where),
-            errors=_int(d, "errors", where),
-            reconnects=_int(d, "reconnects", where),
-            watch_opened=_int(d, "watch_opened", where),
-            stderr_errors=_int(d, "stderr_errors", where),
-            exit_code=_opt_int(d, "exit_code", where),
-            first_error=_opt_str(d, "first_error", where),
-            reported_version=_opt_str(d, "reported_version", where),
-        )
+    """`version` from the `started` line: what the watcher actually loaded."""
 
 
-@dataclass(frozen=True)
-class LbSummary:
+class LbSummary(_Model):
     """What the LB emulator's event log says it did to this cell's flows, up to the last round's
     deadline (runner.verdict.summarize_lb_events)."""
 
-    expired: int = 0
-    rst_to_client: int = 0
-    rst_to_server: int = 0
-    dropped_after_expiry: int = 0
+    model_config = ConfigDict(frozen=True)
+    _where: ClassVar[str] = "lb"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "expired": self.expired,
-            "rst_to_client": self.rst_to_client,
-            "rst_to_server": self.rst_to_server,
-            "dropped_after_expiry": self.dropped_after_expiry,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "lb") -> LbSummary:
-        d = _obj(d, where)
-        return cls(
-            expired=_int(d, "expired", where),
-            rst_to_client=_int(d, "rst_to_client", where),
-            rst_to_server=_int(d, "rst_to_server", where),
-            dropped_after_expiry=_int(d, "dropped_after_expiry", where),
-        )
+    expired: Count = 0
+    rst_to_client: Count = 0
+    rst_to_server: Count = 0
+    dropped_after_expiry: Count = 0
 
 
 def make_cell_id(client: str, cluster: str, scenario: str) -> str:
     return f"{client}/{cluster}/{scenario}"
 
 
-@dataclass
-class CellResult:
+class CellResult(_Model):
     """One (client entry, cluster, scenario) cell with its verdict and the evidence behind it."""
 
-    #: The matrix entry's name, the row key: the folder name, or a variant's name.
+    _where: ClassVar[str] = "cell"
+
     client: str
-    #: The clients/ folder the entry builds from; equals `client` for the folder's default entry.
+    """The matrix entry's name, the row key: the folder name, or a variant's name."""
     folder: str
+    """The clients/ folder the entry builds from; equals `client` for the folder's default entry."""
     library: str
     library_version: str
     api_style: str
-    #: The variant's extra environment (e.g. {"WATCHDROP_TCP_KEEPALIVE": "30"}); {} for a default.
     variant_env: dict[str, str]
+    """The variant's extra environment (e.g. {"WATCHDROP_TCP_KEEPALIVE": "30"}); {} for a default."""
     cluster: str
-    #: None on a kubernetes cluster, whose LB is the provider's and not emulated.
     profile: ProfileFacts | None
+    """null on a kubernetes cluster, whose LB is the provider's and not emulated."""
     scenario: str
     timings: Timings
-    verdict: Verdict
-    #: Short one-liner without the verdict prefix, e.g. "no event for 2/2 rounds, no RST seen".
+    # Not strict: results.json spells a verdict as its value ("FAIL-SILENT"), which strict mode refuses.
+    verdict: Annotated[Verdict, Field(strict=False)]
     reason: str
-    rounds: list[RoundResult] = field(default_factory=list)
+    """Short one-liner without the verdict prefix, e.g. "no event for 2/2 rounds, no RST seen"."""
+    rounds: list[RoundResult] = Field(default_factory=list)
     watcher: WatcherFacts | None = None
-    #: PcapFacts.to_dict() of the pod's capture, or None when there was none.
     pcap: dict[str, Any] | None = None
+    """runner/evidence/pcap.py PcapFacts.to_dict() of the pod's capture, or null when there was none."""
     lb: LbSummary | None = None
-    #: The observed keepalive summary read from the capture (PcapFacts.keepalive_summary()).
     keepalive: str = ""
-    #: Evidence files by kind ("watcher_log", "stderr", "pcap", "lb_events", ...), relative to the run dir.
-    evidence: dict[str, str] = field(default_factory=dict)
-    started: float | None = None
-    finished: float | None = None
-    #: Harness problems met while running this cell (each one line).
-    errors: list[str] = field(default_factory=list)
-    #: The variant's build settings (e.g. an older library pin); {} for a default.
-    build_env: dict[str, str] = field(default_factory=dict)
+    """The observed keepalive summary read from the capture (PcapFacts.keepalive_summary())."""
+    evidence: dict[str, str] = Field(default_factory=dict)
+    """Evidence files by kind ("watcher_log", "stderr", "pcap", "lb_events", ...), relative to the run dir."""
+    started: Seconds | None = None
+    finished: Seconds | None = None
+    errors: list[str] = Field(default_factory=list)
+    """Harness problems met while running this cell (each one line)."""
+    build_env: dict[str, str] = Field(default_factory=dict)
+    """The variant's build settings (e.g. an older library pin); {} for a default."""
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description="client/cluster/scenario: derived, and checked against them on read.",
+        json_schema_extra={"pattern": "^[^/]+/[^/]+/[^/]+$"},
+    )
     @property
     def cell_id(self) -> str:
         return make_cell_id(self.client, self.cluster, self.scenario)
@@ -449,141 +427,72 @@ class CellResult:
     def is_variant(self) -> bool:
         return self.client != self.folder
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cell_id": self.cell_id,
-            "client": self.client,
-            "folder": self.folder,
-            "library": self.library,
-            "library_version": self.library_version,
-            "api_style": self.api_style,
-            "variant_env": dict(self.variant_env),
-            "build_env": dict(self.build_env),
-            "cluster": self.cluster,
-            "profile": None if self.profile is None else self.profile.to_dict(),
-            "scenario": self.scenario,
-            "timings": self.timings.to_dict(),
-            "verdict": self.verdict.value,
-            "reason": self.reason,
-            "rounds": [r.to_dict() for r in self.rounds],
-            "watcher": None if self.watcher is None else self.watcher.to_dict(),
-            # A JSON round trip normalises whatever PcapFacts.to_dict() returned (tuples -> lists),
-            # so the in-memory result already equals what a reader of results.json gets back.
-            "pcap": None if self.pcap is None else json.loads(json.dumps(self.pcap, allow_nan=False)),
-            "lb": None if self.lb is None else self.lb.to_dict(),
-            "keepalive": self.keepalive,
-            "evidence": dict(self.evidence),
-            "started": _f(self.started),
-            "finished": _f(self.finished),
-            "errors": list(self.errors),
-        }
+    @field_serializer("pcap")
+    def _pcap_as_json(self, pcap: dict[str, Any] | None) -> dict[str, Any] | None:
+        # A JSON round trip normalises whatever PcapFacts.to_dict() returned (tuples -> lists),
+        # so the in-memory result already equals what a reader of results.json gets back.
+        return None if pcap is None else json.loads(json.dumps(pcap, allow_nan=False))
 
+    @model_validator(mode="wrap")
     @classmethod
-    def from_dict(cls, d: Any, where: str = "cell") -> CellResult:
-        d = _obj(d, where)
-        verdict_text = _str(d, "verdict", where)
-        try:
-            verdict = Verdict(verdict_text)
-        except ValueError:
-            known = ", ".join(v.value for v in Verdict)
-            raise ValueError(f"{where}.verdict: unknown verdict {verdict_text!r} (known: {known})") from None
-        watcher = _field(d, "watcher", where)
-        lb = _field(d, "lb", where)
-        pcap = _field(d, "pcap", where)
-        profile = _field(d, "profile", where)
-        if pcap is not None:
-            pcap = dict(_obj(pcap, f"{where}.pcap"))
-        errors = _list(d, "errors", where)
-        for i, e in enumerate(errors):
-            if not isinstance(e, str):
-                raise ValueError(f"{where}.errors[{i}]: expected a string, got {e!r}")
-        cell = cls(
-            client=_str(d, "client", where),
-            folder=_str(d, "folder", where),
-            library=_str(d, "library", where),
-            library_version=_str(d, "library_version", where),
-            api_style=_str(d, "api_style", where),
-            variant_env=_str_map(d, "variant_env", where),
-            build_env=_str_map(d, "build_env", where),
-            cluster=_str(d, "cluster", where),
-            profile=None if profile is None else ProfileFacts.from_dict(profile, f"{where}.profile"),
-            scenario=_str(d, "scenario", where),
-            timings=Timings.from_dict(_field(d, "timings", where), f"{where}.timings"),
-            verdict=verdict,
-            reason=_str(d, "reason", where),
-            rounds=[RoundResult.from_dict(r, f"{where}.rounds[{i}]") for i, r in enumerate(_list(d, "rounds", where))],
-            watcher=None if watcher is None else WatcherFacts.from_dict(watcher, f"{where}.watcher"),
-            pcap=pcap,
-            lb=None if lb is None else LbSummary.from_dict(lb, f"{where}.lb"),
-            keepalive=_str(d, "keepalive", where),
-            evidence=_str_map(d, "evidence", where),
-            started=_opt_num(d, "started", where),
-            finished=_opt_num(d, "finished", where),
-            errors=list(errors),
-        )
-        # cell_id is derived; a file whose id disagrees with its own fields was edited by hand wrongly.
-        stored_id = _str(d, "cell_id", where)
-        if stored_id != cell.cell_id:
-            raise ValueError(f"{where}.cell_id: {stored_id!r} does not match client/cluster/scenario {cell.cell_id!r}")
+    def _check_cell_id(cls, data: Any, handler: ModelWrapValidatorHandler[CellResult], info: ValidationInfo) -> Any:
+        # cell_id is written for readers but derived from three fields: a file must carry it (as the
+        # schema says) and a file whose id disagrees with its own fields was edited by hand wrongly.
+        if not isinstance(data, dict) or (not _reading(info) and "cell_id" not in data):
+            return handler(data)
+        data = dict(data)
+        if "cell_id" not in data:
+            handler(data)  # the other fields' problems come first, as they would in the file
+            raise _field_error("cell_id", data, "missing")
+        stored = data.pop("cell_id")
+        if not isinstance(stored, str):
+            handler(data)
+            raise _field_error("cell_id", stored, f"expected a string, got {stored!r}")
+        cell = handler(data)
+        if stored != cell.cell_id:
+            raise _field_error(
+                "cell_id", stored, f"{stored!r} does not match client/cluster/scenario {cell.cell_id!r}"
+            )
         return cell
 
 
-@dataclass
-class RunResult:
-    """Everything one `watchdrop run` found; results.json is `to_json()` of this."""
+class RunResult(_Model):
+    """One watchdrop run: every cell's verdict and the evidence behind it; results.json is `to_json()` of this.
+    Times are Unix seconds, the clock of the watchers' `ts` fields."""
 
-    run_id: str
-    started: float
-    finished: float | None
-    #: The matrix file the run was planned from, as given on the command line.
+    model_config = ConfigDict(title="watchdrop results.json")
+    _where: ClassVar[str] = "results"
+
+    schema_version: Annotated[int, Field(json_schema_extra={"const": SCHEMA_VERSION})] = SCHEMA_VERSION
+    """Bumped when a field changes meaning or disappears; readers refuse versions they do not know."""
+    run_id: Annotated[str, Field(min_length=1)]
+    started: Seconds
+    finished: Seconds | None
     matrix: str
-    #: Facts about the machine (kernel, cpus, python, kube-apiserver/etcd versions, ...).
+    """The matrix file the run was planned from, as given on the command line."""
     machine: dict[str, str]
-    #: Every profile the cells used, with the real numbers after scaling.
+    """Facts about the machine (kernel, cpus, python, kube-apiserver/etcd versions, ...)."""
     profiles: list[ProfileFacts]
+    """Every profile the cells used, with the real numbers after scaling."""
     cells: list[CellResult]
-    #: SIGINT/SIGTERM stopped the run early; cells not reached are absent.
     interrupted: bool = False
-    schema_version: int = SCHEMA_VERSION
+    """SIGINT/SIGTERM stopped the run early; cells not reached are absent."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "run_id": self.run_id,
-            "started": _f(self.started),
-            "finished": _f(self.finished),
-            "matrix": self.matrix,
-            "machine": dict(self.machine),
-            "profiles": [p.to_dict() for p in self.profiles],
-            "cells": [c.to_dict() for c in self.cells],
-            "interrupted": self.interrupted,
-        }
+    @model_validator(mode="before")
+    @classmethod
+    def _known_version(cls, data: Any) -> Any:
+        # Another version is refused for that alone: its other fields may mean other things, so listing
+        # their problems would only mislead.
+        version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else SCHEMA_VERSION
+        if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_VERSION:
+            raise _field_error(
+                "schema_version", version, f"this watchdrop reads version {SCHEMA_VERSION}, the file has {version}"
+            )
+        return data
 
     def to_json(self) -> str:
         """Deterministic JSON text: the same result always gives the same bytes."""
         return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "results") -> RunResult:
-        d = _obj(d, where)
-        version = _int(d, "schema_version", where)
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"{where}.schema_version: this watchdrop reads version {SCHEMA_VERSION}, the file has {version}"
-            )
-        return cls(
-            schema_version=version,
-            run_id=_str(d, "run_id", where),
-            started=_num(d, "started", where),
-            finished=_opt_num(d, "finished", where),
-            matrix=_str(d, "matrix", where),
-            machine=_str_map(d, "machine", where),
-            profiles=[
-                ProfileFacts.from_dict(p, f"{where}.profiles[{i}]") for i, p in enumerate(_list(d, "profiles", where))
-            ],
-            cells=[CellResult.from_dict(c, f"{where}.cells[{i}]") for i, c in enumerate(_list(d, "cells", where))],
-            interrupted=_bool(d, "interrupted", where),
-        )
 
     @classmethod
     def from_json(cls, text: str) -> RunResult:
@@ -595,3 +504,42 @@ def fmt_secs(x: float) -> str:
     if abs(x) >= 10:
         return f"{x:.0f} s"
     return f"{x:.1f} s"
+
+
+# --- the schema -----------------------------------------------------------------------------------
+
+
+class _SchemaGenerator(GenerateJsonSchema):
+    # Field titles would only repeat the field names ("Run Id"); the descriptions say what they mean.
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def results_schema() -> dict[str, Any]:
+    """The JSON Schema of results.json, from the model: what docs/results-schema.json holds."""
+    # Serialization mode: the file as written, with the computed cell_id and every default present.
+    schema = RunResult.model_json_schema(mode="serialization", schema_generator=_SchemaGenerator)
+    # The run's own object first, the definitions it refers to after it: the file reads top-down.
+    defs = schema.pop("$defs")
+    return {"$schema": _SchemaGenerator.schema_dialect, **schema, "$defs": defs}
+
+
+def results_schema_text() -> str:
+    """docs/results-schema.json's exact text (fields in model order, so a diff reads like the model's)."""
+    return json.dumps(results_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.model", description="The results.json model.")
+    parser.add_argument("--schema", action="store_true",
+                        help="print results.json's JSON Schema (> docs/results-schema.json)")
+    args = parser.parse_args(argv)
+    if not args.schema:
+        parser.print_help()
+        return 2
+    sys.stdout.write(results_schema_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

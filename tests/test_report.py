@@ -33,8 +33,9 @@ from runner.report.render import (
 
 SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "results-schema.json"
 
-AZURE = ProfileFacts("azure-slb-quick", "rst-both-ways", 45.0, "tcp-proxy", "azure-slb", 240.0)
-GCP = ProfileFacts("gcp", "silent-drop", 600.0, "tcp-proxy")
+AZURE = ProfileFacts(name="azure-slb-quick", mode="rst-both-ways", idle_timeout=45.0, front="tcp-proxy",
+                     scaled_from="azure-slb", scaled_from_timeout=240.0)
+GCP = ProfileFacts(name="gcp", mode="silent-drop", idle_timeout=600.0, front="tcp-proxy")
 
 
 def cell(
@@ -185,7 +186,8 @@ def test_profile_describes_real_numbers() -> None:
     assert direct.describe() == "direct: no LB acts on idle flows, no front (direct to kube-apiserver)"
     quick = ProfileFacts.from_profile(resolve_profile("aws-nlb-quick", {"front": "none"}))
     assert quick == ProfileFacts(
-        "aws-nlb-quick", "rst-on-next-packet", 45.0, "none", "aws-nlb", 350.0, {"front": "none"}
+        name="aws-nlb-quick", mode="rst-on-next-packet", idle_timeout=45.0, front="none", scaled_from="aws-nlb",
+        scaled_from_timeout=350.0, overrides={"front": "none"},
     )
     assert quick.describe() == (
         "aws-nlb-quick: rst-on-next-packet after 45 s idle (scaled from aws-nlb: 350 s), "
@@ -341,12 +343,13 @@ def test_rendered_results_validate_against_the_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     validator.validate(json.loads(sample_run().to_json()))
-    empty = RunResult("r", 1.0, None, "m.yaml", {}, [], [], interrupted=True)
+    empty = RunResult(run_id="r", started=1.0, finished=None, matrix="m.yaml", machine={}, profiles=[], cells=[],
+                      interrupted=True)
     validator.validate(json.loads(empty.to_json()))
     # A kubernetes cluster has no emulated profile; idle-request has no interval.
     odd = cell("client-go", "aks", Verdict.ERROR, "no capture facts", scenario="idle-request")
     odd.timings = Timings(interval=None, detection_timeout=10, rounds=2, idle=300)
-    run = RunResult("r", 1.0, 2.0, "m.yaml", {}, [], [odd])
+    run = RunResult(run_id="r", started=1.0, finished=2.0, matrix="m.yaml", machine={}, profiles=[], cells=[odd])
     assert odd.profile is None
     validator.validate(json.loads(run.to_json()))
     assert RunResult.from_json(run.to_json()).to_json() == run.to_json()
@@ -358,7 +361,7 @@ def test_rendered_results_validate_against_the_schema() -> None:
 
 def test_schema_verdicts_match_the_model() -> None:
     schema = json.loads(SCHEMA.read_text())
-    assert schema["$defs"]["verdict"]["enum"] == [v.value for v in Verdict]
+    assert schema["$defs"]["Verdict"]["enum"] == [v.value for v in Verdict]
 
 
 def test_readme_section_shows_the_example_timelines() -> None:
@@ -374,9 +377,7 @@ def test_readme_section_shows_the_example_timelines() -> None:
 
 
 def _run_with_examples():
-    import dataclasses
-
     run = sample_run()
-    cells = [dataclasses.replace(run.cells[0], verdict=Verdict.PASS, scenario="watch"),
-             dataclasses.replace(run.cells[0], client="x", verdict=Verdict.FAIL_SILENT, scenario="watch")]
-    return dataclasses.replace(run, cells=cells)
+    cells = [run.cells[0].model_copy(update={"verdict": Verdict.PASS, "scenario": "watch"}),
+             run.cells[0].model_copy(update={"client": "x", "verdict": Verdict.FAIL_SILENT, "scenario": "watch"})]
+    return run.model_copy(update={"cells": cells})

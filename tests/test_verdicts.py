@@ -30,8 +30,9 @@ from runner.verdict import (
 
 IDLE = 45.0
 DETECT = 10.0
-AZURE_QUICK = ProfileFacts("azure-slb-quick", "rst-both-ways", IDLE, "tcp-proxy", "azure-slb", 240.0)
-DIRECT = ProfileFacts("direct", "none", 240.0, "none")
+AZURE_QUICK = ProfileFacts(name="azure-slb-quick", mode="rst-both-ways", idle_timeout=IDLE, front="tcp-proxy",
+                           scaled_from="azure-slb", scaled_from_timeout=240.0)
+DIRECT = ProfileFacts(name="direct", mode="none", idle_timeout=240.0, front="none")
 
 
 @dataclass
