@@ -7,6 +7,8 @@ as the runner does at the end of a run; the browser's screenshots are saved next
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -16,12 +18,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
 from runner.model import RunResult, Verdict
 from runner.report.html import cell_page_path, reproduce_command, write_extras, write_html
 from runner.report.render import load_results
+from tests.test_html_golden import HOSTILE, HOSTILE_CLIENT, hostile_run
 from tests.test_junit import synthetic_run, validate_results_json
 from tests.test_timeline import FAIL_SILENT_ID, PASS_ID, recorded_run
 
@@ -164,6 +168,59 @@ def test_hostile_text_is_escaped_everywhere(tmp_path) -> None:
     assert "<script>alert(1)</script>" in error_page
     skipped = _page(tmp_path / "cells/client-c/lb-2/watch/index.html").plain
     assert "No timeline: no evidence recorded for this cell" in skipped
+
+
+def test_hostile_cell_is_escaped_on_the_index_and_its_page(tmp_path) -> None:
+    """A client name, reason, harness error, watcher line and LB event carrying a tag, a quote and an
+    ampersand show as that text on both pages: never as markup, and never escaped twice."""
+    run = hostile_run(tmp_path)
+    cell = next(c for c in run.cells if c.client == HOSTILE_CLIENT)
+    # A flow the LB expired whose name is hostile: its sentence once escaped a name already escaped.
+    with (tmp_path / "cells" / Path(*cell.cell_id.split("/")) / "lb-events.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"ts": 1_800_000_077.0, "event": "expired", "flow": f"{HOSTILE}>x"}) + "\n")
+    write_html(run, tmp_path)
+    escaped = html.escape(HOSTILE, quote=True)
+    for path in (tmp_path / "index.html", tmp_path / cell_page_path(cell)):
+        raw = path.read_text(encoding="utf-8")
+        assert "<script" not in raw.lower() and "</script>" not in raw, path
+        assert HOSTILE not in raw and escaped in raw, path
+        # Every alert(1) sits inside an escaped tag followed by the escaped quote and ampersand
+        # (a JSON log line puts a backslash before the quote).
+        for before, after in re.findall(r"(.{14})alert\(1\)(.{0,27})", raw):
+            assert before == "&lt;script&gt;", (path, before)
+            assert re.match(r"&lt;/script&gt;\\?&quot;&amp;", after), (path, after)
+        assert "&amp;lt;" not in raw and "&amp;quot;" not in raw and "&amp;amp;" not in raw, path  # not twice
+    index = Page((tmp_path / "index.html").read_text(encoding="utf-8"))
+    assert f"{HOSTILE_CLIENT} (client-a variant)" in index.plain or HOSTILE_CLIENT in index.plain
+    assert f"reason {HOSTILE}" in index.plain
+    titles = [a["title"] for t, a in index.tags if t == "td" and "title" in a]
+    assert any(f"reason {HOSTILE}" in t for t in titles)  # the attribute holds the whole text, quote included
+    hrefs = [a["href"] for a in index.all("a")]
+    assert cell_page_path(cell) not in hrefs and cell_page_path(cell) in [unquote(h) for h in hrefs]
+    page = Page((tmp_path / cell_page_path(cell)).read_text(encoding="utf-8"))
+    plain = page.plain
+    for text in (f"{HOSTILE_CLIENT} · lb-1 · watch", f"reason {HOSTILE}", f"Harness problem: error {HOSTILE}",
+                 f"(first: message {HOSTILE})", f"stderr {HOSTILE}", f"FAILURE {HOSTILE}", f"EVIL={HOSTILE}",
+                 f"PIN={HOSTILE}", f"keepalive {HOSTILE}", "expired flow :<script at", f"detail={HOSTILE}"):
+        assert text in plain, text
+    assert [i["alt"] for i in page.all("img")] == [
+        f"Timeline of {cell.cell_id}: TCP connections, LB flow state, harness updates, watcher events, rounds"]
+
+
+def test_hostile_text_in_the_timeline_stays_text(tmp_path) -> None:
+    """Watcher values and the cell id reach the timeline SVG: matplotlib draws them as paths and keeps
+    the string only in an escaped comment, and the page embeds the SVG as an <img>, where it runs no script."""
+    run = hostile_run(tmp_path)
+    cell = next(c for c in run.cells if c.client == HOSTILE_CLIENT)
+    write_html(run, tmp_path)
+    svg = (tmp_path / cell_page_path(cell)).parent / "timeline.svg"
+    root = ET.parse(svg).getroot()
+    assert not [el for el in root.iter() if el.tag.rpartition("}")[2].lower() in ("script", "foreignobject")]
+    raw = svg.read_text(encoding="utf-8")
+    assert "<script" not in raw and "alert(1)</script>" not in raw
+    assert f"<!-- value {html.escape(HOSTILE, quote=False)} -->" in raw  # the watcher's value, as text
+    page = Page((tmp_path / cell_page_path(cell)).read_text(encoding="utf-8"))
+    assert [i["src"] for i in page.all("img")] == ["timeline.svg"] and not page.all("svg")
 
 
 def test_index_uses_the_text_tables_rows_and_columns(tmp_path) -> None:
