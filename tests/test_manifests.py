@@ -137,14 +137,7 @@ def test_role_is_configmaps_read_only() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": m.SERVICE_ACCOUNT, "namespace": NS}]
 
 
-def test_runner_cluster_role_covers_every_rule() -> None:
-    role = m.runner_cluster_role(pull_secrets=True)
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
-    for group, resource, verbs in (*m.RUNNER_RULES, m.PULL_SECRET_RULE):
-        for verb in verbs:
-            assert (group, resource, verb) in granted
-    assert not any("secrets" in rule["resources"] for rule in m.runner_cluster_role()["rules"])
+# The runner's own ClusterRoles and admission policies: tests/test_kube_rbac.py.
 
 
 # -- against a real kube-apiserver ------------------------------------------------------------------
