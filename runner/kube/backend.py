@@ -272,8 +272,10 @@ class KubernetesBackend:
     def deploy_timer(self, images: Images) -> None:
         """The seed's LB probe behind a Service of the cluster's service_type. Not evidence for any
         cell, so a failure here is noted, not fatal."""
+        c = self.cluster
         objs = m.timer_objects(self.run_ns, self.deployment(images), image=images.timer_server,
-                               service_type=self.cluster.service_type)
+                               service_type=c.service_type, source_ranges=c.load_balancer_source_ranges,
+                               internal=c.internal_load_balancer)
         (self.evidence / "timer-manifests.json").write_text(json.dumps(objs, indent=2) + "\n")
         self.namespaces.append(self.run_ns)
         api = self.access.new_api()

@@ -407,11 +407,27 @@ def timer_pod(ns: str, run_id: str, *, image: str, capture_image: str, pull_poli
     return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(TIMER_POD, labels, ns), "spec": spec}
 
 
-def timer_service(ns: str, run_id: str, service_type: str) -> Obj:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(TIMER_SERVICE, run_labels(run_id), ns),
-            "spec": {"type": service_type, "selector": {LABEL_COMPONENT: "timer-server", LABEL_RUN: run_id},
-                     "ports": [{"name": f"every-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
-                               for p in TIMER_PORTS]}}
+#: The annotation(s) that ask each provider's cloud controller for an internal (VNet/VPC-only) LB.
+INTERNAL_LB_ANNOTATIONS: dict[str, dict[str, str]] = {
+    "azure": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"},
+    # The in-tree controller reads the first, the AWS Load Balancer Controller the second.
+    "aws": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"},
+    "gcp": {"networking.gke.io/load-balancer-type": "Internal"},
+}
+
+
+def timer_service(ns: str, run_id: str, service_type: str, *, source_ranges: Sequence[str] = (),
+                  internal: str | None = None) -> Obj:
+    """The timer server's Service; the matrix refuses a public one unless it says expose_publicly."""
+    spec: Obj = {"type": service_type, "selector": {LABEL_COMPONENT: "timer-server", LABEL_RUN: run_id},
+                 "ports": [{"name": f"every-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
+                           for p in TIMER_PORTS]}
+    if source_ranges:
+        spec["loadBalancerSourceRanges"] = list(source_ranges)
+    annotations = INTERNAL_LB_ANNOTATIONS[internal] if internal else None
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(TIMER_SERVICE, run_labels(run_id), ns, annotations), "spec": spec}
 
 
 def _runner_binding(ns: str, d: Deployment) -> list[Obj]:
@@ -440,13 +456,14 @@ def cell_objects(ns: str, d: Deployment, c: CellSpec) -> list[Obj]:
     return objs
 
 
-def timer_objects(ns: str, d: Deployment, *, image: str, service_type: str) -> list[Obj]:
+def timer_objects(ns: str, d: Deployment, *, image: str, service_type: str, source_ranges: Sequence[str] = (),
+                  internal: str | None = None) -> list[Obj]:
     return [namespace(ns, d.run_id, cluster=d.cluster, runner=d.runner),
             *_runner_binding(ns, d),
             service_account(ns, TIMER_SERVICE_ACCOUNT, d.run_id),
             timer_pod(ns, d.run_id, image=image, capture_image=d.capture_image, pull_policy=d.pull_policy,
                       pull_secrets=d.pull_secrets),
-            timer_service(ns, d.run_id, service_type)]
+            timer_service(ns, d.run_id, service_type, source_ranges=source_ranges, internal=internal)]
 
 
 # -- what the runner's own kube context needs -------------------------------------------------------
