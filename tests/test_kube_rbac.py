@@ -223,7 +223,10 @@ def test_the_runner_can_do_its_job_in_run_namespaces_and_nothing_outside(cluster
         assert not can(verb, "validatingadmissionpolicybindings", None, "admissionregistration.k8s.io")
     assert not can("impersonate", "users", None) and not can("impersonate", "serviceaccounts", "kube-system")
 
-    # -- admission: real requests as the runner, outside run namespaces, refused by the policy
+    # -- admission: real requests as the runner, outside run namespaces, refused by the policy. RBAC
+    # alone allows these (create rolebindings and delete/patch namespaces are cluster-wide: the run's
+    # namespaces do not exist when the roles are bound), so SubjectAccessReviews cannot show it.
+    assert can("create", "rolebindings", "kube-system", m.RBAC_GROUP) and can("delete", "namespaces", None)
     binding = {**objs[1], "metadata": {**objs[1]["metadata"], "namespace": "kube-system"}}
     _refused(lambda: apply(runner, binding, dry_run=True))
     _refused(lambda: apply(runner, {**binding, "metadata": {**binding["metadata"], "namespace": "default"}},
