@@ -1,10 +1,11 @@
 """The kubernetes backend: the matrix's cells on a real cluster, reached through a kube context.
 
 Per matrix cluster: connect → preflight (SelfSubjectAccessReviews for everything the runner will
-do) → images → deploy (the timer server in `watchdrop-<run-id>`, each cell in its own namespace
-`watchdrop-<run-id>-c<NNN>`, runner/kube/manifests.py) → wait for every pod to start (bounded) → rounds →
-collect → teardown (in `finally`, also on Ctrl-C; `--keep` leaves the namespaces and prints how to
-delete them).
+do; missing rights stop the run with the manifests to apply, runner/kube/manifests.runner_rbac) →
+images → deploy (the timer server in `watchdrop-<run-id>`, each cell in its own namespace
+`watchdrop-<run-id>-c<NNN>`, runner/kube/manifests.py; the runner binds its in-run ClusterRole to
+itself in each first) → wait for every pod to start (bounded) → rounds → collect → teardown (in
+`finally`, also on Ctrl-C; `--keep` leaves the namespaces and prints how to delete them).
 
 The rounds are the embedded cells' own (runner/harness.py: update `trigger` every interval, wait
 for `event-seen`, write `failure-<timestamp>` on a miss), driven from outside the cluster by

@@ -7,7 +7,11 @@ drops, and tests can compare them with `==`.
 Layout of one run on one cluster:
 
 - `watchdrop-<run-id>`: the timer server (the seed's LB probe) behind a Service of the matrix's
-  `service_type`, with a capture sidecar.
+  `service_type` (ClusterIP unless the matrix asks for an LB with source ranges), with a capture
+  sidecar.
+- in every namespace, first: RoleBinding `watchdrop-runner`, the runner's own identity bound to
+  ClusterRole `watchdrop-runner-in-run` there and nowhere else (see "what the runner's own kube
+  context needs" below).
 - `watchdrop-<run-id>-c<NNN>` per cell: ServiceAccount `watcher`, Role + RoleBinding that allow
   get/list/watch on ConfigMaps in that namespace only (runner/credentials/rbac.py defines them), ConfigMap
   `trigger` (watch scenario) and pod `watcher`. One namespace per cell keeps the RBAC proof
