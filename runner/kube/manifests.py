@@ -689,6 +689,18 @@ def runner_rbac(subject: Subject, *, pull_secrets: Sequence[str] = (), secrets_n
     return objs
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style, except lists of plain strings on one line (`verbs: [get, list]`), as RBAC docs write them."""
+
+
+def _list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
+    flow = all(isinstance(i, str) and len(i) < 60 for i in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
+
+
+_Dumper.add_representer(list, _list)
+
+
 def render_yaml(objs: Sequence[Obj]) -> str:
     """`kubectl apply -f -` input."""
-    return yaml.safe_dump_all(objs, sort_keys=False, default_flow_style=False, width=120)
+    return yaml.dump_all(objs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
