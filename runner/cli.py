@@ -8,12 +8,16 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
 from runner.host import signals
 from runner.host.procs import REGISTRY
 
-COMMANDS = ("run", "cluster", "lb-probe", "report", "clean")
+if TYPE_CHECKING:
+    from runner.kube.manifests import Subject
+
+COMMANDS = ("run", "cluster", "lb-probe", "report", "clean", "kube-rbac")
 
 DESCRIPTION = """\
 watchdrop: which Kubernetes API client libraries silently lose their watches when a load
@@ -31,6 +35,8 @@ commands:
   lb-probe --profile P   the seed's curl experiment through one load-balancer profile
   clean [MATRIX.yaml]    remove leftovers (namespaces, nft tables, processes) of crashed runs;
                          with a matrix, also their namespaces on its kubernetes clusters
+  kube-rbac --user NAME  print the RBAC and admission policy a cluster admin applies for the
+                         runner's identity on a real cluster (`| kubectl apply -f -`)
 
 exit codes: 0 ran, no ERROR cells; 1 some cell ERROR; 2 interrupted; 3 internal error;
             4 usage error or bad matrix; 5 nothing selected.
@@ -87,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     cln = sub.add_parser("clean", help="remove leftovers of crashed runs (only wd- prefixed resources)")
     cln.add_argument("matrix", nargs="?",
                      help="also delete crashed runs' namespaces on this matrix's kubernetes clusters")
+    rbac = sub.add_parser("kube-rbac", help="print the least-privilege manifests for the runner's identity",
+                          description="Print the ClusterRoles, ClusterRoleBinding and ValidatingAdmissionPolicies "
+                                      "that let the runner do its job on a real cluster and nothing else "
+                                      "(apply them with `kubectl apply -f -`).")
+    who = rbac.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the runner's user name as the API server sees it "
+                                    "(`kubectl auth whoami` with the runner's context)")
+    who.add_argument("--group", help="a group the runner's identity is in (every member is restricted)")
+    who.add_argument("--service-account", metavar="NAMESPACE/NAME", help="the runner's ServiceAccount")
+    rbac.add_argument("--pull-secret", action="append", default=[], metavar="NAME",
+                      help="an image pull secret the matrix names (pull_secrets); repeatable")
+    rbac.add_argument("--secrets-namespace", default="default", metavar="NS",
+                      help="the kube context's namespace, where the pull secrets are read (default: default)")
     return p
 
 
@@ -98,6 +117,19 @@ def normalise(argv: Sequence[str]) -> list[str]:
         idx = argv.index(first)
         argv.insert(idx, "run")
     return argv
+
+
+def _subject(args: argparse.Namespace) -> Subject:
+    from runner.kube.manifests import Subject
+    if args.user:
+        return Subject.of_user(args.user)
+    if args.group:
+        return Subject("Group", args.group)
+    ns, sep, name = args.service_account.partition("/")
+    if not sep or not ns or not name:
+        raise UsageError(f"--service-account {args.service_account}: expected NAMESPACE/NAME",
+                         fix="e.g. --service-account watchdrop/runner")
+    return Subject("ServiceAccount", name, ns)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -126,6 +158,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from runner.report import cli as run_report
         return run_report.report_main(args)
+    if args.command == "kube-rbac":
+        from runner.kube import manifests
+        print(manifests.render_yaml(manifests.runner_rbac(
+            _subject(args), pull_secrets=args.pull_secret, secrets_namespace=args.secrets_namespace)), end="")
+        return 0
     if args.command == "run":
         from runner import pipeline as run_matrix
         return run_matrix.main(args)

@@ -323,13 +323,13 @@ SETTINGS = KubeSettings(start_timeout=3, teardown_timeout=15, no_controller_afte
 
 def _run(cluster: EmbeddedCluster, tmp_path: Path, cells: list[Cell],
          clusters: dict[str, KubernetesCluster] | None = None, rounds: Any = run_rounds,
-         ) -> tuple[str, Path, dict[str, CellResult]]:
+         run_id: str | None = None, say: Any = None) -> tuple[str, Path, dict[str, CellResult]]:
     """The kubernetes backends through the pipeline's own loop (runner/backend.run_backend)."""
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     run_dir = tmp_path / run_id
     results: dict[str, CellResult] = {}
     assert cluster.admin_kubeconfig is not None
-    ctx = RunContext(run_id=run_id, run_dir=run_dir, say=lambda _: None,
+    ctx = RunContext(run_id=run_id, run_dir=run_dir, say=say or (lambda _: None),
                      descriptors={c.folder: load_descriptor(REPO / "clients" / c.folder) for c in cells})
     clusters = clusters or {CLUSTER: _kube(cluster.admin_kubeconfig)}
     for backend in kubernetes_backends(cells, clusters, ctx, images_from="registry.invalid/wd", settings=SETTINGS):
@@ -421,9 +421,47 @@ def test_a_runner_without_permissions_deploys_nothing(cluster: EmbeddedCluster, 
     r = results[cells[0].id]
     assert r.verdict is Verdict.ERROR
     assert "the runner's kube identity may not: get namespaces" in r.reason
-    assert "create pods" in r.reason and "create pods/exec" in r.reason
+    assert f"bind clusterroles.rbac.authorization.k8s.io/{m.IN_RUN_ROLE}" in r.reason
+    assert f"ClusterRole {m.IN_RUN_ROLE} (not readable)" in r.reason
     assert not core.list_namespace(label_selector=m.run_selector(run_id)).items
-    assert "ClusterRole" in (run_dir / "clusters" / CLUSTER / "problems.txt").read_text()
+    # the error shows what the admin applies, for this very identity
+    problems = (run_dir / "clusters" / CLUSTER / "problems.txt").read_text()
+    assert f"--service-account default/{sa}" in problems
+    for kind in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        assert f"kind: {kind}\n" in problems
+    assert f"name: {sa}\n" in problems
+    _assert_no_secrets(run_dir, cluster)
+
+
+@pytest.mark.slow
+@needs_root_tools("ip", "curl", "go")
+def test_a_least_privilege_runner_deploys_and_deletes_only_its_namespaces(cluster: EmbeddedCluster,
+                                                                          tmp_path: Path) -> None:
+    """The whole flow as `python -m runner kube-rbac`'s identity instead of admin; a decoy that
+    carries the run's labels and cluster annotation is left alone."""
+    from tests.test_kube_rbac import restricted_runner
+    subject, kubeconfig = restricted_runner(cluster, tmp_path / "runner.kubeconfig")
+    core = client.CoreV1Api(cluster.admin_api())
+    run_id = new_run_id()
+    decoy = f"decoy-{run_id}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=decoy, labels=m.run_labels(run_id), annotations={m.ANNOTATION_CLUSTER: CLUSTER})))
+    said: list[str] = []
+    cells = [_cell("watch"), _cell("idle-request")]
+    _, run_dir, results = _run(cluster, tmp_path / "run", cells, clusters={CLUSTER: _kube(kubeconfig)},
+                               run_id=run_id, say=said.append)
+    for cell in cells:
+        assert results[cell.id].reason.startswith("pod never started within 3 s"), results[cell.id].reason
+    namespaces = [m.run_namespace(run_id), m.cell_namespace(run_id, 0), m.cell_namespace(run_id, 1)]
+    for ns in namespaces:
+        binding = client.RbacAuthorizationV1Api(cluster.admin_api()).read_namespaced_role_binding(m.IN_RUN_BINDING, ns)
+        assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
+            ("ServiceAccount", subject.name, subject.namespace)]
+    _assert_torn_down(cluster, namespaces)
+    status = json.loads((run_dir / "clusters" / CLUSTER / "teardown.json").read_text())
+    assert sorted(status) == sorted(namespaces)
+    assert core.read_namespace(decoy).metadata.deletion_timestamp is None
+    assert not [t for t in said if "more than its job needs" in t]
     _assert_no_secrets(run_dir, cluster)
 
 

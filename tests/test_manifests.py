@@ -122,6 +122,15 @@ def test_watcher_env_uses_in_cluster_config() -> None:
                                                  {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}]
 
 
+def test_timer_service_is_internal_as_the_matrix_says() -> None:
+    plain = m.timer_service("ns", RUN, "ClusterIP")
+    assert plain["spec"]["type"] == "ClusterIP" and "loadBalancerSourceRanges" not in plain["spec"]
+    assert "annotations" not in plain["metadata"]
+    lb = m.timer_service("ns", RUN, "LoadBalancer", source_ranges=["10.0.0.0/8"], internal="gcp")
+    assert lb["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+    assert lb["metadata"]["annotations"] == {"networking.gke.io/load-balancer-type": "Internal"}
+
+
 def test_pull_policy_and_secrets_from_the_matrix() -> None:
     pod = _pod(_cell_objects(pull_policy="Always", pull_secrets=["acr"]))
     assert {c["imagePullPolicy"] for c in pod["spec"]["containers"]} == {"Always"}
@@ -137,14 +146,7 @@ def test_role_is_configmaps_read_only() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": m.SERVICE_ACCOUNT, "namespace": NS}]
 
 
-def test_runner_cluster_role_covers_every_rule() -> None:
-    role = m.runner_cluster_role(pull_secrets=True)
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
-    for group, resource, verbs in (*m.RUNNER_RULES, m.PULL_SECRET_RULE):
-        for verb in verbs:
-            assert (group, resource, verb) in granted
-    assert not any("secrets" in rule["resources"] for rule in m.runner_cluster_role()["rules"])
+# The runner's own ClusterRoles and admission policies: tests/test_kube_rbac.py.
 
 
 # -- against a real kube-apiserver ------------------------------------------------------------------
@@ -165,7 +167,8 @@ def test_api_server_accepts_every_object(cluster: EmbeddedCluster) -> None:
     ns = m.cell_namespace(run, 7)
     objs = _cell_objects(run, api_server="[fd00::1]:6443", pull_policy="Always", pull_secrets=["acr"])
     objs += m.timer_objects(m.run_namespace(run), m.Deployment(run_id=run, cluster="my-aks", capture_image="r/c:1"),
-                            image="r/t:1", service_type="LoadBalancer")
+                            image="r/t:1", service_type="LoadBalancer", source_ranges=["10.0.0.0/8"],
+                            internal="aws")
     objs.insert(1, m.pull_secret_copy({"metadata": {"name": "acr"}, "type": "kubernetes.io/dockerconfigjson",
                                        "data": {".dockerconfigjson": "e30="}}, ns, run))
     applied = []

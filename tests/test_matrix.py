@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from runner.config.matrix import EmbeddedCluster, KubernetesCluster, Matrix, Timing, load_matrix
 from runner.config.plan import plan
@@ -166,12 +167,32 @@ clusters:
     pull_secrets: [acr]
     description: AKS public API server
     api_server: myaks.hcp.westeurope.azmk8s.io:443
-    service_type: NodePort
+    service_type: LoadBalancer
+    load_balancer_source_ranges: [10.0.0.0/8, "2001:db8::/32"]
+    internal_load_balancer: azure
     idle_timeout: 240
 scenarios:
   watch: {interval: idle+30}
   idle-request: {idle: 400, detection_timeout: 20, rounds: 3}
 """
+
+
+def _kube_cluster(**fields: object) -> KubernetesCluster:
+    return KubernetesCluster.model_validate({"name": "k", "kind": "kubernetes", "context": "k", "registry": "r/w",
+                                             **fields})
+
+
+def test_timer_server_is_not_public_unless_the_matrix_says_so() -> None:
+    assert _kube_cluster().service_type == "ClusterIP"
+    assert _kube_cluster(service_type="LoadBalancer", load_balancer_source_ranges=["203.0.113.7/32"]) \
+        .load_balancer_source_ranges == ["203.0.113.7/32"]
+    for public in ({"service_type": "LoadBalancer"}, {"service_type": "NodePort"},
+                   {"service_type": "LoadBalancer", "load_balancer_source_ranges": ["::/0"]}):
+        with pytest.raises(ValidationError, match="every"):
+            _kube_cluster(**public)
+        assert _kube_cluster(**public, expose_publicly=True).expose_publicly
+    with pytest.raises(ValidationError, match="LoadBalancer only"):
+        _kube_cluster(internal_load_balancer="aws")
 
 
 def test_full_schema(tmp_path: Path, clients_dir: Path) -> None:
@@ -201,9 +222,10 @@ def test_full_schema(tmp_path: Path, clients_dir: Path) -> None:
         "my-aks",
         "myacr.azurecr.io/watchdrop",
         ["acr"],
-        "NodePort",
+        "LoadBalancer",
         240,
     )
+    assert (aks.load_balancer_source_ranges, aks.internal_load_balancer) == (["10.0.0.0/8", "2001:db8::/32"], "azure")
     assert aks.profile() is None
     watch = matrix.scenarios.watch
     assert watch is not None and (watch.detection_timeout, watch.rounds) == (10, 2)  # defaults

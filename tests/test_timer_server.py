@@ -154,6 +154,7 @@ def test_defaults_are_loopback_and_the_seed_ports() -> None:
     assert args.listen == "127.0.0.1"
     assert [(p.port, p.interval) for p in args.ports] == [(8005, 5.0), (8600, 600.0)]
     assert args.user_timeout is None
+    assert args.max_connections == 64
     args = module.parse_args(["--listen", "::1", "--port", "9000:0.5", "--port", "9001:2"])
     assert args.listen == "::1"
     assert [(p.port, p.interval) for p in args.ports] == [(9000, 0.5), (9001, 2.0)]
@@ -163,6 +164,7 @@ def test_defaults_are_loopback_and_the_seed_ports() -> None:
         ["--port", "9000:0"],
         ["--port", "70000:1"],
         ["--user-timeout", "0"],
+        ["--max-connections", "0"],
     ):
         with pytest.raises(SystemExit):
             module.parse_args(bad)
@@ -246,6 +248,42 @@ def test_accepted_socket_has_no_keepalive_timer(server: RunningServer) -> None:
     finally:
         reader.close()
         sock.close()
+
+
+def test_connections_beyond_the_cap_are_closed_at_once_and_logged() -> None:
+    running = RunningServer("--port", "0:0.2", "--port", "0:600", "--max-connections", "2")
+    held: list[tuple[socket.socket, Any]] = []
+    try:
+        (fast, _), (slow, _) = running.ports(2)
+        for port in (fast, slow):  # the cap counts both ports together
+            held.append(connect(port))
+            assert BANNER.match(held[-1][1].readline())
+        extra, reader = connect(fast)
+        assert reader.readline() == ""  # closed without a banner
+        refused = running.wait_for(lambda e: e["event"] == "refused")
+        assert (refused["peer"], refused["port"], refused["open"], refused["max"]) == (peer_of(extra), fast, 2, 2)
+        reader.close()
+        extra.close()
+        # a slot that frees up is usable again
+        sock, r = held.pop()
+        r.close()
+        sock.close()
+        running.wait_for(lambda e: e["event"] == "closed" and e["port"] == slow)
+        # (the slot is released just after the "closed" line: retry until it is)
+        deadline = time.monotonic() + 5
+        while True:
+            again, reader = connect(slow)
+            held.append((again, reader))
+            if BANNER.match(reader.readline()):
+                break
+            assert time.monotonic() < deadline, "the freed slot was never reused"
+            time.sleep(0.05)
+        assert all(e["open"] == 2 for e in running.events if e["event"] == "refused")
+    finally:
+        for sock, r in held:
+            r.close()
+            sock.close()
+        assert running.stop() == 0
 
 
 def test_sigterm_exits_zero_with_connections_open() -> None:

@@ -12,6 +12,7 @@ breaks it. The server reports how each connection ended as JSON lines on stdout:
     {"ts": ..., "event": "sent",   "peer": ..., "port": P, "idle": S, "error": null, "n": K}
     {"ts": ..., "event": "reset" | "timeout" | "closed" | "error", "peer": ..., "port": P,
      "idle": S, "error": "...", "op": "send" | "recv"}
+    {"ts": ..., "event": "refused", "peer": ..., "port": P, "open": COUNT, "max": M}
     {"ts": ..., "event": "stopping", "open": COUNT}
 
 `idle` is the number of seconds since the last successful send on that connection (or since
@@ -24,6 +25,8 @@ server sends no keepalive probes.
 
 Stdlib only, one file, so it can be copied into a container image or run on a host as it is.
 Runs one thread per listening port and one per connection; SIGTERM or SIGINT stops it with exit 0.
+At most --max-connections connections are open at once (a thread each): one more is closed as
+soon as it is accepted and logged as "refused", so a flood cannot exhaust threads or memory.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from typing import Any
 DEFAULT_LISTEN = "127.0.0.1"
 # The seed experiment's two ports: one that is never idle long enough to be cut, one that always is.
 DEFAULT_PORTS: tuple[tuple[int, float], ...] = ((8005, 5.0), (8600, 600.0))
+# A run opens a handful of connections to probe the LB; 64 leaves room and bounds the threads.
+DEFAULT_MAX_CONNECTIONS = 64
 
 RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 TIMEOUT_ERRNOS = {errno.ETIMEDOUT}
@@ -104,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="set TCP_USER_TIMEOUT to S seconds, so unacknowledged data on a silently dropped flow "
         "ends in a 'timeout' event after about S seconds instead of ~15 minutes of retransmissions",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections open at once, all ports together (default {DEFAULT_MAX_CONNECTIONS}); one more is "
+        "closed at once and logged as 'refused'",
+    )
     return parser
 
 
@@ -113,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.ports = [PortSpec(p, i) for p, i in DEFAULT_PORTS]
     if args.user_timeout is not None and args.user_timeout <= 0:
         build_parser().error("--user-timeout must be > 0")
+    if args.max_connections < 1:
+        build_parser().error("--max-connections must be >= 1")
     return args
 
 
@@ -164,8 +179,10 @@ def classify_error(exc: OSError) -> str:
 
 
 class TimerServer:
-    def __init__(self, listen: str, ports: list[PortSpec], user_timeout: float | None, log: EventLog):
+    def __init__(self, listen: str, ports: list[PortSpec], user_timeout: float | None, log: EventLog,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS):
         self.listen = listen
+        self.max_connections = max_connections
         self.ports = ports
         self.user_timeout = user_timeout
         self.log = log
@@ -234,6 +251,17 @@ class TimerServer:
                 conn, addr = listener.accept()
             except OSError:
                 continue
+            # Counted here, before the thread exists, so a burst cannot overshoot the cap.
+            with self._open_lock:
+                full = self._open >= self.max_connections
+                if not full:
+                    self._open += 1
+                still_open = self._open
+            if full:
+                conn.close()
+                self.log.emit("refused", peer=format_addr(addr), port=spec.port, open=still_open,
+                              max=self.max_connections)
+                continue
             thread = threading.Thread(target=self._serve, args=(conn, addr, spec), daemon=True)
             thread.start()
             with self._threads_lock:
@@ -242,8 +270,6 @@ class TimerServer:
                 self._threads.append(thread)
 
     def _serve(self, conn: socket.socket, addr: tuple[Any, ...], spec: PortSpec) -> None:
-        with self._open_lock:
-            self._open += 1
         try:
             self._serve_conn(conn, format_addr(addr), spec)
         finally:
@@ -311,7 +337,7 @@ class TimerServer:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = EventLog()
-    server = TimerServer(args.listen, args.ports, args.user_timeout, log)
+    server = TimerServer(args.listen, args.ports, args.user_timeout, log, args.max_connections)
     try:
         server.bind()
     except OSError as exc:

@@ -10,6 +10,7 @@ typo does not hide the rest.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,17 @@ def _watcher_env_name(name: str) -> str:
 
 
 EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+def _cidr(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=True))
+    except ValueError as exc:
+        raise custom_error(f"{text!r} is not a CIDR: {exc}", "write a network, e.g. 10.0.0.0/8 or 203.0.113.7/32") \
+            from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
 WatcherEnvName = Annotated[str, AfterValidator(_watcher_env_name)]
 
 
@@ -267,7 +279,18 @@ class KubernetesCluster(_Strict):
         | None
     ) = Field(default=None, description="host:port watchers dial instead of kubernetes.default")
     service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = Field(
-        default="LoadBalancer", description="Service type of the timer server"
+        default="ClusterIP",
+        description="Service type of the timer server (ClusterIP: reachable in the cluster only)",
+    )
+    load_balancer_source_ranges: list[Cidr] = Field(
+        default_factory=list, description="LoadBalancer only: the client CIDRs the timer server's LB admits"
+    )
+    internal_load_balancer: Literal["azure", "aws", "gcp"] | None = Field(
+        default=None, description="LoadBalancer only: ask this provider for an internal (VNet/VPC) LB"
+    )
+    expose_publicly: bool = Field(
+        default=False,
+        description="allow a timer server open to every address (NodePort, or a LoadBalancer without source ranges)",
     )
     idle_timeout: Seconds | None = Field(
         default=None,
@@ -313,6 +336,33 @@ class KubernetesCluster(_Strict):
             raise custom_error(
                 "a kubernetes cluster needs " + " and ".join(m.split(":")[0] for m in missing),
                 "add " + "; ".join(missing),
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _not_public_unless_asked(self) -> KubernetesCluster:
+        """The timer server accepts any TCP client: never on the internet by accident."""
+        lb_only = [f for f in ("load_balancer_source_ranges", "internal_load_balancer") if getattr(self, f)]
+        if self.service_type != "LoadBalancer" and lb_only:
+            raise custom_error(
+                f"{' and '.join(lb_only)} apply to service_type: LoadBalancer only, not {self.service_type}",
+                "set service_type: LoadBalancer, or remove " + " and ".join(lb_only),
+            )
+        if self.expose_publicly:
+            return self
+        if self.service_type == "NodePort":
+            raise custom_error(
+                "service_type: NodePort opens the timer server on every node's address",
+                "use ClusterIP, or LoadBalancer with load_balancer_source_ranges; or say expose_publicly: true",
+            )
+        everyone = [r for r in self.load_balancer_source_ranges if r.endswith("/0")]
+        if self.service_type == "LoadBalancer" and (not self.load_balancer_source_ranges or everyone):
+            what = f"source range {everyone[0]} admits every address" if everyone else \
+                "without load_balancer_source_ranges the LB admits every address"
+            raise custom_error(
+                f"service_type: LoadBalancer: {what}, and the timer server would be open to the internet",
+                "add load_balancer_source_ranges: [<your client CIDRs>] (and internal_load_balancer: "
+                "azure|aws|gcp for a VNet/VPC-only LB), or say expose_publicly: true",
             )
         return self
 

@@ -61,14 +61,25 @@ def create_watcher_access(api: client.ApiClient, namespace: str, *, server: str,
     return WatcherAccess(namespace=namespace, kubeconfig=kubeconfig_path, token=token)
 
 
+def user_can(api: client.ApiClient, user: str, groups: list[str], *, verb: str, resource: str,
+             target_namespace: str | None, group: str = "", name: str | None = None) -> bool:
+    """Ask the API server (SubjectAccessReview) whether this user may do this; `resource` may name
+    a subresource (`pods/exec`)."""
+    res, _, sub = resource.partition("/")
+    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+        user=user, groups=groups,
+        resource_attributes=client.V1ResourceAttributes(
+            verb=verb, resource=res, subresource=sub or None, group=group, namespace=target_namespace, name=name),
+    ))
+    return bool(client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed)
+
+
+def service_account_groups(namespace: str) -> list[str]:
+    return ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+
+
 def service_account_can(api: client.ApiClient, namespace: str, *, verb: str, resource: str,
                         target_namespace: str | None, group: str = "") -> bool:
     """Ask the API server (SubjectAccessReview) whether the watcher's ServiceAccount may do this."""
-    authz = client.AuthorizationV1Api(api)
-    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
-        user=f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
-        groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
-        resource_attributes=client.V1ResourceAttributes(
-            verb=verb, resource=resource, group=group, namespace=target_namespace),
-    ))
-    return bool(authz.create_subject_access_review(review).status.allowed)
+    return user_can(api, f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}", service_account_groups(namespace),
+                    verb=verb, resource=resource, target_namespace=target_namespace, group=group)

@@ -111,37 +111,147 @@ def api_error(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
-def missing_permissions(api: client.ApiClient, namespace: str, *, secrets_from: str | None = None) -> list[str]:
-    """SelfSubjectAccessReviews for everything the runner will do (manifests.RUNNER_RULES);
-    `namespace` is a namespace the run will create. Returns `verb resource` for each refusal."""
-    authz = client.AuthorizationV1Api(api)
+def whoami(api: client.ApiClient) -> m.Subject | None:
+    """The runner's identity as the API server sees it (SelfSubjectReview); None when the server
+    cannot say (before 1.28)."""
+    try:
+        review = client.AuthenticationV1Api(api).create_self_subject_review(
+            client.V1SelfSubjectReview(), _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    info = review.status.user_info if review.status else None
+    return m.Subject.of_user(info.username) if info and info.username else None
 
-    def allowed(group: str, resource: str, verb: str, ns: str | None) -> bool:
-        res, _, sub = resource.partition("/")
-        attrs = client.V1ResourceAttributes(group=group, resource=res, subresource=sub or None, verb=verb,
-                                            namespace=ns)
-        review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
-        status = authz.create_self_subject_access_review(review, _request_timeout=REQUEST_TIMEOUT).status
-        return bool(status and status.allowed)
 
+def can(api: client.ApiClient, verb: str, resource: str, namespace: str | None, *, group: str = "",
+        name: str | None = None) -> bool:
+    """One SelfSubjectAccessReview; `resource` may name a subresource (`pods/exec`)."""
+    res, _, sub = resource.partition("/")
+    attrs = client.V1ResourceAttributes(group=group, resource=res, subresource=sub or None, verb=verb,
+                                        namespace=namespace, name=name)
+    review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
+    status = client.AuthorizationV1Api(api).create_self_subject_access_review(
+        review, _request_timeout=REQUEST_TIMEOUT).status
+    return bool(status and status.allowed)
+
+
+def _granted(rules: Iterable[client.V1PolicyRule], group: str, resource: str, verb: str) -> bool:
+    """Whether a ClusterRole's rules (as read back) grant this, wildcards included."""
+    for r in rules:
+        if r.resource_names or r.non_resource_urls:
+            continue
+        if (group in (r.api_groups or []) or "*" in (r.api_groups or [])) and \
+                (resource in (r.resources or []) or "*" in (r.resources or [])) and \
+                (verb in (r.verbs or []) or "*" in (r.verbs or [])):
+            return True
+    return False
+
+
+def _label(verb: str, group: str, resource: str) -> str:
+    return f"{verb} {resource}" + (f".{group}" if group else "")
+
+
+def _in_run_rules(pull_secrets: bool) -> list[m.Rule]:
+    return [*m.RUNNER_RULES, *([m.PULL_SECRET_RULE] if pull_secrets else [])]
+
+
+def holds_everywhere(api: client.ApiClient, *, pull_secrets: bool = False) -> bool:
+    """Whether the identity already holds the in-run rights in every namespace (cluster-admin):
+    then it needs no binding of its own in the run's namespaces."""
+    return all(can(api, verb, resource, None, group=group)
+               for group, resource, verbs in _in_run_rules(pull_secrets) for verb in verbs)
+
+
+def missing_permissions(api: client.ApiClient, namespace: str, *, pull_secrets: Sequence[str] = (),
+                        secrets_from: str | None = None) -> list[str]:
+    """What the runner lacks to do its job (manifests.runner_rbac); `namespace` is a run namespace
+    the run will create. Returns one entry per refusal, empty when everything is in place.
+
+    Cluster-wide rights are SelfSubjectAccessReviews. The rights inside run namespaces cannot be
+    asked for yet (the namespace and the runner's binding there do not exist): they are read from
+    ClusterRole IN_RUN_ROLE, which the runner may `get`, unless the identity holds them everywhere
+    already (then it needs no binding).
+    """
     missing = []
-    for group, resource, verbs in m.RUNNER_RULES:
+    for group, resource, verbs in m.RUNNER_CLUSTER_RULES:
         for verb in verbs:
-            ns = None if resource == "namespaces" else namespace
-            if not allowed(group, resource, verb, ns):
-                missing.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+            if not can(api, verb, resource, None if resource == "namespaces" else namespace, group=group):
+                missing.append(_label(verb, group, resource))
+    in_run = _in_run_rules(bool(pull_secrets))
+    if not holds_everywhere(api, pull_secrets=bool(pull_secrets)):
+        for verb in m.RUNNER_BIND_VERBS:
+            if not can(api, verb, "clusterroles", None, group=m.RBAC_GROUP, name=m.IN_RUN_ROLE):
+                missing.append(f"{verb} clusterroles.{m.RBAC_GROUP}/{m.IN_RUN_ROLE}")
+        try:
+            rules = client.RbacAuthorizationV1Api(api).read_cluster_role(
+                m.IN_RUN_ROLE, _request_timeout=REQUEST_TIMEOUT).rules or []
+        except ApiException as exc:
+            if exc.status not in (403, 404):
+                raise
+            missing.append(f"ClusterRole {m.IN_RUN_ROLE} ({'not found' if exc.status == 404 else 'not readable'})")
+        else:
+            missing += [f"{_label(verb, group, resource)} in run namespaces ({m.IN_RUN_ROLE})"
+                        for group, resource, verbs in in_run for verb in verbs
+                        if not _granted(rules, group, resource, verb)]
     if secrets_from is not None:
-        if not allowed("", "secrets", "get", secrets_from):
-            missing.append(f"get secrets in {secrets_from}")
-        for verb in ("create", "patch"):
-            if not allowed("", "secrets", verb, namespace):
-                missing.append(f"{verb} secrets")
+        missing += [f"get secrets/{name} in {secrets_from}" for name in pull_secrets
+                    if not can(api, "get", "secrets", secrets_from, name=name)]
     return missing
+
+
+#: A namespace name no run makes: the namespace policy must refuse to create it.
+POLICY_PROBE_NAMESPACE = "watchdrop-policy-probe"
+
+
+def excess_permissions(api: client.ApiClient) -> list[str]:
+    """What the runner could do beyond its job: rights outside run namespaces, or no namespace
+    policy in force (a dry-run create of a namespace no run would make is not refused)."""
+    found = [f"{_label(verb, '', resource)} in kube-system"
+             for resource, verb in (("pods", "create"), ("pods/exec", "create"), ("secrets", "get"))
+             if can(api, verb, resource, "kube-system")]
+    try:
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=POLICY_PROBE_NAMESPACE)), dry_run="All",
+            _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 409:  # it exists: the create got past admission
+            found.append(f"create namespace {POLICY_PROBE_NAMESPACE} (it exists)")
+    else:
+        found.append(f"create any namespace ({m.NAMESPACE_POLICY} is not in force)")
+    return found
+
+
+def wait_authorized(api: client.ApiClient, ns: str, timeout: float = 10.0, poll: float = 0.2) -> bool:
+    """After the runner's binding in `ns` is made: until the authorizer sees it (it reads bindings
+    through a cache, so the next request could still be refused for a moment)."""
+    deadline = time.monotonic() + timeout
+    while not can(api, "create", "pods", ns):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def apply_all(api: client.ApiClient, objs: Iterable[Obj], note: Say) -> None:
+    """Apply in order; after the runner's own binding, wait until it is in force."""
+    for obj in objs:
+        apply(api, obj)
+        note(f"applied {describe_obj(obj)}")
+        if m.is_runner_binding(obj):
+            ns = obj["metadata"]["namespace"]
+            if not wait_authorized(api, ns):
+                raise TimeoutError(f"the runner's RoleBinding in {ns} was not in force after 10 s")
 
 
 # -- objects ------------------------------------------------------------------------------------------
 
 _KINDS: dict[str, tuple[str, bool, str]] = {
+    "ClusterRole": ("rbac", False, "cluster_role"),
+    "ClusterRoleBinding": ("rbac", False, "cluster_role_binding"),
+    "ValidatingAdmissionPolicy": ("admission", False, "validating_admission_policy"),
+    "ValidatingAdmissionPolicyBinding": ("admission", False, "validating_admission_policy_binding"),
     "Namespace": ("core", False, "namespace"),
     "ServiceAccount": ("core", True, "namespaced_service_account"),
     "ConfigMap": ("core", True, "namespaced_config_map"),
@@ -155,7 +265,9 @@ _KINDS: dict[str, tuple[str, bool, str]] = {
 
 def _target(api: client.ApiClient, obj: Obj) -> tuple[Any, str, list[str]]:
     group, namespaced, suffix = _KINDS[obj["kind"]]
-    target = client.CoreV1Api(api) if group == "core" else client.RbacAuthorizationV1Api(api)
+    apis = {"core": client.CoreV1Api, "rbac": client.RbacAuthorizationV1Api,
+            "admission": client.AdmissionregistrationV1Api}
+    target = apis[group](api)
     meta = obj["metadata"]
     args = [meta["name"], meta["namespace"]] if namespaced else [meta["name"]]
     return target, suffix, args

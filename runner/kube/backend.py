@@ -1,10 +1,11 @@
 """The kubernetes backend: the matrix's cells on a real cluster, reached through a kube context.
 
 Per matrix cluster: connect → preflight (SelfSubjectAccessReviews for everything the runner will
-do) → images → deploy (the timer server in `watchdrop-<run-id>`, each cell in its own namespace
-`watchdrop-<run-id>-c<NNN>`, runner/kube/manifests.py) → wait for every pod to start (bounded) → rounds →
-collect → teardown (in `finally`, also on Ctrl-C; `--keep` leaves the namespaces and prints how to
-delete them).
+do; missing rights stop the run with the manifests to apply, runner/kube/manifests.runner_rbac) →
+images → deploy (the timer server in `watchdrop-<run-id>`, each cell in its own namespace
+`watchdrop-<run-id>-c<NNN>`, runner/kube/manifests.py; the runner binds its in-run ClusterRole to
+itself in each first) → wait for every pod to start (bounded) → rounds → collect → teardown (in
+`finally`, also on Ctrl-C; `--keep` leaves the namespaces and prints how to delete them).
 
 The rounds are the embedded cells' own (runner/harness.py: update `trigger` every interval, wait
 for `event-seen`, write `failure-<timestamp>` on a miss), driven from outside the cluster by
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,12 +62,14 @@ from runner.kube.api import (
     KubeSettings,
     Obj,
     api_error,
-    apply,
+    apply_all,
     connect,
     copy_capture,
     delete_command,
-    describe_obj,
+    excess_permissions,
+    holds_everywhere,
     missing_permissions,
+    whoami,
 )
 from runner.kube.cell import KubeCellRun
 from runner.kube.pods import container_statuses, describe_pod, start_state
@@ -109,6 +113,9 @@ class KubernetesBackend:
         self._secrets: list[tuple[str, str | None, Any]] | None = None
         #: Written on every namespace, so a later run can tell whether this one crashed.
         self.runner = kube_leftovers.runner_mark(os.getpid())
+        #: The runner's identity, bound to the in-run ClusterRole in each namespace it makes (preflight
+        #: sets it; None when the identity already holds those rights everywhere).
+        self.runner_subject: m.Subject | None = None
 
     @property
     def access(self) -> KubeAccess:
@@ -177,12 +184,24 @@ class KubernetesBackend:
 
     # -- preflight --------------------------------------------------------------------------------
     def preflight(self) -> None:
+        """Who the runner is, what it lacks (an error that prints the manifests to apply) and what
+        it holds beyond its job (a warning: the admin's choice, but said)."""
         api = self.access.new_api()
+        secrets = tuple(self.cluster.pull_secrets)
+        excess: list[str] = []
         try:
             version = client.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT)
             self.note(f"server version {version.git_version}")
-            missing = missing_permissions(api, self.run_ns,
-                                          secrets_from=self.access.namespace if self.cluster.pull_secrets else None)
+            subject = whoami(api)
+            missing = missing_permissions(api, self.run_ns, pull_secrets=secrets,
+                                          secrets_from=self.access.namespace if secrets else None)
+            if not missing:
+                everywhere = holds_everywhere(api, pull_secrets=bool(secrets))
+                if not everywhere and subject is None:
+                    missing.append("a SelfSubjectReview (authentication.k8s.io/v1): the runner binds its own "
+                                   "identity in each run namespace and must know it")
+                self.runner_subject = None if everywhere else subject
+                excess = excess_permissions(api)
         except ApiException as exc:
             raise PrerequisiteError(f"cluster {self.cluster.name}: the API server refused the runner: {api_error(exc)}",
                                     fix="check the kube context's credentials") from exc
@@ -194,11 +213,18 @@ class KubernetesBackend:
         (self.evidence / "server.json").write_text(json.dumps({"git_version": version.git_version,
                                                                 "platform": version.platform}, indent=2) + "\n")
         if missing:
-            role = m.runner_cluster_role(pull_secrets=bool(self.cluster.pull_secrets))
+            shown = subject or m.Subject("User", "RUNNER-USER-NAME")
             raise PrerequisiteError(
                 f"cluster {self.cluster.name}: the runner's kube identity may not: {', '.join(missing)}",
-                fix="bind the runner's identity to the ClusterRole in README.md (kubernetes backend)",
-                detail=json.dumps(role, indent=2))
+                fix=f"apply these manifests as a cluster admin (`kubectl apply -f -`; `python -m runner kube-rbac "
+                    f"{_rbac_flags(shown, secrets, self.access.namespace)}` prints them again)",
+                detail=m.render_yaml(m.runner_rbac(shown, pull_secrets=secrets,
+                                                   secrets_namespace=self.access.namespace)))
+        if excess:
+            text = (f"  {self.cluster.name}: warning: the runner's kube identity may do more than its job needs: "
+                    f"{', '.join(excess)}; least privilege: `python -m runner kube-rbac` (README.md)")
+            self.say(text)
+            self.note(text.strip())
 
     def _pull_secret_copies(self, ns: str) -> list[Obj]:
         """The matrix's pull_secrets, read once from the context's namespace, as copies for `ns`. Kept in
@@ -241,22 +267,22 @@ class KubernetesBackend:
     def deployment(self, images: Images) -> m.Deployment:
         return m.Deployment(run_id=self.run_id, cluster=self.cluster.name, capture_image=images.capture,
                             pull_policy=self.pull_policy, pull_secrets=tuple(self.cluster.pull_secrets),
-                            api_server=self.cluster.api_server, runner=self.runner)
+                            api_server=self.cluster.api_server, runner=self.runner,
+                            runner_subject=self.runner_subject)
 
     # -- the timer server -------------------------------------------------------------------------
     def deploy_timer(self, images: Images) -> None:
         """The seed's LB probe behind a Service of the cluster's service_type. Not evidence for any
         cell, so a failure here is noted, not fatal."""
+        c = self.cluster
         objs = m.timer_objects(self.run_ns, self.deployment(images), image=images.timer_server,
-                               service_type=self.cluster.service_type)
+                               service_type=c.service_type, source_ranges=c.load_balancer_source_ranges,
+                               internal=c.internal_load_balancer)
         (self.evidence / "timer-manifests.json").write_text(json.dumps(objs, indent=2) + "\n")
         self.namespaces.append(self.run_ns)
         api = self.access.new_api()
         try:
-            ns, *rest = objs
-            for obj in [ns, *self._pull_secret_copies(self.run_ns), *rest]:
-                apply(api, obj)
-                self.note(f"applied {describe_obj(obj)}")
+            apply_all(api, m.with_secrets(objs, self._pull_secret_copies(self.run_ns)), self.note)
         except Exception as exc:
             self.problems.append(f"timer server not deployed: {api_error(exc)}")
             self.say(f"  {self.cluster.name}: timer server not deployed: {api_error(exc)}")
@@ -410,9 +436,11 @@ class KubernetesBackend:
             try:
                 listed = core.list_namespace(label_selector=m.run_selector(self.run_id),
                                              _request_timeout=REQUEST_TIMEOUT).items
+                # Labels are anyone's to set: only a namespace also named like a run's is ours to delete.
                 names.update(dict.fromkeys(
                     str(n.metadata.name) for n in listed if n.metadata is not None
-                    and (n.metadata.annotations or {}).get(m.ANNOTATION_CLUSTER) == self.cluster.name))
+                    and (n.metadata.annotations or {}).get(m.ANNOTATION_CLUSTER) == self.cluster.name
+                    and re.match(m.RUN_NAMESPACE_PATTERN, str(n.metadata.name))))
             except Exception as exc:
                 problems.append(f"listing the run's namespaces: {api_error(exc)}")
             issued: dict[str, float] = {}
@@ -466,6 +494,13 @@ class KubernetesBackend:
                      f"{self.evidence / 'teardown.json'}; if namespaces remain, remove them with: "
                      f"{self.delete_command()}")
         return problems
+
+
+def _rbac_flags(subject: m.Subject, secrets: Sequence[str], secrets_namespace: str) -> str:
+    who = {"User": f"--user {subject.name}", "Group": f"--group {subject.name}",
+           "ServiceAccount": f"--service-account {subject.namespace}/{subject.name}"}[subject.kind]
+    return who + "".join(f" --pull-secret {s}" for s in secrets) + \
+        (f" --secrets-namespace {secrets_namespace}" if secrets else "")
 
 
 # -- the run --------------------------------------------------------------------------------------------

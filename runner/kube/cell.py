@@ -24,9 +24,8 @@ from runner.kube.api import (
     NewApi,
     Obj,
     api_error,
-    apply,
+    apply_all,
     copy_capture,
-    describe_obj,
     exec_in,
 )
 from runner.kube.pods import LineSink, PodWatcher, clock_problems, pod_problem
@@ -67,10 +66,7 @@ class KubeCellRun(HarnessRun):
                             for s in self.pull_secrets], indent=2) + "\n")
         api = self.new_api()
         try:
-            ns, *rest = self.objects
-            for obj in [ns, *self.pull_secrets, *rest]:
-                apply(api, obj)
-                self.harness(f"applied {describe_obj(obj)}")
+            apply_all(api, m.with_secrets(self.objects, self.pull_secrets), self.harness)
         except Exception as exc:
             raise CellSetupError(f"cell setup failed: {api_error(exc)}") from exc
         finally:

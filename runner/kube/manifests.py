@@ -7,7 +7,11 @@ drops, and tests can compare them with `==`.
 Layout of one run on one cluster:
 
 - `watchdrop-<run-id>`: the timer server (the seed's LB probe) behind a Service of the matrix's
-  `service_type`, with a capture sidecar.
+  `service_type` (ClusterIP unless the matrix asks for an LB with source ranges), with a capture
+  sidecar.
+- in every namespace, first: RoleBinding `watchdrop-runner`, the runner's own identity bound to
+  ClusterRole `watchdrop-runner-in-run` there and nowhere else (see "what the runner's own kube
+  context needs" below).
 - `watchdrop-<run-id>-c<NNN>` per cell: ServiceAccount `watcher`, Role + RoleBinding that allow
   get/list/watch on ConfigMaps in that namespace only (runner/credentials/rbac.py defines them), ConfigMap
   `trigger` (watch scenario) and pod `watcher`. One namespace per cell keeps the RBAC proof
@@ -36,10 +40,12 @@ The watcher pod:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from kubernetes import client
 
 from runner.credentials.rbac import SERVICE_ACCOUNT, binding_manifest, role_manifest
@@ -318,6 +324,9 @@ class Deployment:
     api_server: str | None = None
     #: The runner's mark (runner/kube/leftovers.py), so a later run can tell whether this one crashed.
     runner: str = ""
+    #: The runner's own identity: bound to IN_RUN_ROLE in each namespace right after it is made.
+    #: None renders no binding (an identity that already holds everything, e.g. cluster-admin in tests).
+    runner_subject: Subject | None = None
 
 
 @dataclass(frozen=True)
@@ -403,16 +412,48 @@ def timer_pod(ns: str, run_id: str, *, image: str, capture_image: str, pull_poli
     return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(TIMER_POD, labels, ns), "spec": spec}
 
 
-def timer_service(ns: str, run_id: str, service_type: str) -> Obj:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(TIMER_SERVICE, run_labels(run_id), ns),
-            "spec": {"type": service_type, "selector": {LABEL_COMPONENT: "timer-server", LABEL_RUN: run_id},
-                     "ports": [{"name": f"every-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
-                               for p in TIMER_PORTS]}}
+#: The annotation(s) that ask each provider's cloud controller for an internal (VNet/VPC-only) LB.
+INTERNAL_LB_ANNOTATIONS: dict[str, dict[str, str]] = {
+    "azure": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"},
+    # The in-tree controller reads the first, the AWS Load Balancer Controller the second.
+    "aws": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"},
+    "gcp": {"networking.gke.io/load-balancer-type": "Internal"},
+}
+
+
+def timer_service(ns: str, run_id: str, service_type: str, *, source_ranges: Sequence[str] = (),
+                  internal: str | None = None) -> Obj:
+    """The timer server's Service; the matrix refuses a public one unless it says expose_publicly."""
+    spec: Obj = {"type": service_type, "selector": {LABEL_COMPONENT: "timer-server", LABEL_RUN: run_id},
+                 "ports": [{"name": f"every-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
+                           for p in TIMER_PORTS]}
+    if source_ranges:
+        spec["loadBalancerSourceRanges"] = list(source_ranges)
+    annotations = INTERNAL_LB_ANNOTATIONS[internal] if internal else None
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(TIMER_SERVICE, run_labels(run_id), ns, annotations), "spec": spec}
+
+
+def _runner_binding(ns: str, d: Deployment) -> list[Obj]:
+    return [] if d.runner_subject is None else [runner_binding(ns, d.run_id, d.runner_subject)]
+
+
+def is_runner_binding(obj: Mapping[str, Any]) -> bool:
+    return obj.get("kind") == "RoleBinding" and obj.get("roleRef", {}).get("name") == IN_RUN_ROLE
+
+
+def with_secrets(objs: Sequence[Obj], secrets: Sequence[Obj]) -> list[Obj]:
+    """The pull secret copies inserted after the namespace and the runner's binding there (which
+    is what allows creating them), before everything else."""
+    head = 2 if len(objs) > 1 and is_runner_binding(objs[1]) else 1
+    return [*objs[:head], *secrets, *objs[head:]]
 
 
 def cell_objects(ns: str, d: Deployment, c: CellSpec) -> list[Obj]:
     """A cell's objects in creation order (the pod last: its ServiceAccount must exist first)."""
     objs = [namespace(ns, d.run_id, cluster=d.cluster, cell=c.cell, cell_index=c.index, runner=d.runner),
+            *_runner_binding(ns, d),
             service_account(ns, SERVICE_ACCOUNT, d.run_id), watcher_role(ns, d.run_id), watcher_binding(ns, d.run_id)]
     if c.scenario == "watch":
         objs.append(trigger_configmap(ns, d.run_id))
@@ -420,22 +461,66 @@ def cell_objects(ns: str, d: Deployment, c: CellSpec) -> list[Obj]:
     return objs
 
 
-def timer_objects(ns: str, d: Deployment, *, image: str, service_type: str) -> list[Obj]:
+def timer_objects(ns: str, d: Deployment, *, image: str, service_type: str, source_ranges: Sequence[str] = (),
+                  internal: str | None = None) -> list[Obj]:
     return [namespace(ns, d.run_id, cluster=d.cluster, runner=d.runner),
+            *_runner_binding(ns, d),
             service_account(ns, TIMER_SERVICE_ACCOUNT, d.run_id),
             timer_pod(ns, d.run_id, image=image, capture_image=d.capture_image, pull_policy=d.pull_policy,
                       pull_secrets=d.pull_secrets),
-            timer_service(ns, d.run_id, service_type)]
+            timer_service(ns, d.run_id, service_type, source_ranges=source_ranges, internal=internal)]
 
 
 # -- what the runner's own kube context needs -------------------------------------------------------
+#
+# RBAC cannot grant "in namespaces whose name matches a pattern", nor in namespaces that do not
+# exist yet. So the runner's identity gets two ClusterRoles and one admission policy:
+#
+# - `watchdrop-runner`, bound cluster-wide: namespaces (create, and get/list/patch/delete), RoleBindings
+#   (get/create/patch), and `bind` on the second ClusterRole only (resourceNames). Nothing else in
+#   any namespace: no pods, no exec, no Secrets.
+# - `watchdrop-runner-in-run` (RUNNER_RULES), never bound cluster-wide: right after creating a run
+#   namespace the runner binds it to itself there (runner_binding), using its `bind` right.
+# - the ValidatingAdmissionPolicies `watchdrop-runner-namespaces` and `watchdrop-runner-pods`, which
+#   for the runner's identity only (a matchCondition on its user name or group) refuse namespace
+#   create/update/delete and RoleBinding create/update/delete outside namespaces named like a run's
+#   (RUN_NAMESPACE_PATTERN: the name, which nobody can change, not labels, which anyone allowed to
+#   patch a namespace can set), and pods that would reach the node (host namespaces, hostPath,
+#   privileged, capabilities beyond the capture sidecar's two): the run namespaces are
+#   `privileged` for Pod Security, so without this a pod there could be root on its node.
 
-#: (API group, resource, verbs). Namespaced resources are needed in namespaces the run creates, so
-#: they are granted cluster-wide (a ClusterRole). `patch` is server-side apply; `create` too,
-#: because apply creates. ConfigMaps get/list/watch are also what lets the runner grant them to
-#: the watcher's Role (RBAC refuses to grant what the granter does not hold).
-RUNNER_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+RBAC_GROUP = "rbac.authorization.k8s.io"
+#: ClusterRole bound cluster-wide to the runner's identity.
+RUNNER_ROLE = "watchdrop-runner"
+#: ClusterRole the runner binds to itself inside each run namespace, and nowhere else.
+IN_RUN_ROLE = "watchdrop-runner-in-run"
+#: The RoleBinding of IN_RUN_ROLE in every run namespace.
+IN_RUN_BINDING = "watchdrop-runner"
+NAMESPACE_POLICY = "watchdrop-runner-namespaces"
+POD_POLICY = "watchdrop-runner-pods"
+#: Every namespace run_namespace and cell_namespace make (run ids: runner/host/netns.new_run_id,
+#: 6 hex digits), and nothing else.
+RUN_NAMESPACE_PATTERN = r"^watchdrop-[0-9a-f]{6}(-c[0-9]{3,4}|-k[0-9]{1,3})?$"
+#: The only capabilities the runner may give a container (the capture sidecar's).
+ALLOWED_CAPABILITIES = ("NET_RAW", "NET_ADMIN")
+
+Rule = tuple[str, str, tuple[str, ...]]
+
+#: Cluster-wide (ClusterRole RUNNER_ROLE). `patch` is server-side apply; `create` too, because
+#: apply creates. `list` namespaces: teardown and the search for crashed runs' leftovers.
+RUNNER_CLUSTER_RULES: tuple[Rule, ...] = (
     ("", "namespaces", ("get", "list", "create", "patch", "delete")),
+    # Cluster-wide because the namespaces do not exist yet; the namespace policy keeps them to run
+    # namespaces, and RBAC's escalation check to roles the runner holds there or may `bind`.
+    (RBAC_GROUP, "rolebindings", ("get", "create", "patch")),
+)
+#: On ClusterRole IN_RUN_ROLE only (resourceNames): bind it in a new run namespace, read it in preflight.
+RUNNER_BIND_VERBS = ("bind", "get")
+
+#: (API group, resource, verbs) inside the run's namespaces (ClusterRole IN_RUN_ROLE, bound there
+#: by the runner). ConfigMaps get/list/watch are also what lets the runner grant them to the
+#: watcher's Role (RBAC refuses to grant what the granter does not hold).
+RUNNER_RULES: tuple[Rule, ...] = (
     ("", "pods", ("get", "list", "create", "patch", "delete")),
     ("", "pods/log", ("get",)),
     # `create` for SPDY exec; `get` for WebSocket exec on servers that still authorize it as GET.
@@ -444,19 +529,179 @@ RUNNER_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "serviceaccounts", ("get", "create", "patch", "delete")),
     ("", "configmaps", ("get", "list", "watch", "create", "patch", "delete")),
     ("", "events", ("get", "list")),
-    ("rbac.authorization.k8s.io", "roles", ("get", "create", "patch", "delete")),
-    ("rbac.authorization.k8s.io", "rolebindings", ("get", "create", "patch", "delete")),
+    (RBAC_GROUP, "roles", ("get", "create", "patch", "delete")),
 )
-#: Only when the matrix names pull_secrets: read them in the context's namespace, copy them in.
-PULL_SECRET_RULE: tuple[str, str, tuple[str, ...]] = ("", "secrets", ("get", "create", "patch"))
+#: Only when the matrix names pull_secrets: copy them into the run's namespaces (IN_RUN_ROLE) ...
+PULL_SECRET_RULE: Rule = ("", "secrets", ("create", "patch"))
+#: ... after reading them, by name, in the kube context's namespace (a Role there).
+PULL_SECRET_SOURCE_VERBS = ("get",)
+SA_PREFIX = "system:serviceaccount:"
 
 
-def runner_cluster_role(name: str = "watchdrop-runner", *, pull_secrets: bool = False) -> Obj:
-    """The ClusterRole the README shows for the runner's own identity."""
-    rules = list(RUNNER_RULES) + ([PULL_SECRET_RULE] if pull_secrets else [])
+@dataclass(frozen=True)
+class Subject:
+    """The runner's identity as RBAC and the admission policy name it."""
+
+    kind: str  # "User", "Group" or "ServiceAccount"
+    name: str
+    namespace: str | None = None
+
+    @classmethod
+    def of_user(cls, username: str) -> Subject:
+        """The subject for a user name as the API server reports it (SelfSubjectReview)."""
+        if username.startswith(SA_PREFIX) and username.count(":") == 3:
+            ns, _, name = username[len(SA_PREFIX):].partition(":")
+            return cls("ServiceAccount", name, ns)
+        return cls("User", username)
+
+    def rbac(self) -> Obj:
+        if self.kind == "ServiceAccount":
+            return {"kind": "ServiceAccount", "name": self.name, "namespace": self.namespace}
+        return {"kind": self.kind, "apiGroup": RBAC_GROUP, "name": self.name}
+
+    @property
+    def username(self) -> str | None:
+        if self.kind == "ServiceAccount":
+            return f"{SA_PREFIX}{self.namespace}:{self.name}"
+        return self.name if self.kind == "User" else None
+
+    def cel_match(self) -> str:
+        """CEL that is true for this subject's requests (a JSON string is a valid CEL string literal)."""
+        if self.kind == "Group":
+            return f"{json.dumps(self.name)} in request.userInfo.groups"
+        return f"request.userInfo.username == {json.dumps(self.username)}"
+
+
+def _rules(rules: Sequence[Rule]) -> list[Obj]:
     merged: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for group, resource, verbs in rules:
         merged.setdefault((group, verbs), []).append(resource)
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
-            "rules": [{"apiGroups": [g], "resources": res, "verbs": list(v)} for (g, v), res in merged.items()]}
+    return [{"apiGroups": [g], "resources": res, "verbs": list(v)} for (g, v), res in merged.items()]
 
+
+def _cluster_role(name: str, rules: list[Obj]) -> Obj:
+    return {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": {LABEL_MANAGED: MANAGER}}, "rules": rules}
+
+
+def runner_cluster_role() -> Obj:
+    """ClusterRole RUNNER_ROLE: what the runner may do cluster-wide (bound by a ClusterRoleBinding)."""
+    return _cluster_role(RUNNER_ROLE, [
+        *_rules(RUNNER_CLUSTER_RULES),
+        {"apiGroups": [RBAC_GROUP], "resources": ["clusterroles"], "resourceNames": [IN_RUN_ROLE],
+         "verbs": list(RUNNER_BIND_VERBS)}])
+
+
+def in_run_cluster_role(*, pull_secrets: bool = False) -> Obj:
+    """ClusterRole IN_RUN_ROLE: what the runner may do inside a run namespace, once bound there."""
+    return _cluster_role(IN_RUN_ROLE, _rules([*RUNNER_RULES, *([PULL_SECRET_RULE] if pull_secrets else [])]))
+
+
+def runner_binding(ns: str, run_id: str, subject: Subject) -> Obj:
+    """The RoleBinding of IN_RUN_ROLE to the runner, in one run namespace (the first object in it)."""
+    return {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "RoleBinding",
+            "metadata": _meta(IN_RUN_BINDING, run_labels(run_id), ns),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": IN_RUN_ROLE},
+            "subjects": [subject.rbac()]}
+
+
+def _policy(name: str, subject: Subject, rules: list[Obj], validations: list[Obj]) -> list[Obj]:
+    group = "admissionregistration.k8s.io/v1"
+    return [
+        {"apiVersion": group, "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name, "labels": {LABEL_MANAGED: MANAGER}},
+         "spec": {
+             # An error evaluating the policy refuses the request: the policy fails closed.
+             "failurePolicy": "Fail",
+             "matchConstraints": {"resourceRules": rules},
+             "matchConditions": [{"name": "is-the-watchdrop-runner", "expression": subject.cel_match()}],
+             "validations": validations}},
+        {"apiVersion": group, "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name, "labels": {LABEL_MANAGED: MANAGER}},
+         "spec": {"policyName": name, "validationActions": ["Deny"]}},
+    ]
+
+
+def _resource_rule(group: str, resources: list[str], operations: list[str]) -> Obj:
+    return {"apiGroups": [group], "apiVersions": ["*"], "operations": operations, "resources": resources}
+
+
+def namespace_policy(subject: Subject) -> list[Obj]:
+    """Namespaces and RoleBindings: only in namespaces named like a run's."""
+    pattern = json.dumps(RUN_NAMESPACE_PATTERN)
+    return _policy(NAMESPACE_POLICY, subject, [
+        _resource_rule("", ["namespaces"], ["CREATE", "UPDATE", "DELETE"]),
+        _resource_rule(RBAC_GROUP, ["rolebindings"], ["CREATE", "UPDATE", "DELETE"]),
+    ], [
+        # DELETE has no `object`, only `oldObject`.
+        {"expression": "request.resource.resource != 'namespaces' || "
+                       f"(object != null ? object : oldObject).metadata.name.matches({pattern})",
+         "messageExpression": json.dumps("the watchdrop runner may only create, change or delete namespaces named "
+                                         f"like a run's ({RUN_NAMESPACE_PATTERN}), not ")
+                              + " + (object != null ? object : oldObject).metadata.name",
+         "reason": "Forbidden"},
+        {"expression": f"request.resource.resource != 'rolebindings' || request.namespace.matches({pattern})",
+         "messageExpression": json.dumps("the watchdrop runner may only bind roles in a run's namespaces "
+                                         f"({RUN_NAMESPACE_PATTERN}), not in ") + " + request.namespace",
+         "reason": "Forbidden"},
+    ])
+
+
+def pod_policy(subject: Subject) -> list[Obj]:
+    """Pods the runner makes cannot reach their node (the run namespaces are PSA `privileged`)."""
+    every = "(object.spec.containers + (has(object.spec.initContainers) ? object.spec.initContainers : []))"
+    caps = json.dumps(list(ALLOWED_CAPABILITIES))
+    checks = [
+        ("!(has(object.spec.hostNetwork) && object.spec.hostNetwork) && "
+         "!(has(object.spec.hostPID) && object.spec.hostPID) && !(has(object.spec.hostIPC) && object.spec.hostIPC)",
+         "no host network, PID or IPC namespace"),
+        ("!has(object.spec.volumes) || object.spec.volumes.all(v, !has(v.hostPath))", "no hostPath volume"),
+        (f"{every}.all(c, !has(c.securityContext) || !has(c.securityContext.privileged) || "
+         "!c.securityContext.privileged)", "no privileged container"),
+        (f"{every}.all(c, !has(c.securityContext) || !has(c.securityContext.capabilities) || "
+         f"!has(c.securityContext.capabilities.add) || c.securityContext.capabilities.add.all(x, x in {caps}))",
+         f"no capability beyond {', '.join(ALLOWED_CAPABILITIES)}"),
+    ]
+    return _policy(POD_POLICY, subject, [_resource_rule("", ["pods"], ["CREATE", "UPDATE"])],
+                   [{"expression": e, "message": f"the watchdrop runner's pods: {what}", "reason": "Forbidden"}
+                    for e, what in checks])
+
+
+def runner_rbac(subject: Subject, *, pull_secrets: Sequence[str] = (), secrets_namespace: str = "default",
+                binding: str = RUNNER_ROLE) -> list[Obj]:
+    """Everything an admin applies once for the runner's identity, in apply order (`python -m runner
+    kube-rbac` prints it; so does the preflight when a permission is missing)."""
+    objs = [runner_cluster_role(), in_run_cluster_role(pull_secrets=bool(pull_secrets)),
+            {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": binding, "labels": {LABEL_MANAGED: MANAGER}},
+             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": RUNNER_ROLE},
+             "subjects": [subject.rbac()]},
+            *namespace_policy(subject), *pod_policy(subject)]
+    if pull_secrets:
+        name = f"{RUNNER_ROLE}-pull-secrets"
+        meta = {"name": name, "namespace": secrets_namespace, "labels": {LABEL_MANAGED: MANAGER}}
+        objs += [
+            {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "Role", "metadata": meta,
+             "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(pull_secrets),
+                        "verbs": list(PULL_SECRET_SOURCE_VERBS)}]},
+            {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "RoleBinding", "metadata": dict(meta),
+             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name}, "subjects": [subject.rbac()]},
+        ]
+    return objs
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, except lists of plain strings on one line (`verbs: [get, list]`), as RBAC docs write them."""
+
+
+def _list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
+    flow = all(isinstance(i, str) and len(i) < 60 for i in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
+
+
+_Dumper.add_representer(list, _list)
+
+
+def render_yaml(objs: Sequence[Obj]) -> str:
+    """`kubectl apply -f -` input."""
+    return yaml.dump_all(objs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
