@@ -400,6 +400,84 @@ class LbSummary:
         )
 
 
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CaptureFacts:
+    """How the pod's capture ended, by tcpdump's own account: a capture that stopped early, was cut
+    at its size cap or lost packets is missing evidence (runner.verdict makes the cell ERROR)."""
+
+    #: tcpdump was still running when the runner stopped it (False: it died or exited first).
+    ran_to_end: bool
+    #: tcpdump's exit code (0 after the runner's SIGTERM/SIGINT); None when it never ended.
+    exit_code: int | None
+    #: "N packets dropped by kernel" (plus "by interface") from tcpdump's last words; None when it
+    #: printed no counts.
+    dropped: int | None
+    #: Size of pod.pcap in bytes, and the cap it may not reach (runner.evidence.limits).
+    size: int
+    limit: int
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.size >= self.limit:
+            out.append(f"capture cut at {self.limit / MIB:g} MiB: packets after that were not recorded")
+        elif not self.ran_to_end:
+            out.append("the capture stopped before the cell ended (tcpdump exited early): packets after that "
+                       "were not recorded")
+        if self.exit_code is None:
+            out.append("tcpdump never exited")
+        elif self.exit_code != 0:
+            out.append(f"tcpdump exited with code {self.exit_code}")
+        if self.dropped:
+            out.append(f"tcpdump reported {self.dropped} packets dropped by the kernel")
+        elif self.dropped is None and self.exit_code == 0:
+            out.append("tcpdump reported no packet counts, so packets it may have dropped are unknown")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ran_to_end": self.ran_to_end, "exit_code": self.exit_code, "dropped": self.dropped,
+                "size": self.size, "limit": self.limit}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "capture") -> CaptureFacts:
+        d = _obj(d, where)
+        return cls(ran_to_end=_bool(d, "ran_to_end", where), exit_code=_opt_int(d, "exit_code", where),
+                   dropped=_opt_int(d, "dropped", where), size=_int(d, "size", where),
+                   limit=_int(d, "limit", where))
+
+
+@dataclass(frozen=True)
+class Cut:
+    """What the runner cut from one evidence file so a watcher or a capture cannot exhaust its
+    memory or disk (runner.evidence.limits)."""
+
+    #: The evidence file's name (watcher.jsonl, watcher.stderr, watcher.log, pod.pcap).
+    file: str
+    #: Lines longer than the line cap, each cut to it.
+    long_lines: int = 0
+    #: The file reached its size cap at this many bytes; what came later was not kept.
+    capped_at: int | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.long_lines:
+            parts.append(f"{self.long_lines} line(s) longer than the cap cut")
+        if self.capped_at is not None:
+            parts.append(f"stopped at {self.capped_at / MIB:g} MiB")
+        return f"{self.file}: {', '.join(parts) or 'nothing cut'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "long_lines": self.long_lines, "capped_at": self.capped_at}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "cut") -> Cut:
+        d = _obj(d, where)
+        return cls(file=_str(d, "file", where), long_lines=_int(d, "long_lines", where),
+                   capped_at=_opt_int(d, "capped_at", where))
+
+
 def make_cell_id(client: str, cluster: str, scenario: str) -> str:
     return f"{client}/{cluster}/{scenario}"
 
@@ -440,6 +518,10 @@ class CellResult:
     errors: list[str] = field(default_factory=list)
     #: The variant's build settings (e.g. an older library pin); {} for a default.
     build_env: dict[str, str] = field(default_factory=dict)
+    #: How the pod's capture ended; None where no capture ran (or a result from before it was kept).
+    capture: CaptureFacts | None = None
+    #: What was cut from evidence files to keep memory and disk bounded; [] when nothing was.
+    cuts: list[Cut] = field(default_factory=list)
 
     @property
     def cell_id(self) -> str:
@@ -476,6 +558,8 @@ class CellResult:
             "started": _f(self.started),
             "finished": _f(self.finished),
             "errors": list(self.errors),
+            "capture": None if self.capture is None else self.capture.to_dict(),
+            "cuts": [c.to_dict() for c in self.cuts],
         }
 
     @classmethod
@@ -520,6 +604,9 @@ class CellResult:
             started=_opt_num(d, "started", where),
             finished=_opt_num(d, "finished", where),
             errors=list(errors),
+            # Optional: results written before these were recorded lack them.
+            capture=None if d.get("capture") is None else CaptureFacts.from_dict(d["capture"], f"{where}.capture"),
+            cuts=[Cut.from_dict(c, f"{where}.cuts[{i}]") for i, c in enumerate(d.get("cuts") or [])],
         )
         # cell_id is derived; a file whose id disagrees with its own fields was edited by hand wrongly.
         stored_id = _str(d, "cell_id", where)

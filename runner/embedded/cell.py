@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 
 from kubernetes import client
 
+from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
 from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
 from runner.harness import TRIGGER, CellSetupError, HarnessRun, read_jsonl
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
 from runner.host.procs import Child
 from runner.model import CellResult, ProfileFacts
-from runner.verdict import summarize_lb_events
+from runner.verdict import lb_flows, summarize_lb_events
 
 WATCHER_STOP_GRACE = 15.0
 API_PORT = 6443
@@ -47,7 +49,8 @@ class CellRun(HarnessRun):
         """Credentials, the trigger ConfigMap, the pod's capture and the watcher; `pod` may be made
         beforehand (the LB hands out pod slots in order)."""
         try:
-            access = self.cluster.watcher_access(self.namespace, server=self.lb.server_url())
+            access = self.cluster.watcher_access(self.namespace, server=self.lb.server_url(),
+                                                 token_seconds=token_seconds(self.cell.estimated_seconds))
             self.harness(f"namespace {self.namespace}: ServiceAccount, Role (configmaps get/list/watch), "
                          "RoleBinding, token")
             if self.cell.scenario == "watch":
@@ -62,7 +65,10 @@ class CellRun(HarnessRun):
             env = {**self.cell.watcher_env(), "WATCHDROP_KUBECONFIG": str(access.kubeconfig),
                    "WATCHDROP_NAMESPACE": self.namespace}
             self.started = time.time()
-            self.process = Child(f"watcher {self.cell.id}", in_netns(self.pod.netns, self.built.run_argv()),
+            # prlimit: the kernel stops the watcher's stdout/stderr at the log limit (a watcher that
+            # prints without end gets SIGXFSZ there), so it cannot fill the disk.
+            argv = ["prlimit", f"--fsize={log_limit()}", "--", *self.built.run_argv()]
+            self.process = Child(f"watcher {self.cell.id}", in_netns(self.pod.netns, argv),
                                  stdout=self.stdout, stderr=self.stderr, env=env, log=self.log,
                                  cwd=self.built.src)
             self.watcher = self.process
@@ -90,15 +96,18 @@ class CellRun(HarnessRun):
                   if self.pod is not None and str(e.get("flow", "")).startswith(self.pod.addr + ":")]
         (self.evidence / "lb-events.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
         until = (self.updates[-1].at + cell.detection_timeout) if self.updates else self.finished
+        pod_ip = self.pod.addr if self.pod else None
         return collect_cell(self, BackendEvidence(
             profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
             expected_version=self.built.descriptor.version_for(cell.build_env),
             evidence_files=EVIDENCE, pcap=pcap_facts, server_ports={API_PORT},
-            lb=summarize_lb_events(events, pod_ip=self.pod.addr if self.pod else None, until=until),
+            lb=summarize_lb_events(events, pod_ip=pod_ip, until=until),
+            lb_flows=lb_flows(events, pod_ip=pod_ip, until=until),
+            capture=self.capture.ended if self.capture is not None else None,
             lb_helper_died=any("agent" in p for p in lb_problems), apiserver_died=not cluster_alive,
             late_problems=[p for p in lb_problems if "agent" not in p],
         ))
 
 
-EVIDENCE = ("watcher.jsonl", "watcher.stderr", "pod.pcap", "lb-events.jsonl", "commands.log", "harness.log",
-            "cell.json")
+EVIDENCE = ("watcher.jsonl", "watcher.stderr", "pod.pcap", "pod.tcpdump.log", "lb-events.jsonl", "commands.log",
+            "harness.log", "cell.json")

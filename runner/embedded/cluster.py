@@ -28,7 +28,7 @@ from kubernetes import client, config
 from runner.build import gobuild
 from runner.credentials import pki
 from runner.credentials.kubeconfig import admin_user, write_kubeconfig
-from runner.credentials.rbac import WatcherAccess, create_watcher_access
+from runner.credentials.rbac import TOKEN_SECONDS, WatcherAccess, create_watcher_access
 from runner.embedded.churn import Churn
 from runner.errors import ClusterError
 from runner.host.commands import CommandLog, in_netns
@@ -245,13 +245,15 @@ class EmbeddedCluster:
     def alive(self) -> bool:
         return bool(self.apiserver and self.apiserver.alive() and self.etcd and self.etcd.alive())
 
-    def watcher_access(self, namespace: str, server: str | None = None) -> WatcherAccess:
-        """Namespace, ServiceAccount, Role, RoleBinding and a token; a kubeconfig for it alone."""
+    def watcher_access(self, namespace: str, server: str | None = None,
+                       token_seconds: int = TOKEN_SECONDS) -> WatcherAccess:
+        """Namespace, ServiceAccount, Role, RoleBinding and a token valid for `token_seconds`; a
+        kubeconfig for it alone."""
         assert self.pki is not None
         return create_watcher_access(
             self.admin_api(), namespace, server=server or self.server_url(),
             ca_pem=self.pki.ca_cert.read_bytes(),
-            kubeconfig_path=self.workdir / f"{namespace}.kubeconfig")
+            kubeconfig_path=self.workdir / f"{namespace}.kubeconfig", seconds=token_seconds)
 
     def metadata(self) -> dict[str, object]:
         return {

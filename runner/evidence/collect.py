@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner.evidence.limits import LineReader, contract_line, cut_of, log_limit, pcap_limit
 from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
 from runner.harness import HarnessRun, base_result
-from runner.model import CellResult, LbSummary, ProfileFacts
-from runner.verdict import CellInputs, judge_cell, parse_watcher_log
+from runner.model import CaptureFacts, CellResult, Cut, LbSummary, ProfileFacts
+from runner.verdict import CellInputs, LbFlow, judge_cell
 
 
 def _no_line_problems(_: Sequence[Mapping[str, Any]] | None) -> list[str]:
@@ -43,6 +44,12 @@ class BackendEvidence:
     ran: bool = True
     #: What the LB's event log says it did to this pod's flows; None where no LB is emulated.
     lb: LbSummary | None = None
+    #: The same log per flow, held against the capture's connections.
+    lb_flows: Sequence[LbFlow] = ()
+    #: How the capture ended (tcpdump's own account); None: unknown, which is missing evidence.
+    capture: CaptureFacts | None = None
+    #: Files the backend cut beyond the watcher's stdout/stderr (the kubernetes log copy).
+    cuts: Sequence[Cut] = ()
     lb_helper_died: bool = False
     apiserver_died: bool = False
     #: Problems known before the capture is read (the pod's status), one line each.
@@ -69,15 +76,23 @@ def collect_cell(run: HarnessRun, ev: BackendEvidence) -> CellResult:
             pcap = ev.pcap or read_pcap(run.pcap_path, server_ports=ev.server_ports)
         except (PcapError, OSError) as exc:
             errors.append(f"no packet evidence: {exc}")
-        lines = parse_watcher_log(run.stdout.read_text(errors="replace")) if run.stdout.exists() else None
+        lines = read_watcher_lines(run) if run.stdout.exists() else None
         errors += ev.line_problems(lines)
     errors += ev.late_problems
+    stderr = LineReader(run.stderr)
+    stderr_text = "\n".join(stderr.read_all())
+    cuts = [c for c in (cut_of("watcher.jsonl", run.stdout, run.stdout_long_lines, log_limit()),
+                        cut_of("watcher.stderr", run.stderr, stderr.long_lines, log_limit()),
+                        cut_of("pod.pcap", run.pcap_path, 0, pcap_limit()))
+            if c is not None]
+    cuts = merge_cuts([*cuts, *ev.cuts])
     inputs = CellInputs(
         scenario=cell.scenario, detection_timeout=cell.detection_timeout, expected_rounds=cell.rounds,
         profile=ev.profile, updates=run.updates, watcher_lines=lines, watcher_exit=run.watcher_exit,
-        watcher_stderr=run.stderr.read_text(errors="replace") if run.stderr.exists() else "",
+        watcher_stderr=stderr_text,
         pcap=pcap, lb=ev.lb, lb_helper_died=ev.lb_helper_died, apiserver_died=ev.apiserver_died,
         harness_errors=errors, expected_version=ev.expected_version,
+        capture=ev.capture if ev.ran else None, lb_flows=ev.lb_flows, idle=cell.idle, cuts=cuts,
     )
     j = judge_cell(inputs)
     result = base_result(cell, desc, j.verdict, j.reason)
@@ -89,8 +104,29 @@ def collect_cell(run: HarnessRun, ev: BackendEvidence) -> CellResult:
     result.errors = list(inputs.harness_errors) + (["LB agent died"] if inputs.lb_helper_died else []) + (
         ["kube-apiserver died"] if inputs.apiserver_died else [])
     result.started, result.finished = run.started, run.finished
+    result.capture = ev.capture
+    result.cuts = cuts
     rel = run.evidence.relative_to(run.run_dir)
     result.evidence = {name: str(rel / name) for name in ev.evidence_files
                        if (run.evidence / name).exists() or name == "cell.json"}
     (run.evidence / "cell.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     return result
+
+
+def read_watcher_lines(run: HarnessRun) -> list[dict[str, Any]]:
+    """The contract lines of the watcher's whole stdout, lines cut at LINE_MAX (counted on the run)."""
+    reader = LineReader(run.stdout)
+    lines = [obj for text in reader.read_all() if (obj := contract_line(text)) is not None]
+    run.stdout_long_lines = max(run.stdout_long_lines, reader.long_lines)
+    return lines
+
+
+def merge_cuts(cuts: Sequence[Cut]) -> list[Cut]:
+    """One Cut per file: a file may be cut by the backend's sink and seen at its limit here."""
+    by_file: dict[str, Cut] = {}
+    for c in cuts:
+        had = by_file.get(c.file)
+        by_file[c.file] = c if had is None else Cut(
+            file=c.file, long_lines=had.long_lines + c.long_lines,
+            capped_at=had.capped_at if had.capped_at is not None else c.capped_at)
+    return list(by_file.values())

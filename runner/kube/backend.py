@@ -49,6 +49,7 @@ from runner.build.images import Images, resolve_images
 from runner.config.descriptor import Descriptor
 from runner.config.matrix import KubernetesCluster
 from runner.config.plan import Cell
+from runner.credentials.rbac import token_seconds
 from runner.errors import Interrupted, PrerequisiteError, WatchdropError
 from runner.harness import CellSetupError, HarnessRun, error_result
 from runner.host import signals
@@ -196,7 +197,8 @@ class KubernetesBackend:
                               client_name=cell.client, scenario=cell.scenario, image=image,
                               capture_image=images.capture, env=cell.watcher_env(), pull_policy=self.pull_policy,
                               pull_secrets=self.cluster.pull_secrets, api_server=self.cluster.api_server,
-                              runner=self.runner)
+                              runner=self.runner,
+                              token_seconds=token_seconds(cell.estimated_seconds, floor=m.TOKEN_SECONDS))
         src = cell.src or Path(cell.folder)
         # The image is the build; BuiltClient only carries the descriptor here.
         built = BuiltClient(folder=cell.folder, descriptor=desc, out=src, src=src)
@@ -309,7 +311,7 @@ class KubernetesBackend:
                 {"spec": api.sanitize_for_serialization(svc.spec),
                  "status": api.sanitize_for_serialization(svc.status)}, indent=2, sort_keys=True) + "\n")
             self.problems += copy_capture(self.access.new_api, self.run_ns, m.TIMER_POD, self.evidence,
-                                          prefix="timer-server-", timeout=self.settings.exec_timeout)
+                                          prefix="timer-server-", timeout=self.settings.exec_timeout).problems
         except Exception as exc:
             self.problems.append(f"timer server evidence: {api_error(exc)}")
         finally:

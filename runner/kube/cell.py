@@ -10,12 +10,14 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
 from runner.evidence.pcap import PcapFacts
 from runner.harness import CellSetupError, HarnessRun
 from runner.kube import manifests as m
@@ -33,7 +35,7 @@ from runner.kube.api import (
     exec_in,
 )
 from runner.kube.pods import LineSink, PodWatcher, clock_problems, pod_problem
-from runner.model import CellResult
+from runner.model import CaptureFacts, CellResult
 
 
 @dataclass
@@ -48,6 +50,8 @@ class KubeCellRun(HarnessRun):
     pod_watcher: PodWatcher | None = None
     pod_started: bool = False
     pod_problems: list[str] = field(default_factory=list)
+    #: How the capture sidecar's tcpdump ended; None until stopped (or when it could not be told).
+    capture: CaptureFacts | None = None
     _stopped: bool = False
 
     def __post_init__(self) -> None:
@@ -119,9 +123,13 @@ class KubeCellRun(HarnessRun):
             elif w.gone:
                 self.pod_problems.append("the pod disappeared during the cell (deleted, or its node was lost)")
             if not w.gone:
-                for p in copy_capture(self.new_api, self.namespace, m.WATCHER_POD, self.evidence,
-                                      timeout=self.settings.exec_timeout):
+                copied = copy_capture(self.new_api, self.namespace, m.WATCHER_POD, self.evidence,
+                                      timeout=self.settings.exec_timeout)
+                for p in copied.problems:
                     self.harness(p)
+                self.capture = capture_facts(copied.stopped, self.evidence / "tcpdump.log", self.pcap_path)
+                if self.capture is None:
+                    self.harness(f"no account of how the capture ended (sidecar said {copied.stopped!r})")
         except Exception as exc:
             self.harness_errors.append(f"stopping the pod: {api_error(exc)}")
         finally:
@@ -170,7 +178,24 @@ class KubeCellRun(HarnessRun):
         return collect_cell(self, BackendEvidence(
             profile=None, expected_version=self.built.descriptor.version, evidence_files=EVIDENCE,
             pcap=pcap_facts, ran=self.pod_started, problems=self.pod_problems, line_problems=line_problems,
+            capture=self.capture, cuts=self.pod_watcher.sink.cuts() if self.pod_watcher is not None else [],
         ))
+
+
+def capture_facts(stopped: str, log: Path, pcap: Path) -> CaptureFacts | None:
+    """CaptureFacts from the sidecar's `stopped` record ("<exit code> asked|early", manifests.CAPTURE_SCRIPT)
+    and the copied tcpdump.log and pod.pcap; None when the record is not that."""
+    parts = stopped.split()
+    if len(parts) != 2 or not parts[0].isdigit() or parts[1] not in ("asked", "early"):
+        return None
+    try:
+        text = log.read_text(errors="replace")[-4096:]
+    except OSError:
+        text = ""
+    # The shell reports a death by signal N as 128+N; keep tcpdump's own -N like the embedded side.
+    code = int(parts[0])
+    return CaptureFacts(ran_to_end=parts[1] == "asked", exit_code=-(code - 128) if code > 128 else code,
+                        dropped=tcpdump_dropped(text), size=file_size(pcap), limit=pcap_limit())
 
 
 EVIDENCE = ("watcher.jsonl", "watcher.stderr", "watcher.log", "pod.pcap", "tcpdump.log", "events.json", "pod.json",
