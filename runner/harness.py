@@ -197,7 +197,10 @@ class HarnessRun:
         c = self.cell
         opened = self._wait_line(lambda x: x.get("event") in ("watch-opened", "event-seen"), OPEN_TIMEOUT)
         if opened is None:
-            if not self.stop.is_set():
+            if self.watcher is not None and not self.watcher.alive():
+                self.harness_errors.append(f"the watcher exited (code {self.watcher.returncode}) before it opened "
+                                           "a watch")
+            elif not self.stop.is_set():
                 self.harness_errors.append(f"the watcher opened no watch within {OPEN_TIMEOUT:.0f} s")
             return
         core = self._core()

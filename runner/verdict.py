@@ -603,6 +603,15 @@ def idle_problems(lines: Sequence[Mapping[str, Any]], idle: float, conns: Sequen
 # --- the verdict ----------------------------------------------------------------------------------
 
 
+def _lost_evidence(inp: CellInputs) -> list[str]:
+    """Evidence the capture or the runner's caps lost: said with any ERROR, a harness fault's too."""
+    problems = [] if inp.capture is None else inp.capture.problems()
+    for cut in inp.cuts:
+        if cut.file == "watcher.jsonl" and (cut.long_lines or cut.capped_at is not None):
+            problems.append(f"{cut.describe()}: the watcher's lines are incomplete")
+    return problems
+
+
 def _missing_evidence(inp: CellInputs, facts: WatcherFacts | None) -> list[str]:
     problems: list[str] = []
     if inp.scenario not in SCENARIOS:
@@ -635,11 +644,7 @@ def _missing_evidence(inp: CellInputs, facts: WatcherFacts | None) -> list[str]:
         problems.append("the capture shows no connection from the pod")
     if inp.pcap is not None and inp.capture is None:
         problems.append("no record of how the capture ended")
-    elif inp.capture is not None:
-        problems += inp.capture.problems()
-    for cut in inp.cuts:
-        if cut.file == "watcher.jsonl" and (cut.long_lines or cut.capped_at is not None):
-            problems.append(f"{cut.describe()}: the watcher's lines are incomplete")
+    problems += _lost_evidence(inp)
     if inp.profile is not None and inp.profile.acts and inp.lb is None:
         problems.append("no LB event log")
     if inp.expected_rounds < 1:
@@ -720,7 +725,7 @@ def _short(text: str, limit: int = 60) -> str:
 def judge_cell(inp: CellInputs) -> Judgement:
     """Apply the rules in the module docstring; returns the verdict, its reason and the rounds."""
     if inp.harness_errors:
-        return Judgement(Verdict.ERROR, "; ".join(inp.harness_errors))
+        return Judgement(Verdict.ERROR, "; ".join([*inp.harness_errors, *_lost_evidence(inp)]))
     if inp.skipped is not None:
         return Judgement(Verdict.SKIPPED, inp.skipped)
 
