@@ -7,8 +7,12 @@ a clock or a file, so every rule is unit-tested as a table of cases.
 The rules, in order (the first that applies wins):
 
 1. a harness problem or missing evidence (no watcher log, no `started` line, a crash, no capture
-   facts, no LB log where an emulated LB acts, the LB helper or kube-apiserver died), or an
-   idle-request round whose request before the idle period already failed                -> ERROR;
+   facts, a capture that stopped early, was cut at its size limit or dropped packets, a watcher
+   stdout cut at its limits, no LB log where an emulated LB acts, the LB helper or kube-apiserver
+   died), an idle-request round whose request before the idle period already failed, evidence
+   that contradicts the scenario (an idle-request round that did not idle WATCHDROP_IDLE by the
+   watcher's stamps, or sent a request meanwhile by the capture), credentials refused (401/403),
+   or the LB's own record disagreeing with the capture (lb_disagreements)                 -> ERROR;
 2. the cell could not run here                                                          -> SKIPPED;
 3. every round seen in time, and the capture shows no RST, no idle gap reaching the LB's
    timeout, and no reconnect after an error or an idle-out                              -> PASS;
