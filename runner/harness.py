@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +28,7 @@ from kubernetes import client
 from runner.build.clients import BuiltClient
 from runner.config.descriptor import Descriptor
 from runner.config.plan import Cell
+from runner.evidence.limits import LineReader, contract_line
 from runner.model import CellResult, ProfileFacts, Timings, Verdict
 from runner.verdict import Update
 
@@ -102,6 +104,16 @@ class HarnessRun:
     started: float | None = None
     finished: float | None = None
     rounds_done: int = 0
+    #: Lines of the watcher's stdout longer than the line cap (cut), as the readers found them.
+    stdout_long_lines: int = 0
+    #: One reader per cell: each poll reads only what the watcher wrote since the last one.
+    _reader: LineReader | None = field(default=None, repr=False)
+    #: Lines read but not yet looked at by a wait (a batch may hold more than the line waited for).
+    _unseen: deque[dict[str, Any]] = field(default_factory=deque, repr=False)
+    #: idle-request: the last request line seen, and the rounds a request was sent for.
+    _last_request: dict[str, Any] | None = field(default=None, repr=False)
+    _last_first_of_round: bool = field(default=False, repr=False)
+    _rounds_sent: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         self.evidence.mkdir(parents=True, exist_ok=True)
@@ -133,15 +145,35 @@ class HarnessRun:
         raise NotImplementedError
 
     # -- rounds ---------------------------------------------------------------------------------
+    def _next_lines(self) -> list[dict[str, Any]]:
+        """The contract lines the watcher wrote since the last call, read from where that one stopped."""
+        if self._reader is None:
+            self._reader = LineReader(self.stdout)
+        lines = [obj for text in self._reader.read() if (obj := contract_line(text)) is not None]
+        self.stdout_long_lines = max(self.stdout_long_lines, self._reader.long_lines)
+        return lines
+
+    def _take(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """The first unseen line that matches, dropping the ones before it; None when none does."""
+        while self._unseen:
+            line = self._unseen.popleft()
+            if pred(line):
+                return line
+        return None
+
     def _wait_line(self, pred: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
         deadline = time.time() + timeout
         while time.time() < deadline and not self.stop.is_set():
-            for line in read_jsonl(self.stdout):
-                if pred(line):
-                    return line
+            found = self._take(pred)
+            if found is not None:
+                return found
+            self._unseen.extend(self._next_lines())
+            if self._unseen:
+                continue
             if self.watcher is not None and not self.watcher.alive():
                 # One more read: the line may have been written just before it exited.
-                return next((x for x in read_jsonl(self.stdout) if pred(x)), None)
+                self._unseen.extend(self._next_lines())
+                return self._take(pred)
             time.sleep(0.05)
         return None
 
@@ -165,7 +197,10 @@ class HarnessRun:
         c = self.cell
         opened = self._wait_line(lambda x: x.get("event") in ("watch-opened", "event-seen"), OPEN_TIMEOUT)
         if opened is None:
-            if not self.stop.is_set():
+            if self.watcher is not None and not self.watcher.alive():
+                self.harness_errors.append(f"the watcher exited (code {self.watcher.returncode}) before it opened "
+                                           "a watch")
+            elif not self.stop.is_set():
                 self.harness_errors.append(f"the watcher opened no watch within {OPEN_TIMEOUT:.0f} s")
             return
         core = self._core()
@@ -222,11 +257,16 @@ class HarnessRun:
 
         The first request of a round meets no stale connection, only the process's own warm-up (a
         cold JVM on a busy machine), so it gets FIRST_REQUEST_GRACE before it counts as hung."""
-        lines = [x for x in read_jsonl(self.stdout) if x.get("event") in ("request-sent", "request-done")]
-        if not lines or lines[-1]["event"] != "request-sent":
+        for x in self._next_lines():
+            if x.get("event") == "request-sent":
+                key = json.dumps(x.get("round"))
+                self._last_first_of_round = key not in self._rounds_sent
+                self._rounds_sent.add(key)
+                self._last_request = x
+            elif x.get("event") == "request-done":
+                self._last_request = x
+        last = self._last_request
+        if last is None or last["event"] != "request-sent":
             return None
-        last = lines[-1]
-        first_of_round = not any(x["event"] == "request-sent" and x.get("round") == last.get("round")
-                                 for x in lines[:-1])
-        limit = max(after, FIRST_REQUEST_GRACE) if first_of_round else after
+        limit = max(after, FIRST_REQUEST_GRACE) if self._last_first_of_round else after
         return last if time.time() - float(last["ts"]) > limit else None

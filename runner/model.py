@@ -372,6 +372,69 @@ class LbSummary(_Model):
     dropped_after_expiry: Count = 0
 
 
+MIB = 1024 * 1024
+
+
+class CaptureFacts(_Model):
+    """How the pod's capture ended, by tcpdump's own account: a capture that stopped early, was cut
+    at its size cap or lost packets is missing evidence (runner.verdict makes the cell ERROR)."""
+
+    model_config = ConfigDict(frozen=True)
+    _where: ClassVar[str] = "capture"
+
+    ran_to_end: bool
+    """tcpdump was still running when the runner stopped it (false: it died or exited first)."""
+    exit_code: int | None
+    """tcpdump's exit code (0 after the runner's SIGTERM/SIGINT); null when it never ended."""
+    dropped: Count | None
+    """"N packets dropped by kernel" (plus "by interface") from tcpdump's last words; null when it
+    printed no counts."""
+    size: Count
+    """Size of pod.pcap in bytes."""
+    limit: Count
+    """The size pod.pcap may not reach (runner.evidence.limits)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.size >= self.limit:
+            out.append(f"capture cut at {self.limit / MIB:g} MiB: packets after that were not recorded")
+        elif not self.ran_to_end:
+            out.append("the capture stopped before the cell ended (tcpdump exited early): packets after that "
+                       "were not recorded")
+        if self.exit_code is None:
+            out.append("tcpdump never exited")
+        elif self.exit_code != 0:
+            out.append(f"tcpdump exited with code {self.exit_code}")
+        if self.dropped:
+            out.append(f"tcpdump reported {self.dropped} packets dropped by the kernel")
+        elif self.dropped is None and self.exit_code == 0:
+            out.append("tcpdump reported no packet counts, so packets it may have dropped are unknown")
+        return out
+
+
+class Cut(_Model):
+    """What the runner cut from one evidence file so a watcher or a capture cannot exhaust its
+    memory or disk (runner.evidence.limits)."""
+
+    model_config = ConfigDict(frozen=True)
+    _where: ClassVar[str] = "cut"
+
+    file: str
+    """The evidence file's name (watcher.jsonl, watcher.stderr, watcher.log, pod.pcap)."""
+    long_lines: Count = 0
+    """Lines longer than the line cap, each cut to it."""
+    capped_at: Count | None = None
+    """The file reached its size cap at this many bytes; what came later was not kept."""
+
+    def describe(self) -> str:
+        parts = []
+        if self.long_lines:
+            parts.append(f"{self.long_lines} line(s) longer than the cap cut")
+        if self.capped_at is not None:
+            parts.append(f"stopped at {self.capped_at / MIB:g} MiB")
+        return f"{self.file}: {', '.join(parts) or 'nothing cut'}"
+
+
 def make_cell_id(client: str, cluster: str, scenario: str) -> str:
     return f"{client}/{cluster}/{scenario}"
 
@@ -414,6 +477,10 @@ class CellResult(_Model):
     """Harness problems met while running this cell (each one line)."""
     build_env: dict[str, str] = Field(default_factory=dict)
     """The variant's build settings (e.g. an older library pin); {} for a default."""
+    capture: CaptureFacts | None = None
+    """How the pod's capture ended; null where no capture ran."""
+    cuts: list[Cut] = Field(default_factory=list)
+    """What was cut from evidence files to keep memory and disk bounded; [] when nothing was."""
 
     @computed_field(  # type: ignore[prop-decorator]
         description="client/cluster/scenario: derived, and checked against them on read.",

@@ -7,8 +7,12 @@ a clock or a file, so every rule is unit-tested as a table of cases.
 The rules, in order (the first that applies wins):
 
 1. a harness problem or missing evidence (no watcher log, no `started` line, a crash, no capture
-   facts, no LB log where an emulated LB acts, the LB helper or kube-apiserver died), or an
-   idle-request round whose request before the idle period already failed                -> ERROR;
+   facts, a capture that stopped early, was cut at its size limit or dropped packets, a watcher
+   stdout cut at its limits, no LB log where an emulated LB acts, the LB helper or kube-apiserver
+   died), an idle-request round whose request before the idle period already failed, evidence
+   that contradicts the scenario (an idle-request round that did not idle WATCHDROP_IDLE by the
+   watcher's stamps, or sent a request meanwhile by the capture), credentials refused (401/403),
+   or the LB's own record disagreeing with the capture (lb_disagreements)                 -> ERROR;
 2. the cell could not run here                                                          -> SKIPPED;
 3. every round seen in time, and the capture shows no RST, no idle gap reaching the LB's
    timeout, and no reconnect after an error or an idle-out                              -> PASS;
@@ -34,7 +38,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runner.model import LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
+from runner.evidence.limits import contract_line
+from runner.model import CaptureFacts, Cut, LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
 from runner.text import plural
 
 SCENARIOS = ("watch", "idle-request")
@@ -55,6 +60,17 @@ NEVER_SENT = "the watcher never sent this round"
 #: seen): the cell is ERROR, never FAIL.
 BEFORE_IDLE = "the request before the idle period"
 
+#: Seconds of clock slack when the LB's event log and the pod's capture are held together: both
+#: use the host's clock, but a packet is logged by the LB and by tcpdump at slightly different times.
+LB_SLACK = 1.0
+
+#: An idle-request round may idle this much less than WATCHDROP_IDLE (timer granularity, the
+#: watcher taking its timestamp after the response); any shorter is a watcher that did not idle.
+IDLE_SLACK = 1.0
+
+#: An API error that refuses the watcher's credentials: HTTP 401/403 as a status or in a message.
+_AUTH_REFUSED = re.compile(r"\b(401|403)\b|unauthori[sz]ed|forbidden", re.IGNORECASE)
+
 #: The trigger ConfigMap's name (clients/README.md): events for other objects never count.
 TRIGGER_NAME = "trigger"
 
@@ -67,6 +83,8 @@ _STDERR_ERROR = re.compile(r"^E\d{4} |\b(error|exception|traceback|panic|fatal)\
 class ConnLike(Protocol):
     """The parts of runner.evidence.pcap.ConnFacts the verdict reads (one TCP connection of the pod)."""
 
+    @property
+    def client(self) -> str: ...
     @property
     def opened_at(self) -> float | None: ...
     @property
@@ -107,6 +125,23 @@ class Update:
     value: str
 
 
+@dataclass(frozen=True)
+class LbFlow:
+    """What the LB's event log says it did to one of the pod's flows (lb_flows), to hold against the
+    capture's record of the same connection."""
+
+    #: The pod's end, "ip:port": the `client` of the capture's connection.
+    client: str
+    #: When the LB forgot the flow, and the last packet it had seen before.
+    expired_at: float | None = None
+    last_activity: float | None = None
+    #: RSTs the LB sent (or had the kernel send) to the pod on this flow.
+    rst_to_client: int = 0
+    #: The first packet the LB says it dropped after expiry, and how many it logged.
+    first_drop_at: float | None = None
+    drops: int = 0
+
+
 @dataclass
 class CellInputs:
     """Everything recorded for one cell, as the collect step hands it over."""
@@ -132,6 +167,14 @@ class CellInputs:
     skipped: str | None = None
     #: The descriptor's pinned library version; a different `started.version` is ERROR.
     expected_version: str | None = None
+    #: How the pod's capture ended; None (no record) is missing evidence.
+    capture: CaptureFacts | None = None
+    #: The LB's record per flow of this pod (lb_flows); () where no LB is emulated.
+    lb_flows: Sequence[LbFlow] = ()
+    #: idle-request: the WATCHDROP_IDLE the watcher was told to stay idle for.
+    idle: float | None = None
+    #: What the runner cut from the evidence files (runner.evidence.limits).
+    cuts: Sequence[Cut] = ()
 
     @property
     def idle_timeout(self) -> float | None:
@@ -158,22 +201,7 @@ def parse_watcher_log(text: str) -> list[dict[str, Any]]:
 
     A line counts only if it is a JSON object with a numeric `ts` and a string `event`.
     """
-    out: list[dict[str, Any]] = []
-    for raw in text.splitlines():
-        raw = raw.strip()
-        if not raw.startswith("{"):
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict):
-            continue
-        ts, event = obj.get("ts"), obj.get("event")
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not isinstance(event, str):
-            continue
-        out.append(obj)
-    return out
+    return [obj for raw in text.splitlines() if (obj := contract_line(raw)) is not None]
 
 
 def count_stderr_errors(stderr: str) -> int:
@@ -237,6 +265,37 @@ def summarize_lb_events(
             elif ev.get("action") == "dropped":
                 out["dropped_after_expiry"] += 1
     return LbSummary(**out)
+
+
+def lb_flows(
+    events: Sequence[Mapping[str, Any]], *, pod_ip: str | None = None, until: float | None = None
+) -> list[LbFlow]:
+    """The LB's record per flow (the same events and window as summarize_lb_events), for flows the LB
+    acted on: expired, reset toward the pod, or dropped packets of."""
+    flows: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        flow = ev.get("flow")
+        if not isinstance(flow, str) or (pod_ip is not None and not flow.startswith(f"{pod_ip}:")):
+            continue
+        ts = ev.get("ts")
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or (until is not None and ts > until):
+            continue
+        kind = ev.get("event")
+        f = flows.setdefault(flow.split(">")[0], {})
+        if kind == "expired":
+            f.setdefault("expired_at", float(ts))
+            last = ev.get("last_activity")
+            if isinstance(last, int | float) and not isinstance(last, bool):
+                f.setdefault("last_activity", float(last))
+        elif kind == "rst-sent" and ev.get("to") == "client":
+            f["rst_to_client"] = f.get("rst_to_client", 0) + 1
+        elif kind == "after-expiry":
+            if ev.get("action") == "reset" and ev.get("side") == "client":
+                f["rst_to_client"] = f.get("rst_to_client", 0) + 1
+            elif ev.get("action") == "dropped":
+                f.setdefault("first_drop_at", float(ts))
+                f["drops"] = f.get("drops", 0) + 1
+    return [LbFlow(client=k, **v) for k, v in flows.items() if v]
 
 
 # --- capture helpers ------------------------------------------------------------------------------
@@ -451,7 +510,111 @@ def judge_rounds(
     raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
 
 
+# --- evidence held against evidence ---------------------------------------------------------------
+
+
+def lb_disagreements(inp: CellInputs, conns: Sequence[ConnLike]) -> list[str]:
+    """Where the LB's own record and the pod's capture tell different stories, one line each with
+    both facts. Either the LB emulator or the capture is wrong then, and no verdict can rest on them."""
+    out: list[str] = []
+    received = [t for c in conns for t, who in c.rsts if who == "server"]
+    if not inp.lb_flows and inp.lb is not None and inp.lb.rst_to_client and not received:
+        out.append(f"the LB log says it sent {plural(inp.lb.rst_to_client, 'RST')} to the pod, but the pod's "
+                   "capture shows no RST arriving")
+    for f in inp.lb_flows:
+        mine = [c for c in conns if c.client == f.client]
+        if not mine:
+            out.append(f"the LB log records what it did to flow {f.client}, but the pod's capture shows no such "
+                       "connection")
+            continue
+        if f.rst_to_client and not any(who == "server" for c in mine for _, who in c.rsts):
+            out.append(f"the LB log says it sent {plural(f.rst_to_client, 'RST')} to the pod on flow {f.client}, "
+                       "but the pod's capture shows no RST arriving on it")
+        if f.first_drop_at is not None:
+            through = sorted(t for c in mine for t in c.data_server if t > f.first_drop_at + LB_SLACK)
+            if through:
+                out.append(f"the LB log says it dropped {plural(f.drops, 'packet')} of flow {f.client} after "
+                           f"expiry from {f.first_drop_at:.3f} on, but the pod's capture shows the server's data "
+                           f"arriving on it at {through[0]:.3f}")
+        if f.expired_at is not None and f.last_activity is not None:
+            busy = sorted(t for c in mine for t in _activity(c)
+                          if f.last_activity + LB_SLACK < t < f.expired_at - LB_SLACK)
+            if busy:
+                out.append(f"the LB log says flow {f.client} was idle from {f.last_activity:.3f} until it expired "
+                           f"at {f.expired_at:.3f}, but the pod's capture shows a packet on it at {busy[0]:.3f}")
+    return out
+
+
+def _message(line: Mapping[str, Any]) -> str:
+    parts = [line.get("status"), line.get("message")]
+    return " ".join(p if isinstance(p, str) else json.dumps(p) for p in parts if p is not None)
+
+
+def auth_refusal(lines: Sequence[Mapping[str, Any]], until: float) -> str | None:
+    """The first refusal of the watcher's credentials (401/403) up to `until`, said as a reason: a
+    token that expired or was revoked inside the cell is a fault of the harness, not the LB's."""
+    success: float | None = None
+    for ln in sorted(lines, key=_ts):
+        t, kind = _ts(ln), ln.get("event")
+        if t > until:
+            break
+        if kind == "event-seen" or (kind == "request-done" and ln.get("ok") is True):
+            success = t if success is None else success
+            continue
+        if kind == "error" or (kind == "request-done" and ln.get("ok") is not True):
+            text = _message(ln)
+            if _AUTH_REFUSED.search(text):
+                when = "after its first success" if success is not None else "before any success"
+                return (f"the API server refused the watcher's credentials {when} ({_short(text)!r}): the "
+                        "credentials, not the LB, ended the cell")
+    return None
+
+
+def idle_problems(lines: Sequence[Mapping[str, Any]], idle: float, conns: Sequence[ConnLike]) -> list[str]:
+    """idle-request: every round must idle WATCHDROP_IDLE between its last two requests, by the
+    watcher's own timestamps, and the capture must show no request from the pod in that time."""
+    out: list[str] = []
+    by_round: dict[int, list[Mapping[str, Any]]] = {}
+    for ln in lines:
+        key = _round_key(ln.get("round"))
+        if key is not None and ln.get("event") in ("request-sent", "request-done"):
+            by_round.setdefault(key, []).append(ln)
+    for key in sorted(by_round):
+        evs = sorted(by_round[key], key=_ts)
+        sent = [_ts(e) for e in evs if e.get("event") == "request-sent"]
+        dones = [e for e in evs if e.get("event") == "request-done"]
+        if len(sent) < 2:
+            if sent and any(_ts(d) >= sent[0] for d in dones):
+                out.append(f"round {key}: the watcher sent one request and no second one after an idle period")
+            continue
+        before = [d for d in dones if sent[-2] <= _ts(d) <= sent[-1]]
+        if not before:
+            continue  # the request before the idle never returned: judged as such by the rounds
+        quiet_from, quiet_to = _ts(before[0]), sent[-1]
+        if quiet_to - quiet_from < idle - IDLE_SLACK:
+            out.append(f"round {key}: the watcher idled {fmt_secs(quiet_to - quiet_from)} between its requests, "
+                       f"not the {fmt_secs(idle)} WATCHDROP_IDLE asks for")
+            continue
+        # Requests are large records; keepalives, PINGs and TLS close_notify are small ones.
+        busy = sorted(t for c in conns for t in c.data_client
+                      if quiet_from + LB_SLACK < t < quiet_to - LB_SLACK
+                      and t not in {st for st, _ in c.small_records_client})
+        if busy:
+            out.append(f"round {key}: the watcher says it idled from {quiet_from:.3f} to {quiet_to:.3f}, but the "
+                       f"capture shows it sending data at {busy[0]:.3f}")
+    return out
+
+
 # --- the verdict ----------------------------------------------------------------------------------
+
+
+def _lost_evidence(inp: CellInputs) -> list[str]:
+    """Evidence the capture or the runner's caps lost: said with any ERROR, a harness fault's too."""
+    problems = [] if inp.capture is None else inp.capture.problems()
+    for cut in inp.cuts:
+        if cut.file == "watcher.jsonl" and (cut.long_lines or cut.capped_at is not None):
+            problems.append(f"{cut.describe()}: the watcher's lines are incomplete")
+    return problems
 
 
 def _missing_evidence(inp: CellInputs, facts: WatcherFacts | None) -> list[str]:
@@ -484,6 +647,9 @@ def _missing_evidence(inp: CellInputs, facts: WatcherFacts | None) -> list[str]:
     elif not list(inp.pcap.connections):
         # The watcher cannot have talked to the API server without a connection in its capture.
         problems.append("the capture shows no connection from the pod")
+    if inp.pcap is not None and inp.capture is None:
+        problems.append("no record of how the capture ended")
+    problems += _lost_evidence(inp)
     if inp.profile is not None and inp.profile.acts and inp.lb is None:
         problems.append("no LB event log")
     if inp.expected_rounds < 1:
@@ -561,7 +727,7 @@ def _short(text: str, limit: int = 60) -> str:
 def judge_cell(inp: CellInputs) -> Judgement:
     """Apply the rules in the module docstring; returns the verdict, its reason and the rounds."""
     if inp.harness_errors:
-        return Judgement(Verdict.ERROR, "; ".join(inp.harness_errors))
+        return Judgement(Verdict.ERROR, "; ".join([*inp.harness_errors, *_lost_evidence(inp)]))
     if inp.skipped is not None:
         return Judgement(Verdict.SKIPPED, inp.skipped)
 
@@ -606,6 +772,17 @@ def judge_cell(inp: CellInputs) -> Judgement:
                 watcher=facts,
             )
     window_end = max(r.deadline for r in rounds)
+    # Every branch below rests on these: parameters the watcher was given, its credentials, and the
+    # LB's record must all agree with what the capture and the lines show.
+    doubts = []
+    if inp.scenario == "idle-request" and inp.idle is not None:
+        doubts += idle_problems(lines, inp.idle, conns)
+    refused = auth_refusal(lines, window_end)
+    if refused:
+        doubts.append(refused)
+    doubts += lb_disagreements(inp, conns)
+    if doubts:
+        return Judgement(Verdict.ERROR, "; ".join(doubts), rounds=rounds, watcher=facts)
     pk = _packets(conns, window_end)
     missed = [r for r in rounds if not r.ok]
     idle_text = _idle_text(missed or rounds, inp.idle_timeout, pk.longest_gap)
@@ -695,6 +872,11 @@ def judge_cell(inp: CellInputs) -> Judgement:
         else:
             said = f"{plural(facts.stderr_errors, 'error line')} on stderr"
         return judged(Verdict.FAIL_LOUD, missed_text, said, _rst_text(pk, inp.lb), idle_text)
+    cut = [c for c in inp.cuts if c.file == "watcher.stderr" and (c.long_lines or c.capped_at is not None)]
+    if cut:
+        # SILENT rests on stderr holding no error; a cut stderr cannot show that.
+        return judged(Verdict.ERROR, missed_text, f"{cut[0].describe()}: whether the library logged an error is "
+                      "unknown")
     return judged(Verdict.FAIL_SILENT, missed_text, _rst_text(pk, inp.lb), idle_text)
 
 

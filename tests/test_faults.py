@@ -130,3 +130,80 @@ def test_apiserver_killed_mid_run_makes_every_cell_error(tmp_path: Path) -> None
     assert rc == 1, output
     (cell,) = cells.values()
     assert cell["verdict"] == "ERROR" and "kube-apiserver" in cell["reason"] + " ".join(cell["errors"]), cell
+
+
+EVIDENCE_MATRIX = """
+clients:
+  - name: rawpy
+  - name: rawpy-flood
+    folder: rawpy
+    env: {FLOOD: stdout}
+  - name: rawpy-short-idle
+    folder: rawpy
+    env: {IDLE_SHORT: "1"}
+  - name: rawpy-tcpdump-killed
+    folder: rawpy
+clusters:
+  - name: reset-fast
+    lb: {profile: azure-slb, idle_timeout: 5}
+scenarios:
+  watch: {interval: idle+3, detection_timeout: 5, rounds: 2}
+  idle-request: {idle: idle+3, detection_timeout: 5, rounds: 1}
+"""
+
+
+def test_lost_or_unbounded_evidence_is_error_and_bounded(tmp_path: Path) -> None:
+    """Issue 13, on a real run: a cell whose tcpdump is killed mid-run, a watcher that prints giant
+    lines without end, and one that does not stay idle as long as told are each ERROR with the
+    reason, the flood stops at the log limit, and the honest cells keep their verdicts."""
+    clients = tmp_path / "clients"
+    shutil.copytree(FIXTURES / "rawpy", clients / "rawpy")
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(EVIDENCE_MATRIX)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "runner", str(matrix), "--out", str(out), "--no-readme"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "WATCHDROP_LIMIT_LOG_MIB": "1"})
+    try:
+        log = out / "latest" / "phases.log"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (log.exists() and "rounds" in log.read_text()):
+            time.sleep(0.2)
+        time.sleep(2)
+        pids = _pids(("rawpy-tcpdump-killed/reset-fast/watch/",), "tcpdump")
+        assert len(pids) == 1, pids
+        os.kill(pids[0], signal.SIGKILL)
+        proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    results = json.loads((out / "latest" / "results.json").read_text())
+    cells = {c["cell_id"]: c for c in results["cells"]}
+    v = {k: (c["verdict"], c["reason"]) for k, c in cells.items()}
+
+    killed = cells["rawpy-tcpdump-killed/reset-fast/watch"]
+    assert killed["verdict"] == "ERROR", v
+    assert "the capture stopped before the cell ended" in killed["reason"], killed["reason"]
+    assert killed["capture"]["ran_to_end"] is False and killed["capture"]["exit_code"] == -9
+    # The same client with its capture intact gets a verdict from evidence.
+    for scenario in ("watch", "idle-request"):
+        honest = cells[f"rawpy/reset-fast/{scenario}"]
+        assert honest["verdict"] not in ("ERROR", "SKIPPED"), v
+        assert honest["capture"]["ran_to_end"] is True and honest["capture"]["dropped"] == 0, honest["capture"]
+        assert honest["cuts"] == []
+
+    flood = cells["rawpy-flood/reset-fast/watch"]
+    assert flood["verdict"] == "ERROR", v
+    # The kernel refused its writes past the limit (Python turns SIGXFSZ into an OSError): it ended.
+    assert "the watcher exited (code " in flood["reason"], flood["reason"]
+    assert "watcher.jsonl: " in flood["reason"] and "stopped at 1 MiB" in flood["reason"], flood["reason"]
+    assert {"file": "watcher.jsonl", "long_lines": flood["cuts"][0]["long_lines"], "capped_at": 1 << 20} in \
+        flood["cuts"] and flood["cuts"][0]["long_lines"] > 0
+    stdout = out / "latest" / "cells" / "rawpy-flood" / "reset-fast" / "watch" / "watcher.jsonl"
+    assert stdout.stat().st_size <= 1 << 20
+
+    short = cells["rawpy-short-idle/reset-fast/idle-request"]
+    assert short["verdict"] == "ERROR", v
+    assert "round 1: the watcher idled 1.0 s between its requests, not the 8.0 s WATCHDROP_IDLE asks for" in \
+        short["reason"], short["reason"]

@@ -32,6 +32,7 @@ from runner.host.netns import new_run_id
 from runner.kube import manifests as m
 from runner.kube.api import FreshCoreV1Api, KubeAccess, KubeSettings, extract_files
 from runner.kube.backend import kubernetes_backends
+from runner.kube.cell import capture_facts
 from runner.kube.pods import LineSink, clock_problems, describe_pod, pod_problem, start_state
 from runner.model import CellResult, Verdict
 from runner.verdict import Update
@@ -220,7 +221,7 @@ def test_capture_scripts_stop_the_watcher_alone_and_keep_every_packet(tmp_path: 
         assert signal_watcher() == "no watcher process"
         stop = subprocess.run([*enter, "sh", "-c", _at(m.STOP_CAPTURE_SCRIPT, cap)], capture_output=True,
                               text=True, timeout=30)
-        assert (stop.returncode, stop.stdout.strip()) == (0, "0")  # tcpdump exited 0 and closed the file
+        assert (stop.returncode, stop.stdout.strip()) == (0, "0 asked")  # tcpdump exited 0, closed the file
         assert (cap / "iface").read_text().strip() == "capturing on lo"
         assert procs[1].poll() is None  # the sidecar stays up so the runner can copy the file out
         facts = read_pcap(cap / "pod.pcap")
@@ -487,3 +488,60 @@ def test_each_harness_write_uses_a_new_connection(cluster: EmbeddedCluster) -> N
     assert len(made) == 3 and len({id(a) for a in made}) == 3
     got = client.CoreV1Api(cluster.admin_api()).read_namespaced_config_map("trigger", ns)
     assert got.data == {"value": "round-2"}
+
+
+def _tcpdump_writing(pcap: Path) -> int:
+    """The pid of the tcpdump writing this file (the test's own, by its unique path)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and cmd[0].endswith(b"tcpdump") and str(pcap).encode() in cmd:
+            return int(proc.name)
+    raise AssertionError(f"no tcpdump writes {pcap}")
+
+
+@needs_root_tools("ip", "tcpdump", "prlimit")
+def test_capture_sidecar_says_when_tcpdump_ended_early_or_was_cut(tmp_path: Path) -> None:
+    """Issue 13: the sidecar records tcpdump's exit code and whether the runner asked it to stop; a
+    capture killed or cut at WATCHDROP_CAPTURE_MAX reads as such (CaptureFacts), never as complete."""
+    ns = f"wdtest-{new_run_id()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "route", "add", "default", "dev", "lo"], check=True)
+        for case, limit in (("killed", 1 << 20), ("cut", 300)):
+            cap = tmp_path / case
+            cap.mkdir()
+            env = {**os.environ, "WATCHDROP_CAPTURE_FILTER": "tcp port 5555", "WATCHDROP_CAPTURE_MAX": str(limit)}
+            script = subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c", _at(m.CAPTURE_SCRIPT, cap)], env=env)
+            procs.append(script)
+            post = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", _at(m.CAPTURE_POST_START, cap)], timeout=40)
+            assert post.returncode == 0
+            if case == "killed":
+                os.kill(_tcpdump_writing(cap / "pod.pcap"), signal.SIGKILL)
+            for _ in range(3):  # enough packets to pass a 300-byte cap
+                subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", TRAFFIC], check=True, timeout=20)
+            stop = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", _at(m.STOP_CAPTURE_SCRIPT, cap)],
+                                  capture_output=True, text=True, timeout=30)
+            assert stop.returncode == 0, stop.stderr
+            facts = capture_facts(stop.stdout.strip(), cap / "tcpdump.log", cap / "pod.pcap")
+            assert facts is not None, stop.stdout
+            if case == "killed":
+                assert stop.stdout.strip() == "137 early"
+                assert (facts.ran_to_end, facts.exit_code, facts.dropped) == (False, -9, None)
+                assert "the capture stopped before the cell ended" in " ".join(facts.problems())
+            else:
+                assert stop.stdout.strip().endswith(" early"), stop.stdout
+                facts = facts.model_copy(update={"limit": limit})
+                assert facts.size >= limit and not facts.ran_to_end
+                assert any(p.startswith("capture cut at") for p in facts.problems()), facts.problems()
+            script.terminate()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from runner.config.matrix import EmbeddedCluster, KubernetesCluster, Matrix, Timing, load_matrix
 from runner.config.plan import plan
 from runner.config.yamlmarks import MAX_BYTES, load_marked, load_with_marks
+from runner.credentials.rbac import token_seconds
 from runner.errors import MatrixError, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -557,3 +558,33 @@ def test_fuzz_structures(tree: Any, clients_dir: Path) -> None:
 @given(path=st.lists(st.integers(min_value=0, max_value=20), max_size=5), value=_trees)
 def test_fuzz_mutated_valid_matrix(path: list[int], value: Any, clients_dir: Path) -> None:
     _check_loader(yaml.safe_dump(_mutate(_VALID, path, value), allow_unicode=True).encode(), clients_dir)
+
+
+def test_cells_that_outlive_the_watcher_token_are_refused(tmp_path: Path, clients_dir: Path) -> None:
+    """Issue 13: a token that expires inside a cell turns into a 401 judged as if about the LB. The
+    runner asks for tokens as long as each cell plus a margin, up to 24 h; longer cells are refused."""
+    text = """\
+clients: [{name: client-python}]
+clusters:
+  - name: gcp
+    lb: {profile: gcp}
+scenarios:
+  watch:
+    interval: 1000
+    rounds: 90
+  idle-request: {idle: idle+30, rounds: 2}
+"""
+    path = write(tmp_path, text)
+    problems = problems_of(path, clients_dir)
+    assert_one_line_problems(path, problems)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{path}:8: scenarios.watch.rounds: 90 rounds of 1010 s run 25.2 h")
+    assert "cluster gcp" in problems[0] and "watcher's token" in problems[0]
+    assert "; fix: at most " in problems[0] and "rounds, or a shorter interval" in problems[0]
+    # The token follows the cell's length with margin, and the quick and full matrices fit.
+    assert token_seconds(600) == 6 * 3600
+    assert token_seconds(10 * 3600) == 11 * 3600
+    assert token_seconds(30 * 3600) == 24 * 3600
+    for name in ("matrix.yaml", "matrix.quick.yaml"):
+        for cell in plan(load_matrix(REPO / name, REPO / "clients")):
+            assert cell.estimated_seconds + 3600 <= token_seconds(cell.estimated_seconds), cell.id

@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 
-from runner.model import LbSummary, ProfileFacts, Verdict
+from runner.model import CaptureFacts, Cut, LbSummary, ProfileFacts, Verdict
 from runner.verdict import (
     CellInputs,
+    LbFlow,
     Update,
     count_stderr_errors,
     idle_before,
     judge_cell,
     judge_rounds,
+    lb_flows,
     parse_watcher_log,
     summarize_lb_events,
     summarize_watcher,
@@ -33,6 +35,8 @@ DETECT = 10.0
 AZURE_QUICK = ProfileFacts(name="azure-slb-quick", mode="rst-both-ways", idle_timeout=IDLE, front="tcp-proxy",
                            scaled_from="azure-slb", scaled_from_timeout=240.0)
 DIRECT = ProfileFacts(name="direct", mode="none", idle_timeout=240.0, front="none")
+#: A capture that ran until the runner stopped it and lost nothing.
+CAPTURE_OK = CaptureFacts(ran_to_end=True, exit_code=0, dropped=0, size=4096, limit=64 << 20)
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Conn:
 
     opened_at: float | None
     closed_at: float | None = None
+    #: The pod's end ("ip:port"), what the LB's per-flow record names.
+    client: str = "198.18.1.2:40000"
     close_kind: str | None = None
     keepalive_client: list[float] = field(default_factory=list)
     keepalive_server: list[float] = field(default_factory=list)
@@ -109,6 +115,7 @@ def watch_pass() -> CellInputs:
         pcap=Pcap([kept_alive_conn()]),
         lb=LbSummary(),
         expected_version="1.2.3",
+        capture=CAPTURE_OK,
     )
 
 
@@ -310,6 +317,152 @@ CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
         Verdict.FAIL_SILENT,
         ("no RST seen", "LB reset the server side only"),
     ),
+    # -- a capture that did not run to the end is missing evidence (issue 13) --------------------
+    ("no record of how the capture ended", with_(capture=None), Verdict.ERROR, ("no record of how the capture",)),
+    (
+        "tcpdump died before the cell ended, even with the LB saying it reset the flow",
+        lambda: dataclasses.replace(reset_then_rewatch(), capture=CAPTURE_OK.model_copy(update=dict(ran_to_end=False))),
+        Verdict.ERROR,
+        ("the capture stopped before the cell ended",),
+    ),
+    (
+        "tcpdump exited non-zero",
+        with_(capture=CAPTURE_OK.model_copy(update=dict(exit_code=1))),
+        Verdict.ERROR,
+        ("tcpdump exited with code 1",),
+    ),
+    (
+        "tcpdump killed",
+        with_(capture=CAPTURE_OK.model_copy(update=dict(ran_to_end=False, exit_code=-9, dropped=None))),
+        Verdict.ERROR,
+        ("stopped before the cell ended", "code -9"),
+    ),
+    (
+        "tcpdump dropped packets",
+        with_(capture=CAPTURE_OK.model_copy(update=dict(dropped=3))),
+        Verdict.ERROR,
+        ("3 packets dropped by the kernel",),
+    ),
+    (
+        "tcpdump gave no packet counts",
+        with_(capture=CAPTURE_OK.model_copy(update=dict(dropped=None))),
+        Verdict.ERROR,
+        ("no packet counts",),
+    ),
+    (
+        "capture cut at its size cap",
+        with_(capture=CAPTURE_OK.model_copy(update=dict(size=64 << 20, ran_to_end=False, exit_code=-25))),
+        Verdict.ERROR,
+        ("capture cut at 64 MiB",),
+    ),
+    # -- the LB's own record held against the capture, in every branch ---------------------------
+    (
+        "the LB says it reset the pod but no RST arrived: not PASS",
+        with_(pcap=Pcap([idle_conn()]), lb=LbSummary(expired=1, rst_to_client=1, rst_to_server=1)),
+        Verdict.ERROR,
+        ("LB log says it sent 1 RST to the pod", "capture shows no RST arriving"),
+    ),
+    (
+        "the LB says it reset the pod but no RST arrived: not FAIL-SILENT either",
+        lambda: dataclasses.replace(silent_drop_missed(), lb=LbSummary(expired=1, rst_to_client=1)),
+        Verdict.ERROR,
+        ("LB log says it sent 1 RST to the pod",),
+    ),
+    (
+        "the LB says it reset a flow the capture never shows",
+        lambda: dataclasses.replace(
+            reset_then_rewatch(), lb_flows=[LbFlow(client="198.18.1.2:49999", expired_at=46.0, rst_to_client=1)]
+        ),
+        Verdict.ERROR,
+        ("flow 198.18.1.2:49999", "no such connection"),
+    ),
+    (
+        "the LB says it dropped a flow's packets, the capture shows data coming through",
+        lambda: dataclasses.replace(
+            silent_drop_missed(),
+            pcap=Pcap([Conn(opened_at=0.5, data_client=[0.6], data_server=[1.0, 150.0])]),
+            lb_flows=[LbFlow(client="198.18.1.2:40000", expired_at=46.0, last_activity=1.0, first_drop_at=100.0,
+                             drops=4)],
+        ),
+        Verdict.ERROR,
+        ("dropped 4 packets of flow 198.18.1.2:40000 after expiry from 100.000", "data arriving on it at 150.000"),
+    ),
+    (
+        "the LB says a flow idled out, the capture shows it busy",
+        lambda: dataclasses.replace(
+            silent_drop_missed(),
+            lb_flows=[LbFlow(client="198.18.1.2:40000", expired_at=46.0, last_activity=1.0)],
+            pcap=Pcap([Conn(opened_at=0.5, data_client=[0.6, 30.0], data_server=[1.0])]),
+        ),
+        Verdict.ERROR,
+        ("was idle from 1.000 until it expired at 46.000", "packet on it at 30.000"),
+    ),
+    (
+        "the LB's record per flow agrees with the capture",
+        lambda: dataclasses.replace(
+            silent_drop_missed(),
+            lb_flows=[LbFlow(client="198.18.1.2:40000", expired_at=46.0, last_activity=1.0, first_drop_at=100.0,
+                             drops=4)],
+        ),
+        Verdict.FAIL_SILENT,
+        ("no event in time for 2/2 rounds",),
+    ),
+    # -- credentials refused inside the cell are no verdict about the LB --------------------------
+    (
+        "401 after the first success",
+        lambda: dataclasses.replace(
+            silent_drop_missed(),
+            watcher_lines=lines_plus(seen(100.05, "v1"), line(150.0, "error", message="(401) Unauthorized"),
+                                     drop_seen=True),
+        ),
+        Verdict.ERROR,
+        ("refused the watcher's credentials after its first success", "Unauthorized"),
+    ),
+    (
+        "403 before any success",
+        lambda: dataclasses.replace(
+            silent_drop_missed(),
+            watcher_lines=lines_plus(line(2.0, "error", message='configmaps is forbidden: User "x" cannot watch'),
+                                     drop_seen=True),
+        ),
+        Verdict.ERROR,
+        ("refused the watcher's credentials before any success",),
+    ),
+    (
+        "a port number with 403 in it is no refusal",
+        lambda: dataclasses.replace(
+            missed_with_error(),
+            watcher_lines=lines_plus(line(300.0, "error", message="dial tcp 10.0.0.1:4030: i/o timeout"),
+                                     drop_seen=True),
+        ),
+        Verdict.FAIL_LOUD,
+        ("4030",),
+    ),
+    # -- what the runner cut from the evidence ----------------------------------------------------
+    (
+        "a watcher line cut at the line cap",
+        with_(cuts=[Cut(file="watcher.jsonl", long_lines=1)]),
+        Verdict.ERROR,
+        ("watcher.jsonl: 1 line(s) longer than the cap cut", "lines are incomplete"),
+    ),
+    (
+        "the watcher's stdout stopped at its size cap",
+        with_(cuts=[Cut(file="watcher.jsonl", capped_at=16 << 20)]),
+        Verdict.ERROR,
+        ("stopped at 16 MiB",),
+    ),
+    (
+        "a cut stderr cannot prove a failure silent",
+        lambda: dataclasses.replace(silent_drop_missed(), cuts=[Cut(file="watcher.stderr", capped_at=16 << 20)]),
+        Verdict.ERROR,
+        ("watcher.stderr: stopped at 16 MiB", "unknown"),
+    ),
+    (
+        "a cut stderr does not spoil a pass",
+        with_(cuts=[Cut(file="watcher.stderr", long_lines=2)]),
+        Verdict.PASS,
+        ("2/2 rounds seen",),
+    ),
 ]
 
 
@@ -419,6 +572,7 @@ def idle_request(lines: list[dict[str, Any]], *, rounds: int = 2, conn: Conn | N
         watcher_exit=0,
         pcap=Pcap([conn or Conn(opened_at=0.5, data_client=[1.0, 60.0, 61.0, 120.0], keepalive_client=[30.0, 90.0])]),
         lb=LbSummary(),
+        capture=CAPTURE_OK,
     )
 
 
@@ -596,3 +750,78 @@ def test_an_rst_after_the_senders_own_fin_is_the_tail_of_a_close_not_a_reset() -
                               lb=None, pcap=Pcap([reset, Conn(opened_at=270.0, data_client=[270.0])]))
     got, reason = verdict(inp)
     assert got is Verdict.RECOVERED, reason
+
+
+# --- idle-request: the watcher must really idle (issue 13) -------------------------------------------
+
+
+def honest_idle_request() -> CellInputs:
+    """Two rounds, each request - 58.9 s idle - request on one pooled connection kept alive by TCP."""
+    lines = req(1, 1.0, 1.1) + req(1, 60.0, 60.1) + req(2, 61.0, 61.1) + req(2, 120.0, 120.1)
+    return dataclasses.replace(idle_request(lines), idle=58.0)
+
+
+def test_idle_request_that_really_idled_passes() -> None:
+    j = judge_cell(honest_idle_request())
+    assert j.verdict is Verdict.PASS, j.reason
+
+
+def test_idle_request_watcher_that_did_not_idle_is_error() -> None:
+    """A broken or hostile watcher that sleeps 2 s instead of WATCHDROP_IDLE: no PASS "flow idle 2 s"."""
+    lines = req(1, 1.0, 1.1) + req(1, 3.1, 3.2) + req(2, 4.0, 4.1) + req(2, 6.1, 6.2)
+    conn = Conn(opened_at=0.5, data_client=[1.0, 3.1, 4.0, 6.1])
+    got, reason = verdict(dataclasses.replace(idle_request(lines, conn=conn), idle=58.0))
+    assert got is Verdict.ERROR, reason
+    assert "round 1: the watcher idled 2.0 s between its requests, not the 58 s WATCHDROP_IDLE asks for" in reason
+
+
+def test_idle_request_watcher_that_sends_during_its_idle_is_error() -> None:
+    """The watcher's stamps say it idled; the capture shows a request in the middle."""
+    conn = Conn(opened_at=0.5, data_client=[1.0, 30.0, 60.0, 61.0, 120.0], small_records_client=[(90.0, 40)])
+    inp = dataclasses.replace(honest_idle_request(), pcap=Pcap([conn]))
+    got, reason = verdict(inp)
+    assert got is Verdict.ERROR, reason
+    assert "round 1: the watcher says it idled from 1.100 to 60.000, but the capture shows it sending data at 30.000" \
+        in reason
+
+
+def test_idle_request_small_records_during_the_idle_are_keepalives_not_requests() -> None:
+    conn = Conn(opened_at=0.5, data_client=[1.0, 30.0, 60.0, 61.0, 90.0, 120.0],
+                small_records_client=[(30.0, 40), (90.0, 40)])
+    got, reason = verdict(dataclasses.replace(honest_idle_request(), pcap=Pcap([conn])))
+    assert got is Verdict.PASS, reason
+
+
+def test_idle_request_round_without_a_second_request_is_error() -> None:
+    lines = req(1, 1.0, 1.1) + req(2, 61.0, 61.1)
+    got, reason = verdict(dataclasses.replace(idle_request(lines), idle=58.0))
+    assert got is Verdict.ERROR, reason
+    assert "round 1: the watcher sent one request and no second one after an idle period" in reason
+
+
+def test_request_done_with_status_403_is_error() -> None:
+    lines = req(1, 1.0, 1.1) + req(1, 60.0, 60.1, ok=False, status=403)
+    got, reason = verdict(dataclasses.replace(idle_request(lines, rounds=1), idle=58.0))
+    assert got is Verdict.ERROR, reason
+    assert "refused the watcher's credentials after its first success ('403')" in reason
+
+
+def test_lb_flows_are_read_per_pod_flow_until_the_deadline() -> None:
+    flow = "198.18.1.2:40000>443"
+    events = [
+        {"ts": 1.5, "event": "flow-opened", "flow": flow, "client": "198.18.1.2:40000"},
+        {"ts": 46.0, "event": "expired", "flow": flow, "idle": 45, "last_activity": 1.0},
+        {"ts": 46.001, "event": "rst-sent", "flow": flow, "to": "client"},
+        {"ts": 46.002, "event": "rst-sent", "flow": flow, "to": "server"},
+        {"ts": 50.0, "event": "after-expiry", "flow": flow, "side": "server", "action": "dropped"},
+        {"ts": 51.0, "event": "after-expiry", "flow": flow, "side": "client", "action": "dropped"},
+        {"ts": 52.0, "event": "after-expiry", "flow": "198.18.1.2:40001>443", "side": "client", "action": "reset"},
+        {"ts": 46.0, "event": "expired", "flow": "198.18.1.3:40000>443"},
+        {"ts": 900.0, "event": "expired", "flow": "198.18.1.2:40002>443"},
+        {"ts": 2.0, "event": "flow-opened", "flow": "198.18.1.2:40003>443"},
+    ]
+    assert lb_flows(events, pod_ip="198.18.1.2", until=200.0) == [
+        LbFlow(client="198.18.1.2:40000", expired_at=46.0, last_activity=1.0, rst_to_client=1, first_drop_at=50.0,
+               drops=2),
+        LbFlow(client="198.18.1.2:40001", rst_to_client=1),
+    ]

@@ -43,6 +43,7 @@ from runner.config.yamlmarks import (
     short_repr,
     unique_in_file_order,
 )
+from runner.credentials.rbac import TOKEN_MARGIN, TOKEN_MAX_SECONDS
 from runner.errors import MatrixError
 
 _HELP = "the comments in matrix.yaml"
@@ -686,6 +687,35 @@ def _check_timings(marked: MarkedYaml, parts: _Parts) -> list[tuple[int, str]]:
     return found
 
 
+def _check_token_lifetime(marked: MarkedYaml, matrix: Matrix) -> list[tuple[int, str]]:
+    """A cell must end well before its watcher's token expires: a 401 inside the cell would be
+    judged instead of the LB. Token lifetimes follow each cell's length (rbac.token_seconds) up to
+    TOKEN_MAX_SECONDS; a scenario whose cells need more is refused here, on its `rounds` line."""
+    found: list[tuple[int, str]] = []
+    for name, sc in matrix.scenarios.items():
+        worst: tuple[int, str, int] | None = None
+        for cluster in matrix.clusters:
+            wait = sc.wait().resolve(cluster.idle_timeout)
+            if wait is None:
+                continue
+            seconds = sc.rounds * (wait + sc.detection_timeout)
+            if worst is None or seconds > worst[0]:
+                worst = (seconds, cluster.name, wait)
+        if worst is None or worst[0] + TOKEN_MARGIN <= TOKEN_MAX_SECONDS:
+            continue
+        seconds, cluster_name, wait = worst
+        most = max(1, (TOKEN_MAX_SECONDS - TOKEN_MARGIN) // (wait + sc.detection_timeout))
+        loc = ("scenarios", name, "rounds")
+        found.append((marked.line_of(loc) or 0, marked.problem(
+            loc,
+            f"{sc.rounds} rounds of {wait + sc.detection_timeout} s run {seconds / 3600:.1f} h on cluster "
+            f"{cluster_name}, so the watcher's token ({TOKEN_MAX_SECONDS // 3600} h at most, "
+            f"{TOKEN_MARGIN // 60} min kept in reserve) would expire inside the cell and a 401 would be judged "
+            "instead of the LB",
+            f"at most {most} rounds, or a shorter {'interval' if name == 'watch' else 'idle'}")))
+    return found
+
+
 def load_matrix(path: Path, clients_dir: Path) -> Matrix:
     """Read and check a matrix file; raise MatrixError listing every problem, one line each."""
     marked = load_marked(path)
@@ -706,6 +736,8 @@ def load_matrix(path: Path, clients_dir: Path) -> Matrix:
     found += _duplicates(marked, data, "clusters", "cluster")
     found += _check_clients(marked, parts, clients_dir, descriptors)
     found += _check_timings(marked, parts)
+    if matrix is not None:
+        found += _check_token_lifetime(marked, matrix)
     if found or matrix is None:
         raise MatrixError(unique_in_file_order(found))
     matrix._source = path

@@ -6,6 +6,7 @@ writes (trigger, failure-*) over the runner's admin connection, never with the w
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,19 @@ from runner.credentials.kubeconfig import token_user, write_kubeconfig
 SERVICE_ACCOUNT = "watcher"
 ROLE = "watchdrop-watcher"
 WATCHER_VERBS = ["get", "list", "watch"]
+#: The shortest lifetime a watcher token is asked for.
 TOKEN_SECONDS = 6 * 3600
+#: A token outlives its cell's estimated length by this much: set-up, waiting for the watch to
+#: open, a slow stop. Credentials that expire inside a cell would read as a verdict about the LB.
+TOKEN_MARGIN = 3600
+#: The longest lifetime asked for; the matrix check refuses cells that would need more
+#: (runner/config/matrix.py), rather than run them and judge an expired token.
+TOKEN_MAX_SECONDS = 24 * 3600
+
+
+def token_seconds(cell_seconds: int, floor: int = TOKEN_SECONDS) -> int:
+    """The lifetime to ask for a watcher token of a cell that runs about `cell_seconds`."""
+    return min(TOKEN_MAX_SECONDS, max(floor, cell_seconds + TOKEN_MARGIN))
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,10 @@ def binding_manifest(namespace: str) -> client.V1RoleBinding:
 
 
 def create_watcher_access(api: client.ApiClient, namespace: str, *, server: str, ca_pem: bytes,
-                          kubeconfig_path: Path, labels: dict[str, str] | None = None) -> WatcherAccess:
+                          kubeconfig_path: Path, labels: dict[str, str] | None = None,
+                          seconds: int = TOKEN_SECONDS) -> WatcherAccess:
+    """Everything the watcher of one namespace needs; its token is valid for at least `seconds`,
+    or this raises (an API server that caps token lifetimes below what the cell needs)."""
     core = client.CoreV1Api(api)
     rbac = client.RbacAuthorizationV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=labels)))
@@ -53,9 +69,15 @@ def create_watcher_access(api: client.ApiClient, namespace: str, *, server: str,
     tr = core.create_namespaced_service_account_token(
         SERVICE_ACCOUNT, namespace,
         client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)),
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)),
     )
     token = tr.status.token
+    expires = tr.status.expiration_timestamp
+    if isinstance(expires, dt.datetime):
+        left = (expires - dt.datetime.now(dt.UTC)).total_seconds()
+        if left < seconds - 120:
+            raise RuntimeError(f"the API server issued the watcher a token valid for {left:.0f} s; the cell needs "
+                               f"{seconds} s (is --service-account-max-token-expiration lower?)")
     write_kubeconfig(kubeconfig_path, server=server, ca_pem=ca_pem, user=token_user(token),
                      namespace=namespace)
     return WatcherAccess(namespace=namespace, kubeconfig=kubeconfig_path, token=token)

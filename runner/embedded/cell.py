@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 
 from kubernetes import client
 
+from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
-from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
-from runner.harness import TRIGGER, CellSetupError, HarnessRun, base_result, read_jsonl
+from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.evidence.limits import log_limit
+from runner.evidence.pcap import PcapFacts
+from runner.harness import TRIGGER, CellSetupError, HarnessRun, read_jsonl
 from runner.host import sandbox
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
 from runner.host.netns import BLOCKS
 from runner.host.procs import Child
 from runner.model import CellResult, ProfileFacts
-from runner.verdict import CellInputs, judge_cell, parse_watcher_log, summarize_lb_events
+from runner.verdict import lb_flows, summarize_lb_events
 
 WATCHER_STOP_GRACE = 15.0
 API_PORT = 6443
@@ -49,7 +52,8 @@ class CellRun(HarnessRun):
         beforehand (the LB hands out pod slots in order)."""
         try:
             uid = sandbox.cell_uid(BLOCKS.index(self.cluster.block.net), self.index) if sandbox.enabled() else None
-            access = self.cluster.watcher_access(self.namespace, server=self.lb.server_url(), owner_uid=uid)
+            access = self.cluster.watcher_access(self.namespace, server=self.lb.server_url(), owner_uid=uid,
+                                                 token_seconds=token_seconds(self.cell.estimated_seconds))
             self.harness(f"namespace {self.namespace}: ServiceAccount, Role (configmaps get/list/watch), "
                          "RoleBinding, token")
             if self.cell.scenario == "watch":
@@ -71,6 +75,10 @@ class CellRun(HarnessRun):
                                       readable=[self.built.src, self.built.out])
                 argv, env = box.wrap(argv), box.env(env)
             self.started = time.time()
+            # prlimit: the kernel stops the watcher's stdout/stderr at the log limit (a watcher that
+            # prints without end gets SIGXFSZ there), so it cannot fill the disk; the limit is
+            # inherited through the sandbox's drop of privileges.
+            argv = ["prlimit", f"--fsize={log_limit()}", "--", *argv]
             self.process = Child(f"watcher {self.cell.id}", in_netns(self.pod.netns, argv),
                                  stdout=self.stdout, stderr=self.stderr, env=env, log=self.log,
                                  cwd=self.built.src, inherit_env=uid is None)
@@ -94,48 +102,23 @@ class CellRun(HarnessRun):
                 pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
         """Judge the cell from its evidence; `pcap_facts` may be read beforehand (in parallel)."""
         self.stop_processes()
-        cell, desc = self.cell, self.built.descriptor
-        errors = list(self.harness_errors)
-        if self.setup_error:
-            errors.append(self.setup_error)
-        pcap = None
-        try:
-            if isinstance(pcap_facts, Exception):
-                raise pcap_facts
-            pcap = pcap_facts or read_pcap(self.pcap_path, server_ports={API_PORT})
-        except (PcapError, OSError) as exc:
-            errors.append(f"no packet evidence: {exc}")
+        cell = self.cell
         events = [e for e in read_jsonl(self.lb.events_path)
                   if self.pod is not None and str(e.get("flow", "")).startswith(self.pod.addr + ":")]
         (self.evidence / "lb-events.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
         until = (self.updates[-1].at + cell.detection_timeout) if self.updates else self.finished
-        lb = summarize_lb_events(events, pod_ip=self.pod.addr if self.pod else None, until=until)
-        inputs = CellInputs(
-            scenario=cell.scenario, detection_timeout=cell.detection_timeout, expected_rounds=cell.rounds,
+        pod_ip = self.pod.addr if self.pod else None
+        return collect_cell(self, BackendEvidence(
             profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
-            updates=self.updates,
-            watcher_lines=parse_watcher_log(self.stdout.read_text(errors="replace")) if self.stdout.exists() else None,
-            watcher_exit=self.watcher_exit,
-            watcher_stderr=self.stderr.read_text(errors="replace") if self.stderr.exists() else "",
-            pcap=pcap, lb=lb,
-            lb_helper_died=any("agent" in p for p in lb_problems),
-            apiserver_died=not cluster_alive,
-            harness_errors=errors + [p for p in lb_problems if "agent" not in p],
-            expected_version=desc.version_for(cell.build_env),
-        )
-        j = judge_cell(inputs)
-        result = base_result(cell, desc, j.verdict, j.reason)
-        result.rounds = j.rounds
-        result.watcher = j.watcher
-        result.pcap = pcap.to_dict() if pcap else None
-        result.lb = lb
-        result.keepalive = pcap.keepalive_summary() if pcap else ""
-        result.errors = list(inputs.harness_errors) + (["LB agent died"] if inputs.lb_helper_died else []) + (
-            ["kube-apiserver died"] if inputs.apiserver_died else [])
-        result.started, result.finished = self.started, self.finished
-        rel = self.evidence.relative_to(self.run_dir)
-        result.evidence = {name: str(rel / name) for name in
-                           ("watcher.jsonl", "watcher.stderr", "pod.pcap", "lb-events.jsonl", "commands.log",
-                            "harness.log", "cell.json") if (self.evidence / name).exists() or name == "cell.json"}
-        (self.evidence / "cell.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-        return result
+            expected_version=self.built.descriptor.version_for(cell.build_env),
+            evidence_files=EVIDENCE, pcap=pcap_facts, server_ports={API_PORT},
+            lb=summarize_lb_events(events, pod_ip=pod_ip, until=until),
+            lb_flows=lb_flows(events, pod_ip=pod_ip, until=until),
+            capture=self.capture.ended if self.capture is not None else None,
+            lb_helper_died=any("agent" in p for p in lb_problems), apiserver_died=not cluster_alive,
+            late_problems=[p for p in lb_problems if "agent" not in p],
+        ))
+
+
+EVIDENCE = ("watcher.jsonl", "watcher.stderr", "pod.pcap", "pod.tcpdump.log", "lb-events.jsonl", "commands.log",
+            "harness.log", "cell.json")

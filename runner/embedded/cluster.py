@@ -29,7 +29,7 @@ from kubernetes import client, config
 from runner.build import gobuild
 from runner.credentials import pki
 from runner.credentials.kubeconfig import admin_user, write_kubeconfig
-from runner.credentials.rbac import WatcherAccess, create_watcher_access
+from runner.credentials.rbac import TOKEN_SECONDS, WatcherAccess, create_watcher_access
 from runner.embedded.churn import Churn
 from runner.errors import ClusterError
 from runner.host import sandbox
@@ -255,8 +255,9 @@ class EmbeddedCluster:
         return bool(self.apiserver and self.apiserver.alive() and self.etcd and self.etcd.alive())
 
     def watcher_access(self, namespace: str, server: str | None = None,
-                       owner_uid: int | None = None) -> WatcherAccess:
-        """Namespace, ServiceAccount, Role, RoleBinding and a token; a kubeconfig for it alone.
+                       owner_uid: int | None = None, token_seconds: int = TOKEN_SECONDS) -> WatcherAccess:
+        """Namespace, ServiceAccount, Role, RoleBinding and a token valid for `token_seconds`; a
+        kubeconfig for it alone.
 
         With `owner_uid` (a sandboxed watcher) the kubeconfig goes into a folder of its own owned
         by that uid (0700), inside the 0700 work dir: no other uid reads it, and that uid reads
@@ -269,7 +270,7 @@ class EmbeddedCluster:
             (self.workdir / "cells").mkdir(mode=0o700, exist_ok=True)
         access = create_watcher_access(
             self.admin_api(), namespace, server=server or self.server_url(),
-            ca_pem=self.pki.ca_cert.read_bytes(), kubeconfig_path=path)
+            ca_pem=self.pki.ca_cert.read_bytes(), kubeconfig_path=path, seconds=token_seconds)
         if owner_uid is not None:
             os.chown(path, owner_uid, owner_uid)
             path.chmod(0o400)

@@ -1,4 +1,9 @@
-"""tcpdump captures inside a namespace: the packets every verdict is read from."""
+"""tcpdump captures inside a namespace: the packets every verdict is read from.
+
+A capture that ends before the runner stops it, is cut at its size limit or drops packets leaves
+evidence with holes; `facts()` says how it ended (runner.model.CaptureFacts) and the verdict makes
+such a cell ERROR, whatever else the evidence says.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import time
 from pathlib import Path
 
 from runner.errors import ClusterError
+from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
 from runner.host import signals
 from runner.host.commands import CommandLog, in_netns
 from runner.host.procs import Child, wait_until
+from runner.model import CaptureFacts
 
 
 class Capture:
@@ -18,12 +25,22 @@ class Capture:
                  tcpdump: str = "tcpdump"):
         self.netns, self.iface, self.pcap, self.log, self.bpf, self.tcpdump = netns, iface, pcap, log, bpf, tcpdump
         self.child: Child | None = None
+        self.limit = pcap_limit()
+        #: How it ended, once stopped (stop() is idempotent and keeps the first account).
+        self.ended: CaptureFacts | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.pcap.with_suffix(".tcpdump.log")
 
     def start(self, timeout: float = 10.0) -> Capture:
-        stderr = self.pcap.with_suffix(".tcpdump.log")
+        stderr = self.log_path
         # -U: write each packet as it arrives, so an interrupted run still has its evidence.
         # -Z root: keep root, so tcpdump can write into root-owned evidence folders.
+        # prlimit: the kernel stops the file at the limit (tcpdump gets SIGXFSZ), so a flood of
+        # packets cannot fill the disk; facts() then says the capture was cut.
         self.child = Child(f"tcpdump {self.netns}/{self.iface}", in_netns(self.netns, [
+            "prlimit", f"--fsize={self.limit}", "--",
             self.tcpdump, "-i", self.iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", self.pcap, self.bpf,
         ]), stdout=stderr, log=self.log)
         child = self.child
@@ -41,9 +58,10 @@ class Capture:
     def stop(self, settle: float = 0.5, limit: float = 3.0) -> None:
         """Stop once the file has stopped growing: tcpdump drops what it has not read yet on SIGTERM,
         which would lose the last FIN or RST that a verdict reads."""
-        if self.child is None:
+        if self.child is None or self.ended is not None:
             return
-        if self.child.alive():
+        ran_to_end = self.child.alive()
+        if ran_to_end:
             deadline = time.monotonic() + limit
             last, since = -1, time.monotonic()
             while time.monotonic() < deadline and not signals.hurry.is_set():
@@ -53,4 +71,13 @@ class Capture:
                 elif time.monotonic() - since >= settle:
                     break
                 time.sleep(0.05)
-        self.child.stop(grace=5)
+        code = self.child.stop(grace=5)
+        self.ended = self.facts_now(ran_to_end, code)
+
+    def facts_now(self, ran_to_end: bool, exit_code: int | None) -> CaptureFacts:
+        try:
+            log = self.log_path.read_text(errors="replace")[-4096:]  # the counts are tcpdump's last words
+        except OSError:
+            log = ""
+        return CaptureFacts(ran_to_end=ran_to_end, exit_code=exit_code, dropped=tcpdump_dropped(log),
+                            size=file_size(self.pcap), limit=self.limit)

@@ -9,7 +9,7 @@ import json
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -385,15 +385,28 @@ def extract_files(tar_bytes: bytes, dest: Path, names: Iterable[str]) -> list[st
     return got
 
 
-def copy_capture(new_api: NewApi, ns: str, pod: str, dest: Path, *, prefix: str = "", timeout: float) -> list[str]:
+@dataclass
+class CopiedCapture:
+    """What copy_capture met: problems (one line each) and the sidecar's `stopped` record
+    ("<tcpdump exit code> asked|early"), empty when tcpdump did not stop."""
+
+    problems: list[str] = field(default_factory=list)
+    stopped: str = ""
+
+
+def copy_capture(new_api: NewApi, ns: str, pod: str, dest: Path, *, prefix: str = "",
+                 timeout: float) -> CopiedCapture:
     """Stop tcpdump in the pod's capture container (it closes the file) and copy its files out.
 
-    Returns the problems met; the evidence files are `<prefix>pod.pcap` and `<prefix>tcpdump.log`.
+    The evidence files are `<prefix>pod.pcap` and `<prefix>tcpdump.log`.
     """
-    problems = []
+    out = CopiedCapture()
+    problems = out.problems
     stopped = exec_in(new_api, ns, pod, m.CAPTURE_CONTAINER, ["/bin/sh", "-c", m.STOP_CAPTURE_SCRIPT], timeout)
     if stopped.rc != 0:
         problems.append(f"stopping tcpdump: exit {stopped.rc}: {stopped.text()[-300:]}")
+    else:
+        out.stopped = stopped.stdout.decode(errors="replace").strip()[-100:]
     tar = exec_in(new_api, ns, pod, m.CAPTURE_CONTAINER,
                   ["tar", "cf", "-", "-C", m.CAPTURE_DIR, "pod.pcap", "tcpdump.log"], timeout)
     if tar.rc != 0:
@@ -410,6 +423,6 @@ def copy_capture(new_api: NewApi, ns: str, pod: str, dest: Path, *, prefix: str 
                 leftover.unlink()
             if tmp.exists():
                 tmp.rmdir()
-    return problems
+    return out
 
 

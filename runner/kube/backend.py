@@ -51,6 +51,7 @@ from runner.build.images import Images, resolve_images
 from runner.config.descriptor import Descriptor
 from runner.config.matrix import KubernetesCluster
 from runner.config.plan import Cell
+from runner.credentials.rbac import token_seconds
 from runner.errors import PrerequisiteError
 from runner.harness import CellSetupError, HarnessRun, error_result
 from runner.host import signals
@@ -296,7 +297,7 @@ class KubernetesBackend:
         ns = m.cell_namespace(self.run_id, index)
         objs = m.cell_objects(ns, self.deployment(images), m.CellSpec(
             index=index, cell=cell.id, client_name=cell.client, scenario=cell.scenario, image=image,
-            env=cell.watcher_env()))
+            env=cell.watcher_env(), token_seconds=token_seconds(cell.estimated_seconds, floor=m.TOKEN_SECONDS)))
         src = cell.src or Path(cell.folder)
         # The image is the build; BuiltClient only carries the descriptor here.
         built = BuiltClient(folder=cell.folder, descriptor=desc, out=src, src=src)
@@ -412,7 +413,7 @@ class KubernetesBackend:
                 {"spec": api.sanitize_for_serialization(svc.spec),
                  "status": api.sanitize_for_serialization(svc.status)}, indent=2, sort_keys=True) + "\n")
             self.problems += copy_capture(self.access.new_api, self.run_ns, m.TIMER_POD, self.evidence,
-                                          prefix="timer-server-", timeout=self.settings.exec_timeout)
+                                          prefix="timer-server-", timeout=self.settings.exec_timeout).problems
         except Exception as exc:
             self.problems.append(f"timer server evidence: {api_error(exc)}")
         finally:

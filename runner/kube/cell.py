@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
-from runner.harness import CellSetupError, HarnessRun, base_result
+from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
+from runner.evidence.pcap import PcapFacts
+from runner.harness import CellSetupError, HarnessRun
 from runner.kube import manifests as m
 from runner.kube.api import (
     REQUEST_TIMEOUT,
@@ -29,8 +34,7 @@ from runner.kube.api import (
     exec_in,
 )
 from runner.kube.pods import LineSink, PodWatcher, clock_problems, pod_problem
-from runner.model import CellResult
-from runner.verdict import CellInputs, judge_cell, parse_watcher_log
+from runner.model import CaptureFacts, CellResult
 
 
 @dataclass
@@ -45,6 +49,8 @@ class KubeCellRun(HarnessRun):
     pod_watcher: PodWatcher | None = None
     pod_started: bool = False
     pod_problems: list[str] = field(default_factory=list)
+    #: How the capture sidecar's tcpdump ended; None until stopped (or when it could not be told).
+    capture: CaptureFacts | None = None
     _stopped: bool = False
 
     def __post_init__(self) -> None:
@@ -113,9 +119,13 @@ class KubeCellRun(HarnessRun):
             elif w.gone:
                 self.pod_problems.append("the pod disappeared during the cell (deleted, or its node was lost)")
             if not w.gone:
-                for p in copy_capture(self.new_api, self.namespace, m.WATCHER_POD, self.evidence,
-                                      timeout=self.settings.exec_timeout):
+                copied = copy_capture(self.new_api, self.namespace, m.WATCHER_POD, self.evidence,
+                                      timeout=self.settings.exec_timeout)
+                for p in copied.problems:
                     self.harness(p)
+                self.capture = capture_facts(copied.stopped, self.evidence / "tcpdump.log", self.pcap_path)
+                if self.capture is None:
+                    self.harness(f"no account of how the capture ended (sidecar said {copied.stopped!r})")
         except Exception as exc:
             self.harness_errors.append(f"stopping the pod: {api_error(exc)}")
         finally:
@@ -148,49 +158,40 @@ class KubeCellRun(HarnessRun):
         here); `pcap_facts`, when given, is the capture already read."""
         self.stop_processes()
         self.snapshot()
-        cell, desc = self.cell, self.built.descriptor
-        errors = list(self.harness_errors)
-        if self.setup_error:
-            errors.append(self.setup_error)
-        errors += self.pod_problems
-        pcap = None
-        lines = None
-        if self.pod_started:
-            try:
-                if isinstance(pcap_facts, Exception):
-                    raise pcap_facts
-                # The pod makes only the watcher's connections and the capture starts first, so each
-                # SYN names the server end; no port filter (kube-proxy may or may not rewrite 443).
-                pcap = pcap_facts or read_pcap(self.pcap_path)
-            except (PcapError, OSError) as exc:
-                errors.append(f"no packet evidence: {exc}")
-            lines = parse_watcher_log(self.stdout.read_text(errors="replace")) if self.stdout.exists() else None
-            if self.pod_watcher is not None:
-                clock = clock_problems(self.pod_watcher.sink.received, lines or [], self.updates)
-                errors += clock
-                (self.evidence / "clock.json").write_text(json.dumps({
-                    "max_line_ahead_of_receipt": max((ts - r for r, ts in self.pod_watcher.sink.received),
-                                                     default=None),
-                    "problems": clock}, indent=2) + "\n")
-        inputs = CellInputs(
-            scenario=cell.scenario, detection_timeout=cell.detection_timeout, expected_rounds=cell.rounds,
-            profile=None, updates=self.updates, watcher_lines=lines, watcher_exit=self.watcher_exit,
-            watcher_stderr=self.stderr.read_text(errors="replace") if self.stderr.exists() else "",
-            pcap=pcap, lb=None, harness_errors=errors, expected_version=desc.version,
-        )
-        j = judge_cell(inputs)
-        result = base_result(cell, desc, j.verdict, j.reason)
-        result.rounds = j.rounds
-        result.watcher = j.watcher
-        result.pcap = pcap.to_dict() if pcap else None
-        result.keepalive = pcap.keepalive_summary() if pcap else ""
-        result.errors = list(inputs.harness_errors)
-        result.started, result.finished = self.started, self.finished
-        rel = self.evidence.relative_to(self.run_dir)
-        result.evidence = {name: str(rel / name) for name in EVIDENCE if (self.evidence / name).exists()
-                           or name == "cell.json"}
-        (self.evidence / "cell.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-        return result
+
+        def line_problems(lines: Sequence[Mapping[str, Any]] | None) -> list[str]:
+            if self.pod_watcher is None:
+                return []
+            clock = clock_problems(self.pod_watcher.sink.received, lines or [], self.updates)
+            (self.evidence / "clock.json").write_text(json.dumps({
+                "max_line_ahead_of_receipt": max((ts - r for r, ts in self.pod_watcher.sink.received),
+                                                 default=None),
+                "problems": clock}, indent=2) + "\n")
+            return clock
+
+        # The pod makes only the watcher's connections and the capture starts first, so each SYN
+        # names the server end; no port filter (kube-proxy may or may not rewrite 443).
+        return collect_cell(self, BackendEvidence(
+            profile=None, expected_version=self.built.descriptor.version, evidence_files=EVIDENCE,
+            pcap=pcap_facts, ran=self.pod_started, problems=self.pod_problems, line_problems=line_problems,
+            capture=self.capture, cuts=self.pod_watcher.sink.cuts() if self.pod_watcher is not None else [],
+        ))
+
+
+def capture_facts(stopped: str, log: Path, pcap: Path) -> CaptureFacts | None:
+    """CaptureFacts from the sidecar's `stopped` record ("<exit code> asked|early", manifests.CAPTURE_SCRIPT)
+    and the copied tcpdump.log and pod.pcap; None when the record is not that."""
+    parts = stopped.split()
+    if len(parts) != 2 or not parts[0].isdigit() or parts[1] not in ("asked", "early"):
+        return None
+    try:
+        text = log.read_text(errors="replace")[-4096:]
+    except OSError:
+        text = ""
+    # The shell reports a death by signal N as 128+N; keep tcpdump's own -N like the embedded side.
+    code = int(parts[0])
+    return CaptureFacts(ran_to_end=parts[1] == "asked", exit_code=-(code - 128) if code > 128 else code,
+                        dropped=tcpdump_dropped(text), size=file_size(pcap), limit=pcap_limit())
 
 
 EVIDENCE = ("watcher.jsonl", "watcher.stderr", "watcher.log", "pod.pcap", "tcpdump.log", "events.json", "pod.json",

@@ -49,6 +49,7 @@ import yaml
 from kubernetes import client
 
 from runner.credentials.rbac import SERVICE_ACCOUNT, binding_manifest, role_manifest
+from runner.evidence.limits import pcap_limit
 
 Obj = dict[str, Any]
 
@@ -79,7 +80,9 @@ TRIGGER = "trigger"
 NONROOT = 65532
 CAPTURE_DIR = "/capture"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-#: The watcher's token lives this long; the kubelet refreshes it at 80 % of its lifetime.
+#: The watcher's shortest token lifetime; a cell's own follows its length (rbac.token_seconds), so a
+#: library that reads the token once never meets its expiry inside the cell. The kubelet refreshes
+#: it at 80 % of its lifetime.
 TOKEN_SECONDS = 3600
 #: SIGTERM to the watcher is the runner's job (via the sidecar); this only bounds pod deletion.
 GRACE_SECONDS = 30
@@ -95,7 +98,9 @@ TIMER_RESOURCES: Obj = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": 
 # The capture sidecar's script. tcpdump runs in the background so the shell can stop it with
 # SIGINT when asked (`touch stop`), which makes tcpdump flush and close the file cleanly, and then
 # keep the container up so the runner can copy the file out. `-U`: each packet is written as it
-# arrives, so whatever happens later the file holds what was seen.
+# arrives, so whatever happens later the file holds what was seen. `prlimit`: the file stops at
+# WATCHDROP_CAPTURE_MAX bytes (runner/evidence/limits.py). `stopped` holds tcpdump's exit code and
+# `asked` (the runner stopped it) or `early` (it ended by itself: died, killed, cut at the limit).
 # The interface is the one with the default route (read from /proc/net/route: the image needs no
 # iproute2), eth0 when there is none. Not `-i any`: with --immediate-mode, libpcap 1.10's `any`
 # device loses packets ("dropped by kernel"; 5 of 8 loopback runs in tests/test_k8s_backend.py's
@@ -109,14 +114,17 @@ while read -r name dest _; do
 done </proc/net/route
 iface=${iface:-eth0}
 echo "capturing on $iface" >/capture/iface
-tcpdump -i "$iface" -n -U --immediate-mode -w /capture/pod.pcap "$WATCHDROP_CAPTURE_FILTER" 2>/capture/tcpdump.log &
+prlimit --fsize="${WATCHDROP_CAPTURE_MAX:-67108864}" -- \
+  tcpdump -i "$iface" -n -U --immediate-mode -w /capture/pod.pcap "$WATCHDROP_CAPTURE_FILTER" 2>/capture/tcpdump.log &
 pid=$!
 echo "$$" >/capture/capture.pid
 trap 'touch /capture/stop' TERM INT
 while [ ! -e /capture/stop ] && kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+how=asked
+[ -e /capture/stop ] || how=early
 kill -INT "$pid" 2>/dev/null
 wait "$pid"
-echo "$?" >/capture/stopped
+echo "$? $how" >/capture/stopped
 trap 'exit 0' TERM INT
 while :; do sleep 0.5; done
 """
@@ -282,7 +290,8 @@ def capture_container(image: str, pull_policy: str, capture_filter: str) -> Obj:
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["/bin/sh", "-c", CAPTURE_SCRIPT],
-        "env": [{"name": "WATCHDROP_CAPTURE_FILTER", "value": capture_filter}],
+        "env": [{"name": "WATCHDROP_CAPTURE_FILTER", "value": capture_filter},
+                {"name": "WATCHDROP_CAPTURE_MAX", "value": str(pcap_limit())}],
         "lifecycle": {"postStart": {"exec": {"command": ["/bin/sh", "-c", CAPTURE_POST_START]}}},
         "resources": CAPTURE_RESOURCES,
         # File capabilities on tcpdump need exec without no_new_privs (module docstring).
@@ -295,10 +304,10 @@ def _capture_volume() -> Obj:
     return {"name": "capture", "emptyDir": {"sizeLimit": "256Mi"}}
 
 
-def _token_volume() -> Obj:
+def _token_volume(seconds: int = TOKEN_SECONDS) -> Obj:
     """What the ServiceAccount admission plugin would mount, spelled out for one container only."""
     return {"name": "kube-api-access", "projected": {"defaultMode": 0o444, "sources": [
-        {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_SECONDS}},
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": seconds}},
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
         {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
                                                                       "fieldPath": "metadata.namespace"}}]}},
@@ -341,6 +350,8 @@ class CellSpec:
     image: str
     #: The contract's WATCHDROP_* set plus the variant's.
     env: Mapping[str, str] = field(default_factory=dict)
+    #: The projected token's lifetime: longer than the cell (runner/credentials/rbac.token_seconds).
+    token_seconds: int = TOKEN_SECONDS
 
 
 def watcher_pod(ns: str, d: Deployment, c: CellSpec, *, read_only_root: bool = True) -> Obj:
@@ -377,7 +388,8 @@ def watcher_pod(ns: str, d: Deployment, c: CellSpec, *, read_only_root: bool = T
         "terminationGracePeriodSeconds": GRACE_SECONDS,
         "securityContext": _pod_security(),
         "containers": [capture_container(d.capture_image, d.pull_policy, "tcp"), watcher],
-        "volumes": [_capture_volume(), _token_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [_capture_volume(), _token_volume(c.token_seconds),
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
     if d.pull_secrets:
         spec["imagePullSecrets"] = _pull_secrets(d.pull_secrets)

@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from runner.evidence.limits import LINE_MAX, contract_line, file_size, log_limit
 from runner.kube import manifests as m
 from runner.kube.api import (
     REQUEST_TIMEOUT,
@@ -21,6 +22,7 @@ from runner.kube.api import (
     Say,
     api_error,
 )
+from runner.model import Cut
 from runner.verdict import EARLY_SLACK, Update
 
 #: Waiting reasons that no amount of waiting fixes.
@@ -121,45 +123,101 @@ def start_state(pod: client.V1Pod) -> tuple[str, str | None]:
 
 class LineSink:
     """Where the watcher's log lines go: JSON objects to `jsonl` (what the harness and the verdict
-    read), the rest to `other`, everything verbatim to `raw`; receipt times for the clock check."""
+    read), the rest to `other`, everything verbatim to `raw`; receipt times for the clock check.
 
-    def __init__(self, jsonl: Path, other: Path, raw: Path):
+    Bounded like the embedded backend's files (runner/evidence/limits.py): a line longer than
+    LINE_MAX is cut to it and counted, each file stops at `limit` bytes, and what was cut is
+    reported by `cuts()`. A cut line that began like a JSON object counts against `jsonl`: it may
+    have been a contract line.
+    """
+
+    def __init__(self, jsonl: Path, other: Path, raw: Path, limit: int | None = None):
         self.jsonl, self.other, self.raw = jsonl, other, raw
+        self.limit = log_limit() if limit is None else limit
         self.seen = 0
         self.received: list[tuple[float, float]] = []
+        self.long_json = 0
+        self.long_other = 0
+        self._sizes: dict[Path, int] = {}
         for p in (jsonl, other, raw):
             p.parent.mkdir(parents=True, exist_ok=True)
             p.touch()
+            self._sizes[p] = file_size(p)
+
+    def _append(self, path: Path, text: str) -> bool:
+        """Write a line unless the file is full; the last write fills it to exactly `limit`."""
+        room = self.limit - self._sizes[path]
+        if room <= 0:
+            return False
+        data = (text + "\n").encode("utf-8", "replace")[:room]
+        with path.open("ab") as f:
+            f.write(data)
+        self._sizes[path] += len(data)
+        return len(data) == len(text.encode("utf-8", "replace")) + 1
 
     def emit(self, line: bytes, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        long = len(line) > LINE_MAX
+        line = line[:LINE_MAX]
         text = line.decode("utf-8", "replace").rstrip("\r")
-        with self.raw.open("a") as f:
-            f.write(text + "\n")
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            obj = None
+        self._append(self.raw, text)
+        if long:
+            if text.lstrip().startswith("{"):
+                self.long_json += 1
+            else:
+                self.long_other += 1
+        obj = contract_line(text) if not long else None
+        if obj is None and not long:
+            try:
+                other = json.loads(text)
+            except ValueError:
+                other = None
+            # A JSON object outside the contract still goes to jsonl, as before (the verdict skips it).
+            if isinstance(other, dict):
+                obj = other
         target = self.jsonl if isinstance(obj, dict) else self.other
-        with target.open("a") as f:
-            f.write(text + "\n")
-        if isinstance(obj, dict) and isinstance(obj.get("ts"), int | float):
+        written = self._append(target, text)
+        if written and isinstance(obj, dict) and isinstance(obj.get("ts"), int | float):
             self.received.append((now, float(obj["ts"])))
+
+    def cuts(self) -> list[Cut]:
+        """What was cut, by file (runner.model.Cut)."""
+        out = []
+        for name, path, long in (("watcher.jsonl", self.jsonl, self.long_json),
+                                 ("watcher.stderr", self.other, self.long_other), ("watcher.log", self.raw, 0)):
+            capped = self.limit if self._sizes[path] >= self.limit else None
+            if long or capped is not None:
+                out.append(Cut(file=name, long_lines=long, capped_at=capped))
+        return out
 
     def feed_stream(self, chunks: Iterable[bytes], *, final: bool = False) -> None:
         """One read of the whole log from its start: skip the lines already emitted, emit the rest.
-        A trailing line without newline is kept for the next read unless this is the final one."""
+        A trailing line without newline is kept for the next read unless this is the final one.
+        At most LINE_MAX (+ one chunk) bytes are held: a longer line is emitted cut once it passes
+        LINE_MAX, and its rest is skipped up to its newline."""
         count = 0
         buf = b""
+        skipping = False
         for chunk in chunks:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for line in lines:
+                if skipping:
+                    skipping = False  # the tail of a line already emitted cut
+                    continue
                 count += 1
                 if count > self.seen:
                     self.emit(line)
                     self.seen = count
-        if final and buf:
+            if skipping:
+                buf = b""
+            elif len(buf) > LINE_MAX:
+                count += 1
+                if count > self.seen:
+                    self.emit(buf)
+                    self.seen = count
+                buf, skipping = b"", True
+        if final and buf and not skipping:
             count += 1
             if count > self.seen:
                 self.emit(buf)

@@ -1,0 +1,112 @@
+"""One collect for every backend (runner/evidence/collect.py): the same evidence gives the same
+verdict, reason and rounds on the embedded and the kubernetes backend, and how the capture ended is
+judged on both. No cluster: the runs get their evidence files and stand-ins for what they would ask.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from runner.build.clients import BuiltClient
+from runner.config.descriptor import load_descriptor
+from runner.config.plan import Cell
+from runner.embedded.cell import CellRun
+from runner.evidence.pcap import ConnFacts, PcapFacts
+from runner.kube.api import KubeAccess
+from runner.kube.cell import KubeCellRun
+from runner.model import CaptureFacts, CellResult, Verdict
+from runner.verdict import Update
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "rawpy"
+POD = "198.18.1.2"
+OK = CaptureFacts(ran_to_end=True, exit_code=0, dropped=0, size=4096, limit=64 << 20)
+
+
+class _NoApi:
+    """An ApiClient stand-in: every call fails, as against a cluster that is gone."""
+
+    def close(self) -> None:
+        pass
+
+    def call_api(self, *_: Any, **__: Any) -> Any:
+        raise RuntimeError("no cluster here")
+
+
+def _pcap() -> PcapFacts:
+    data, keepalive = [1.0, 100.05, 200.05], [30.0 * k for k in range(1, 7)]
+    conn = ConnFacts(client=f"{POD}:40000", server="198.18.0.1:6443", opened_at=0.5, closed_at=None,
+                     close_kind=None, data_server=data, keepalive_client=keepalive,
+                     packet_times=sorted([0.5, *data, *keepalive]))
+    return PcapFacts(connections=[conn], first_ts=0.5, last_ts=200.05)
+
+
+def _evidence(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [{"ts": 0.0, "event": "started", "client": "rawpy", "library": "http.client", "version": "stdlib",
+              "style": "watch"}, {"ts": 1.0, "event": "watch-opened"}]
+    lines += [{"ts": t, "event": "event-seen", "type": "MODIFIED", "name": "trigger", "value": v,
+               "resourceVersion": "1"} for t, v in ((100.05, "round-1"), (200.05, "round-2"))]
+    (folder / "watcher.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (folder / "watcher.stderr").write_text("")
+
+
+def _cell(kind: str) -> Cell:
+    return Cell(client="rawpy", folder="rawpy", cluster="c", cluster_kind=kind, scenario="watch", profile=None,
+                idle_timeout=240, interval=270, idle=None, detection_timeout=10, rounds=2, src=FIXTURE)
+
+
+def _common(run: Any) -> None:
+    run.updates = [Update(100.0, "round-1"), Update(200.0, "round-2")]
+    run.watcher_exit = 0
+    run.started, run.finished = 0.0, 210.0
+
+
+def embedded(tmp_path: Path, capture: CaptureFacts | None) -> CellResult:
+    built = BuiltClient("rawpy", load_descriptor(FIXTURE), tmp_path, FIXTURE)
+    events = tmp_path / "lb-events.jsonl"
+    events.write_text("")
+    evidence = tmp_path / "emb"
+    _evidence(evidence)
+    run = CellRun(index=0, cell=_cell("embedded"), built=built, evidence=evidence, run_dir=tmp_path,
+                  stop=threading.Event(), cluster=cast(Any, None), lb=cast(Any, SimpleNamespace(events_path=events)),
+                  pod=cast(Any, SimpleNamespace(addr=POD)))
+    run.capture = cast(Any, SimpleNamespace(ended=capture, stop=lambda: None))
+    _common(run)
+    return run.collect([], True, _pcap())
+
+
+def kube(tmp_path: Path, capture: CaptureFacts | None) -> CellResult:
+    built = BuiltClient("rawpy", load_descriptor(FIXTURE), tmp_path, FIXTURE)
+    evidence = tmp_path / "kube"
+    _evidence(evidence)
+    run = KubeCellRun(index=0, cell=_cell("kubernetes"), built=built, evidence=evidence, run_dir=tmp_path,
+                      stop=threading.Event(), run_id="abc123", access=KubeAccess(new_api=cast(Any, _NoApi)))
+    run.pod_started = True
+    run.capture = capture
+    _common(run)
+    return run.collect(pcap_facts=_pcap())
+
+
+@pytest.mark.parametrize("capture", [OK, CaptureFacts(ran_to_end=False, exit_code=-9, dropped=None, size=10,
+                                                      limit=64 << 20), None], ids=["whole", "killed", "unknown"])
+def test_both_backends_judge_the_same_evidence_alike(tmp_path: Path, capture: CaptureFacts | None) -> None:
+    emb, kub = embedded(tmp_path, capture), kube(tmp_path, capture)
+    assert (emb.verdict, emb.reason) == (kub.verdict, kub.reason)
+    assert [r.to_dict() for r in emb.rounds] == [r.to_dict() for r in kub.rounds]
+    assert emb.capture == kub.capture == capture
+    if capture is OK:
+        assert emb.verdict is Verdict.PASS, emb.reason
+    elif capture is None:
+        assert emb.verdict is Verdict.ERROR and "no record of how the capture ended" in emb.reason
+    else:
+        assert emb.verdict is Verdict.ERROR and "the capture stopped before the cell ended" in emb.reason
+    for r, name in ((emb, "emb"), (kub, "kube")):
+        stored = json.loads((tmp_path / name / "cell.json").read_text())
+        assert stored == r.to_dict()
+        assert CellResult.from_dict(stored) == r
