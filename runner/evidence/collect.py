@@ -48,7 +48,8 @@ class BackendEvidence:
     lb_flows: Sequence[LbFlow] = ()
     #: How the capture ended (tcpdump's own account); None: unknown, which is missing evidence.
     capture: CaptureFacts | None = None
-    #: Files the backend cut beyond the watcher's stdout/stderr (the kubernetes log copy).
+    #: What the backend's own log sink cut (the kubernetes backend's LineSink); merged per file with
+    #: what collect_cell finds at the files' limits.
     cuts: Sequence[Cut] = ()
     lb_helper_died: bool = False
     apiserver_died: bool = False
