@@ -16,8 +16,9 @@ from runner.config.matrix import KubernetesCluster
 from runner.errors import BuildError
 
 REPO = Path(__file__).resolve().parents[1]
-#: dotnet has no SDK on this machine and keeps its public images as they are.
-DOCKERFILES = sorted(p for p in (REPO / "clients").glob("*/Dockerfile") if p.parent.name != "dotnet")
+DOCKERFILES = sorted((REPO / "clients").glob("*/Dockerfile"))
+#: No .NET on this machine: `base_images: local` has no base for dotnet's two (a mapping can give them).
+NO_LOCAL_BASE = {"DOTNET_SDK_IMAGE", "DOTNET_RUNTIME_IMAGE"}
 
 
 def _stages(text: str) -> list[str]:
@@ -76,7 +77,7 @@ def test_base_images_setting() -> None:
 def test_every_build_argument_a_dockerfile_names_has_a_local_base() -> None:
     args = images.base_image_args([]) | set().union(*(
         set(re.findall(r"^ARG\s+(\w+_IMAGE)=", p.read_text(), re.MULTILINE)) for p in DOCKERFILES))
-    assert args - {"PYTHON_IMAGE", "DEBIAN_IMAGE"} and args <= set(bases.BASE_FOR_ARG)
+    assert args - {"PYTHON_IMAGE", "DEBIAN_IMAGE"} and args - NO_LOCAL_BASE <= set(bases.BASE_FOR_ARG)
     for base in bases.BASES.values():
         assert base.parent is None or base.dockerfile.is_file(), base.name
 
