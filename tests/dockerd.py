@@ -12,6 +12,7 @@ network namespace of it is left. runner/local/ can lift this as it is.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -135,7 +136,8 @@ def _processes_under(engine: Dockerd) -> list[tuple[int, str]]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(root.rstrip("/") in cmd for root in _roots(engine)):
+        # the root itself or a path under it, never a sibling that merely starts the same way
+        if any(re.search(re.escape(root.rstrip("/")) + r"(/|\s|$)", cmd) for root in _roots(engine)):
             found.append((int(entry.name), cmd.strip()))
     return found
 
