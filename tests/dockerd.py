@@ -12,6 +12,7 @@ network namespace of it is left. runner/local/ can lift this as it is.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -95,7 +96,7 @@ def _ping(host: str) -> bool:
 
 
 def stop(engine: Dockerd) -> list[str]:
-    """Stop dockerd and clean its exec root; what was left behind (to assert empty), after cleaning it up."""
+    """Stop dockerd, clean up after it, and say what it had left behind (to assert empty)."""
     if engine.proc.poll() is None:
         engine.proc.send_signal(signal.SIGTERM)
         try:
@@ -109,9 +110,14 @@ def stop(engine: Dockerd) -> list[str]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    # dockerd bind-mounts the host's network namespace at <exec-root>/netns/default and leaves it
+    # mounted when it exits: expected, and unmounted here. Any other mount is a leftover.
+    default_netns = str(engine.exec_root / "exec" / "netns" / "default")
     for mount in reversed(_mounts_under(engine)):
-        left.append(f"mount {mount}")
+        if mount != default_netns:
+            left.append(f"mount {mount}")
         subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+    left += [f"mount {m} (could not be unmounted)" for m in _mounts_under(engine)]
     shutil.rmtree(engine.exec_root, ignore_errors=True)
     return left
 
@@ -130,7 +136,8 @@ def _processes_under(engine: Dockerd) -> list[tuple[int, str]]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(root.rstrip("/") in cmd for root in _roots(engine)):
+        # the root itself or a path under it, never a sibling that merely starts the same way
+        if any(re.search(re.escape(root.rstrip("/")) + r"(/|\s|$)", cmd) for root in _roots(engine)):
             found.append((int(entry.name), cmd.strip()))
     return found
 

@@ -257,3 +257,35 @@ def _build_on(api: Any, base: Base, parent: str, ref: str, log_path: Path) -> No
         context.seek(0)
         run_build(api, {"fileobj": context, "custom_context": True, "dockerfile": "Dockerfile",
                         "buildargs": {"BASE": parent}}, ref, log_path, f"images/bases/{base.dockerfile.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m runner.build.bases [BASE...]`: build local bases (all by default) on DOCKER_HOST's engine."""
+    import argparse
+
+    from runner.build.images import docker_api
+    from runner.errors import WatchdropError
+
+    parser = argparse.ArgumentParser(prog="python -m runner.build.bases", description=main.__doc__)
+    parser.add_argument("bases", nargs="*", metavar="BASE", help=f"default: every base ({', '.join(BASES)})")
+    parser.add_argument("--logs", type=Path, default=cache_root() / "bases" / "logs", help="build logs")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.bases) - set(BASES))
+    if unknown:
+        parser.error(f"no base {', '.join(unknown)} (choose from {', '.join(BASES)})")
+    try:
+        refs = [base_ref(name) for name in args.bases or BASES]
+        api = docker_api(refs)
+        try:
+            ensure_bases(api, refs, args.logs)
+        finally:
+            api.close()
+    except WatchdropError as exc:
+        print(exc.render())
+        return int(exc.exit_code)
+    print("\n".join(refs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
