@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.kube.leftovers import is_run_namespace_name, mark_state, runner_mark
+from runner.kube import leftovers
+from runner.kube.leftovers import mark_state, runner_mark
 
 
 def test_a_live_runner_on_this_host_is_alive() -> None:
@@ -44,11 +45,11 @@ def test_the_mark_names_this_machine_and_boot_and_both_must_match() -> None:
 
 
 def test_a_namespace_is_a_leftover_only_under_a_name_its_run_makes() -> None:
-    assert is_run_namespace_name("watchdrop-dddddd", "dddddd")
-    assert is_run_namespace_name("watchdrop-dddddd-c012", "dddddd")
-    assert is_run_namespace_name("watchdrop-dddddd-k1", "dddddd")
+    assert leftovers.is_run_namespace_name("watchdrop-dddddd", "dddddd")
+    assert leftovers.is_run_namespace_name("watchdrop-dddddd-c012", "dddddd")
+    assert leftovers.is_run_namespace_name("watchdrop-dddddd-k1", "dddddd")
     for name in ("kube-system", "watchdrop-aaaaaa", "watchdrop-dddddd-prod", "team-watchdrop-dddddd"):
-        assert not is_run_namespace_name(name, "dddddd")
+        assert not leftovers.is_run_namespace_name(name, "dddddd")
 
 
 def test_another_hosts_or_an_unreadable_mark_is_never_taken_for_dead() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from runner.host import sandbox
 from tests.conftest import needs_root_tools
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +91,7 @@ def test_a_hostile_client_can_read_and_write_nothing_of_the_runner(tmp_path: Pat
         for what in FORBIDDEN:
             assert attempts[what]["ok"] is False, (cell["id"], what, attempts[what]["detail"])
         build = next(x for x in lines if x["event"] == "build-report")
-        assert build["identity"]["uid"] == sandbox.BUILD_UID
+        assert build["identity"]["uid"] not in (0, ident["uid"])
         assert not set(CANARIES) & set(build["identity"]["env"])
         battempts = {x["what"]: x for x in build["attempts"]}
         assert battempts["build: write its own output"]["ok"]
@@ -107,6 +106,7 @@ def test_a_hostile_client_can_read_and_write_nothing_of_the_runner(tmp_path: Pat
 @needs_root_tools("setpriv", "unshare")
 def test_sandbox_hides_root_only_places_and_keeps_toolchains(tmp_path: Path) -> None:
     """Unit level: a 0700 folder of root's is invisible, a bound folder is readable, PATH works."""
+    from runner.host import sandbox
     secret = tmp_path / "secret"
     secret.mkdir(mode=0o700)
     (secret / "key").write_text("k")
@@ -117,3 +117,23 @@ def test_sandbox_hides_root_only_places_and_keeps_toolchains(tmp_path: Path) -> 
                           timeout=60)
     assert proc.stdout.split() == [str(sandbox.BUILD_UID), "42", "wrote"], proc.stdout + proc.stderr
     assert (mine / "ok").exists()
+
+
+@needs_root_tools("setpriv", "unshare")
+def test_a_toolchain_folder_comes_back_without_the_home_around_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool on PATH inside root's 0700 home runs; a token next to it (~/.cargo/credentials.toml)
+    stays hidden."""
+    from runner.host import sandbox
+    home = tmp_path / "roothome"
+    (home / ".cargo" / "bin").mkdir(parents=True)
+    home.chmod(0o700)
+    (home / ".cargo" / "credentials.toml").write_text("token = 'secret'\n")
+    tool = home / ".cargo" / "bin" / "mytool"
+    tool.write_text("#!/bin/sh\necho tool-ran\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}:/usr/bin:/bin")
+    box = sandbox.Sandbox(sandbox.BUILD_UID, home=sandbox.owned_dir(tmp_path / "h", sandbox.BUILD_UID))
+    proc = subprocess.run(box.wrap(["sh", "-c", f"mytool; cat {home}/.cargo/credentials.toml || echo hidden"]),
+                          env=box.env({}), capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["tool-ran", "hidden"], proc.stdout + proc.stderr

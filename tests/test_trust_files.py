@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from runner import errors
 from runner.build import cache, gobuild
 from runner.build.clients import build_client
 from runner.config.descriptor import load_descriptor
-from runner.errors import BuildError, UnsafePathError
+from runner.errors import BuildError
 from runner.host import netns
 from runner.host.commands import CommandLog
 
@@ -29,7 +30,7 @@ def test_a_cache_owned_by_another_user_is_refused(tmp_path: Path, monkeypatch: p
     theirs.mkdir()
     os.chown(theirs, 12345, 12345)
     monkeypatch.setenv("WATCHDROP_CACHE", str(theirs))
-    with pytest.raises(UnsafePathError) as info:
+    with pytest.raises(errors.UnsafePathError) as info:
         cache.cache_root()
     assert str(theirs) in info.value.message and "uid 12345" in info.value.message
     assert "WATCHDROP_CACHE" in (info.value.fix or "") and "\n" not in info.value.message
@@ -41,14 +42,14 @@ def test_a_cache_others_can_write_is_refused(tmp_path: Path, monkeypatch: pytest
     shared.mkdir()
     shared.chmod(0o777)
     monkeypatch.setenv("WATCHDROP_CACHE", str(shared))
-    with pytest.raises(UnsafePathError, match="writable by group or others"):
+    with pytest.raises(errors.UnsafePathError, match="writable by group or others"):
         cache.cache_root()
     # Below a directory another user owns, root's own cache dir is not safe either (it can be renamed away).
     parent = tmp_path / "home"
     (parent / "watchdrop").mkdir(parents=True)
     os.chown(parent, 12345, 12345)
     monkeypatch.setenv("WATCHDROP_CACHE", str(parent / "watchdrop"))
-    with pytest.raises(UnsafePathError, match="owned by uid 12345"):
+    with pytest.raises(errors.UnsafePathError, match="owned by uid 12345"):
         cache.cache_root()
     monkeypatch.setenv("WATCHDROP_CACHE", str(tmp_path / "ok"))
     assert cache.cache_root() == tmp_path / "ok"
@@ -80,7 +81,7 @@ def test_the_allocation_lock_refuses_a_planted_symlink(tmp_path: Path, monkeypat
     lock = tmp_path / "watchdrop.lock"
     lock.symlink_to(victim)
     monkeypatch.setattr(netns, "LOCK_PATH", lock)
-    with pytest.raises(UnsafePathError, match="symlink"), netns._alloc_lock():
+    with pytest.raises(errors.UnsafePathError, match="symlink"), netns._alloc_lock():
         pass
     assert victim.read_text() == "precious\n"
 
@@ -92,7 +93,7 @@ def test_a_run_claim_refuses_a_planted_symlink(tmp_path: Path, monkeypatch: pyte
     runs.mkdir()
     (runs / "abc123").symlink_to(victim)
     monkeypatch.setattr(netns, "RUNS_DIR", runs)
-    with pytest.raises(UnsafePathError, match="symlink"):
+    with pytest.raises(errors.UnsafePathError, match="symlink"):
         netns.Topology("abc123", CommandLog()).claim()
     assert victim.read_text() == "precious\n"
 
@@ -110,7 +111,7 @@ def test_a_client_build_lock_refuses_a_planted_symlink(tmp_path: Path, monkeypat
     clients = tmp_path / "cache" / "clients"
     clients.mkdir(parents=True)
     (clients / f"toy-{build_key(src, desc, {})}.lock").symlink_to(victim)
-    with pytest.raises(UnsafePathError, match="symlink"):
+    with pytest.raises(errors.UnsafePathError, match="symlink"):
         build_client(src, desc, {}, tmp_path / "b.log")
     assert victim.read_text() == "precious\n"
 

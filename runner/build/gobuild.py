@@ -29,7 +29,6 @@ from runner.build import versions
 from runner.build.cache import cache_root
 from runner.errors import BuildError, CommandError, PrerequisiteError
 from runner.host.commands import CommandLog
-from runner.host.safefiles import write_nofollow
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\S+\s*$", re.M)
 
@@ -234,7 +233,17 @@ def _sha256(path: Path) -> str:
 def record_sha256(binary: Path, target: Path) -> str:
     """Write `<target>.sha256` for the file at `binary` (which becomes `target`)."""
     digest = _sha256(binary)
-    write_nofollow(sha256_path(target), f"{digest}  {target.name}\n")
+    # Written beside and renamed: a parallel run never reads half a record (rename replaces a
+    # planted symlink itself, never what it points to).
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.sha256.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{digest}  {target.name}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, sha256_path(target))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return digest
 
 
@@ -247,7 +256,7 @@ def verify_cached(target: Path, log: CommandLog) -> None:
         digest = record_sha256(target, target)
         log.note(f"recorded sha256 {digest} for {target} (cached before hashes were kept)")
         return
-    want = recorded.read_text().split()[0] if recorded.read_text().strip() else ""
+    want = (recorded.read_text().split() or [""])[0]
     got = _sha256(target)
     if got != want:
         raise BuildError(f"cached {target} has sha256 {got[:16]}…, not the {want[:16]}… recorded when it was built",

@@ -111,7 +111,8 @@ def blocked_ancestor(path: Path, uid: int) -> Path | None:
 
 
 def toolchain_dirs() -> list[Path]:
-    """What the toolchains on PATH need beyond PATH itself (rustup's and pyenv's homes)."""
+    """The PATH folders, and the homes of the toolchain managers whose PATH entries are proxies
+    (pyenv's shims run ../versions, rustup's cargo runs a toolchain under RUSTUP_HOME)."""
     dirs = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).is_dir()]
     for var, default in (("RUSTUP_HOME", Path.home() / ".rustup"), ("PYENV_ROOT", Path.home() / ".pyenv")):
         d = Path(os.environ.get(var) or default)
@@ -154,32 +155,24 @@ class Sandbox:
 
     def mounts(self) -> list[str]:
         """The SCRIPT's arguments: what to hide behind tmpfs and what to bind back, in order."""
-        wanted: list[tuple[Path, str]] = []
-        for p in toolchain_dirs():
-            wanted.append((p, "tool"))
-        wanted += [(Path(p), "ro") for p in self.readable]
-        wanted += [(Path(p), "rw") for p in [*self.writable, self.home]]
+        wanted = [(p, "ro") for p in [*toolchain_dirs(), *self.readable]]
+        wanted += [(p, "rw") for p in [*self.writable, self.home]]
         hides: dict[Path, bool] = {p: True for p in PRIVATE_TMP if p.is_dir()}
         binds: dict[Path, str] = {}
         for path, kind in wanted:
-            path = path.resolve()
+            path = Path(path).resolve()
             top = blocked_ancestor(path, self.uid)
-            under_private = any(path.is_relative_to(t) for t in PRIVATE_TMP)
-            if top is None and not under_private:
+            if top is None and not any(path.is_relative_to(t) for t in PRIVATE_TMP):
                 continue  # visible as it is; its own permissions apply
-            if top is not None and not any(top.is_relative_to(h) for h in hides):
-                hides[top] = False
-            if kind == "tool":
-                # A toolchain needs its whole tree (pyenv's shims reach ../versions): bind the
-                # blocked directory's child on the way, read-only.
-                anchor = top or next(t for t in PRIVATE_TMP if path.is_relative_to(t))
-                rel = path.relative_to(anchor).parts
-                path, kind = (anchor / rel[0]) if rel else anchor, "ro"
-                if not rel:
-                    continue
+            if top is not None:
+                hides.setdefault(top, False)
             if binds.get(path) != "rw":
                 binds[path] = kind
-        # Drop hides inside other hides (the outer tmpfs already hid them).
+        # Exactly the named folders come back (a toolchain's bin, not the home around it with,
+        # say, a registry token); a read-only folder inside one already bound adds nothing.
+        binds = {p: k for p, k in binds.items()
+                 if k == "rw" or not any(o != p and p.is_relative_to(o) for o in binds)}
+        # Hides inside other hides: the outer tmpfs already hid them.
         tops = [h for h in hides if not any(h != o and h.is_relative_to(o) for o in hides)]
         args: list[str] = []
         for h in sorted(tops, key=lambda p: len(p.parts)):
