@@ -28,6 +28,7 @@ from kubernetes import client
 from runner.build.clients import BuiltClient
 from runner.config.descriptor import Descriptor
 from runner.config.plan import Cell
+from runner.evidence import harness_log
 from runner.evidence.limits import LineReader, contract_line
 from runner.model import CellResult, ProfileFacts, Timings, Verdict
 from runner.verdict import Update
@@ -131,9 +132,9 @@ class HarnessRun:
     def stderr(self) -> Path:
         return self.evidence / "watcher.stderr"
 
-    def harness(self, text: str) -> None:
-        with (self.evidence / "harness.log").open("a") as f:
-            f.write(f"{time.time():.3f} {text}\n")
+    def harness(self, text: str, kind: harness_log.Kind = "note", **fields: Any) -> None:
+        """One line of harness.log (runner/evidence/harness_log.py: JSON lines, typed by `kind`)."""
+        harness_log.append(self.evidence / "harness.log", text, kind, **fields)
 
     # -- what a backend supplies ------------------------------------------------------------------
     def _core(self) -> client.CoreV1Api:
@@ -215,11 +216,12 @@ class HarnessRun:
             at = time.time()  # taken before the write: the verdict accepts events from here on
             core.patch_namespaced_config_map(TRIGGER, self.namespace, {"data": {"value": value}})
             self.updates.append(Update(at=at, value=value))
-            self.harness(f"round {r}: set {TRIGGER}={value}")
+            self.harness(f"round {r}: set {TRIGGER}={value}", "update", round=r, value=value)
             seen = self._wait_line(partial(_is_event_for, value), c.detection_timeout)
             self.rounds_done = r
             if seen is not None:
-                self.harness(f"round {r}: seen after {float(seen['ts']) - at:.3f} s")
+                after = round(float(seen["ts"]) - at, 3)
+                self.harness(f"round {r}: seen after {after:.3f} s", "seen", round=r, after=after)
                 say(f"  {c.id}: round {r}/{c.rounds} seen", True)
                 continue
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
@@ -228,7 +230,7 @@ class HarnessRun:
                 data={"round": str(r), "expected": value, "updated_at": f"{at:.3f}",
                       "detection_timeout": str(c.detection_timeout)}))
             self.harness(f"round {r}: FAILURE: no event-seen for {value} within {c.detection_timeout} s; "
-                         f"wrote failure-{stamp}-r{r}")
+                         f"wrote failure-{stamp}-r{r}", "failure", round=r)
             say(f"  {c.id}: round {r}/{c.rounds} MISSED (no event within {c.detection_timeout} s)", True)
 
     def _run_idle_request(self, say: Callable[[str, bool], None]) -> None:
@@ -242,7 +244,7 @@ class HarnessRun:
                 # A request that never returns is the finding itself (a stale pooled connection),
                 # not a harness fault: stop waiting and let the verdict read it.
                 self.harness(f"round {hung.get('round')}: request hung for more than "
-                             f"{c.detection_timeout + 5} s; stopping the watcher")
+                             f"{c.detection_timeout + 5} s; stopping the watcher", "failure", round=hung.get("round"))
                 say(f"  {c.id}: request HUNG (no response within {c.detection_timeout} s)", True)
                 return
             if self._sleep(0.2):

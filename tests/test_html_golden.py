@@ -61,9 +61,12 @@ def hostile_run(run_dir: Path) -> RunResult:
         {"ts": BASE + 66, "event": "reconnect"},
     ])
     (cell_dir / "watcher.stderr").write_text(f"stderr {HOSTILE}\n", encoding="utf-8")
-    (cell_dir / "harness.log").write_text(
-        f"{BASE + 60} round 1: set trigger to round-1\n{BASE + 70} FAILURE {HOSTILE}\nnot timed {HOSTILE}\n",
-        encoding="utf-8")
+    _jsonl(cell_dir / "harness.log", [
+        {"ts": BASE + 60, "kind": "update", "text": "round 1: set trigger to round-1", "round": 1, "value": "round-1"},
+        {"ts": BASE + 70, "kind": "failure", "text": f"FAILURE {HOSTILE}", "round": 1},
+    ])
+    with (cell_dir / "harness.log").open("a", encoding="utf-8") as f:
+        f.write(f"not timed {HOSTILE}\n")
     flow = "10.0.0.5:40000>10.0.0.1:6443"
     _jsonl(cell_dir / "lb-events.jsonl", [
         {"ts": BASE + 2, "event": "flow-opened", "flow": flow},

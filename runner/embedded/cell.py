@@ -15,7 +15,7 @@ from kubernetes import client
 
 from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
-from runner.embedded.lb import LoadBalancer, Pod
+from runner.embedded.lb import LbProblem, LoadBalancer, Pod
 from runner.evidence.collect import BackendEvidence, collect_cell
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
@@ -98,7 +98,7 @@ class CellRun(HarnessRun):
         if self.capture is not None:
             self.capture.stop()
 
-    def collect(self, lb_problems: list[str], cluster_alive: bool,
+    def collect(self, lb_problems: list[LbProblem], cluster_alive: bool,
                 pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
         """Judge the cell from its evidence; `pcap_facts` may be read beforehand (in parallel)."""
         self.stop_processes()
@@ -115,8 +115,8 @@ class CellRun(HarnessRun):
             lb=summarize_lb_events(events, pod_ip=pod_ip, until=until),
             lb_flows=lb_flows(events, pod_ip=pod_ip, until=until),
             capture=self.capture.ended if self.capture is not None else None,
-            lb_helper_died=any("agent" in p for p in lb_problems), apiserver_died=not cluster_alive,
-            late_problems=[p for p in lb_problems if "agent" not in p],
+            lb_helper_died=any(p.kind == "agent" for p in lb_problems), apiserver_died=not cluster_alive,
+            late_problems=[p.text for p in lb_problems if p.kind != "agent"],
         ))
 
 

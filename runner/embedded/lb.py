@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from runner.config.profiles import Profile
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
@@ -105,6 +106,15 @@ frontend api
 backend apiserver
     server kube-apiserver {target}:{APISERVER_PORT}
 """
+
+
+@dataclass(frozen=True)
+class LbProblem:
+    """One reason the LB can no longer vouch for its cells. A dead agent is its own kind: the
+    verdict rules treat it apart (nothing the LB did after it died is on record)."""
+
+    kind: Literal["agent", "front", "capture"]
+    text: str
 
 
 class LoadBalancer:
@@ -221,16 +231,17 @@ class LoadBalancer:
         self.pods.append(pod)
         return pod
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[LbProblem]:
         """Why this LB can no longer be trusted (an empty list while it is whole)."""
         out = []
+        name = self.profile.name
         if self.agent is not None and not self.agent.alive():
-            out.append(f"the LB agent of {self.profile.name} died (exit {self.agent.returncode})")
+            out.append(LbProblem("agent", f"the LB agent of {name} died (exit {self.agent.returncode})"))
         if self.front is not None and not self.front.alive():
-            out.append(f"the front proxy of {self.profile.name} died (exit {self.front.returncode})")
+            out.append(LbProblem("front", f"the front proxy of {name} died (exit {self.front.returncode})"))
         for cap in self.captures:
             if not cap.alive():
-                out.append(f"the LB capture {cap.pcap.name} of {self.profile.name} stopped")
+                out.append(LbProblem("capture", f"the LB capture {cap.pcap.name} of {self.profile.name} stopped"))
         return out
 
     def close(self) -> None:

@@ -329,8 +329,9 @@ def _tail(path: Path, n: int) -> tuple[list[str], int]:
 
 
 def _line_time(line: str, timed: str) -> float | None:
-    """A log line's own timestamp: a JSON line's `ts`, or a leading number ("prefix"); else None."""
-    if timed == "json":
+    """A log line's own timestamp: a JSON line's `ts` ("json", "harness"), or a leading number
+    ("prefix"); else None."""
+    if timed in ("json", "harness"):
         try:
             obj = json.loads(line)
         except ValueError:
@@ -344,6 +345,17 @@ def _line_time(line: str, timed: str) -> float | None:
     return None
 
 
+def _shown(line: str, timed: str) -> str:
+    """harness.log's lines are JSON (runner/evidence/harness_log.py): a person reads their `text`."""
+    if timed != "harness":
+        return line
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return line
+    return str(obj.get("text", line)) if isinstance(obj, dict) else line
+
+
 def _log_tail(title: str, path: Path, n: int, origin: float | None, timed: str) -> LogTail:
     """A log's tail as text, each line prefixed with its time from the cell's start when it has one."""
     lines, total = _tail(path, n)
@@ -353,7 +365,7 @@ def _log_tail(title: str, path: Path, n: int, origin: float | None, timed: str) 
     out = []
     for ln in lines:
         ts = _line_time(ln, timed)
-        out.append((f"{rel_time(ts, origin):>10}  " if ts is not None else "") + ln)
+        out.append((f"{rel_time(ts, origin):>10}  " if ts is not None else "") + _shown(ln, timed))
     return LogTail(title, path.name, shown, "\n".join(out))
 
 
@@ -427,7 +439,7 @@ def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Eviden
         logs=[
             _log_tail("Watcher (stdout, JSON lines)", page_dir / "watcher.jsonl", WATCHER_TAIL, cell.started, "json"),
             _log_tail("Watcher (stderr)", page_dir / "watcher.stderr", STDERR_TAIL, cell.started, "none"),
-            _log_tail("Harness", page_dir / "harness.log", WATCHER_TAIL, cell.started, "prefix"),
+            _log_tail("Harness", page_dir / "harness.log", WATCHER_TAIL, cell.started, "harness"),
         ],
         evidence=_evidence_links(run_dir, page_dir, cell),
     )

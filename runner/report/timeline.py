@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +39,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from runner.evidence import harness_log
+from runner.evidence.harness_log import HarnessLine
 from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, read_pcap
 from runner.files import write_atomic
 from runner.model import CellResult, fmt_secs
@@ -69,28 +70,6 @@ C_LB_GONE = "#d9d9d9"
 
 
 # --- reading the evidence -------------------------------------------------------------------------
-
-
-@dataclass
-class HarnessLine:
-    ts: float
-    text: str
-
-    @property
-    def kind(self) -> str:
-        """"update", "failure", "seen" or "other", from the wording runner/embedded/cell.py writes."""
-        if "set trigger=" in self.text:
-            return "update"
-        if "FAILURE" in self.text or "hung" in self.text:
-            return "failure"
-        if "seen after" in self.text:
-            return "seen"
-        return "other"
-
-    @property
-    def value(self) -> str | None:
-        m = re.search(r"set trigger=(\S+)", self.text)
-        return m.group(1) if m else None
 
 
 @dataclass
@@ -151,17 +130,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_harness_log(path: Path) -> list[HarnessLine]:
-    """`<unix ts> <text>` lines of harness.log."""
-    if not path.is_file():
-        return []
-    out = []
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        head, _, text = raw.partition(" ")
-        try:
-            out.append(HarnessLine(float(head), text.strip()))
-        except ValueError:
-            continue
-    return out
+    """harness.log's JSON lines (runner/evidence/harness_log.py)."""
+    return harness_log.read(path)
 
 
 def lb_flows(events: Sequence[dict[str, Any]]) -> list[LbFlow]:
