@@ -51,6 +51,8 @@ class RunContext:
     jobs: int = 0
     #: --keep: leave the cluster side up after collecting (each backend says how).
     keep: bool = False
+    #: Test seam (hidden --break-capture CLIENT): that client's captures fail to start.
+    break_capture: str | None = None
 
     def enter(self, phase: str) -> None:
         if self.phases is not None:

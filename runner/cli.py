@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Test seam, not for users: hold the run a few seconds after entering PHASE (phases.log), so an
     # interruption test can aim its signal at that phase instead of guessing with sleeps.
     run.add_argument("--pause-at", metavar="PHASE", help=argparse.SUPPRESS)
+    # Test seam, not for users: this client's captures fail to start (a cell without packet evidence).
+    run.add_argument("--break-capture", metavar="CLIENT", help=argparse.SUPPRESS)
 
     rep = sub.add_parser("report", help="re-render a results file")
     rep.add_argument("results", help="a results.json written by a run")

@@ -101,8 +101,10 @@ class Execution:
     jobs: int
     keep: bool = False
     images_from: str | None = None
-    #: Test seam (--pause-at): hold the run a few seconds after entering this phase.
+    #: Test seams (hidden --pause-at, --break-capture): hold the run a few seconds after entering
+    #: this phase; make this client's captures fail to start.
     pause_at: str | None = None
+    break_capture: str | None = None
     run_id: str = field(default_factory=new_run_id)
     results: dict[str, CellResult] = field(default_factory=dict)
     interrupted: bool = False
@@ -125,7 +127,7 @@ class Execution:
         _link_latest(self.out, self.run_id)
         phases = PhaseLog(self.run_dir / "phases.log", self.pause_at)
         ctx = RunContext(run_id=self.run_id, run_dir=self.run_dir, descriptors=p.descriptors, stop=self.stop,
-                         say=_say, phases=phases, jobs=self.jobs, keep=self.keep)
+                         say=_say, phases=phases, jobs=self.jobs, keep=self.keep, break_capture=self.break_capture)
         try:
             for backend in self.backends(ctx):
                 self.backend_problems += run_backend(backend, ctx, self.results)
@@ -247,7 +249,8 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 0:
         raise UsageError("--jobs must be 0 (all at once) or a positive number")
     ex = Execution(prepared=prepared, out=out, jobs=args.jobs, keep=args.keep,
-                   images_from=getattr(args, "images_from", None), pause_at=getattr(args, "pause_at", None))
+                   images_from=getattr(args, "images_from", None), pause_at=getattr(args, "pause_at", None),
+                   break_capture=getattr(args, "break_capture", None))
     _say(f"run {ex.run_id}: {len(prepared.cells)} cells from {matrix_path}; evidence in {ex.run_dir}")
     try:
         result = ex.execute()

@@ -72,11 +72,11 @@ def _pids(marks: tuple[str, ...], needle: str) -> list[int]:
 
 
 def _run(matrix: Path, out: Path, kill: str | None, only: list[str] | None = None) -> tuple[int, dict, str]:
-    argv = [sys.executable, "-m", "runner", str(matrix), "--out", str(out), "--no-readme"]
+    argv = [sys.executable, "-m", "runner", str(matrix), "--out", str(out), "--no-readme",
+            "--break-capture", "rawpy-nocapture"]
     for o in only or []:
         argv += ["--only", o]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "WATCHDROP_TEST_BROKEN_CAPTURE": "rawpy-nocapture"})
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         if kill:
             log = out / "latest" / "phases.log"
@@ -161,7 +161,8 @@ def test_lost_or_unbounded_evidence_is_error_and_bounded(tmp_path: Path) -> None
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(EVIDENCE_MATRIX)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "runner", str(matrix), "--out", str(out), "--no-readme"]
+    argv = [sys.executable, "-m", "runner", str(matrix), "--out", str(out), "--no-readme",
+            "--break-capture", "rawpy-nocapture"]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "WATCHDROP_LIMIT_LOG_MIB": "1"})
     try:

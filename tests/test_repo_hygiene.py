@@ -24,3 +24,12 @@ def test_no_file_references_a_path_outside_the_repository() -> None:
         hits += [f"{name}:{i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1)
                  if OUTSIDE.search(line) and name != "tests/test_repo_hygiene.py"]
     assert not hits, "\n".join(hits)
+
+
+def test_production_code_reads_no_test_hook_from_the_environment() -> None:
+    """Test seams are explicit (hidden CLI options passed down as data), never environment variables
+    that production code paths look up."""
+    hooks = re.compile(r"WATCHDROP_(TEST|PAUSE)\w*")
+    hits = [f"{p.relative_to(REPO)}:{i}" for p in sorted((REPO / "runner").rglob("*.py"))
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if hooks.search(line)]
+    assert not hits, hits

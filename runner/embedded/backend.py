@@ -127,6 +127,7 @@ class EmbeddedBackend:
         ctx.enter("cells setup")
         for i, (cell, b) in enumerate(self.ready):
             self.runs.append(CellRun(index=i, cell=cell, built=b, cluster=self.cluster, lb=self.lbs[cell.cluster],
+                                     break_capture=cell.client == ctx.break_capture,
                                      evidence=ctx.cell_dir(cell), run_dir=ctx.run_dir, stop=ctx.stop))
         # Pods attach to their LB's bridge one by one (names and addresses are handed out in order);
         # the API calls and process starts of the setup then overlap.

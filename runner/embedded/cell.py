@@ -7,7 +7,6 @@ crosses the LB; the evidence is the watcher's lines, the pod's capture and the L
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +37,8 @@ class CellRun(HarnessRun):
     lb: LoadBalancer = field(kw_only=True)
     pod: Pod | None = None
     capture: Capture | None = None
+    #: Test seam: start a capture that fails (the run's hidden --break-capture names the client).
+    break_capture: bool = False
     #: The local process (HarnessRun.watcher, typed for what stop_processes needs).
     process: Child | None = None
 
@@ -60,11 +61,10 @@ class CellRun(HarnessRun):
                 self._core().create_namespaced_config_map(self.namespace, client.V1ConfigMap(
                     metadata=client.V1ObjectMeta(name=TRIGGER), data={"value": "initial"}))
             self.pod = pod or self.lb.add_pod(log=self.log)
-            # Test hook: WATCHDROP_TEST_BROKEN_CAPTURE=<client> makes that client's capture fail to start,
-            # so tests can prove a cell without packet evidence is ERROR.
-            broken = os.environ.get("WATCHDROP_TEST_BROKEN_CAPTURE") == self.cell.client
+            # Test seam (`--break-capture CLIENT`): that client's capture fails to start, so tests can
+            # prove a cell without packet evidence is ERROR.
             self.capture = Capture(self.pod.netns, self.pod.iface, self.evidence / "pod.pcap", self.log,
-                                   tcpdump="false" if broken else "tcpdump").start()
+                                   tcpdump="false" if self.break_capture else "tcpdump").start()
             env = {**self.cell.watcher_env(), "WATCHDROP_KUBECONFIG": str(access.kubeconfig),
                    "WATCHDROP_NAMESPACE": self.namespace}
             argv = self.built.run_argv()
