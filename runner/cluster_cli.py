@@ -9,6 +9,7 @@ import time
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from runner.contract import TRIGGER
 from runner.credentials.rbac import service_account_can
 from runner.embedded.cluster import EmbeddedCluster
 from runner.errors import ClusterError
@@ -63,7 +64,7 @@ def smoke_round(cluster: EmbeddedCluster, timeout: float = 20.0) -> dict[str, fl
         admin = client.CoreV1Api(cluster.admin_api())
         written = time.monotonic()
         admin.create_namespaced_config_map(SMOKE_NS, client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name="trigger"), data={"value": "smoke-1"}))
+            metadata=client.V1ObjectMeta(name=TRIGGER), data={"value": "smoke-1"}))
         deadline = written + timeout
         while True:
             left = deadline - time.monotonic()

@@ -28,12 +28,12 @@ from kubernetes import client
 from runner.build.clients import BuiltClient
 from runner.config.descriptor import Descriptor
 from runner.config.plan import Cell
+from runner.contract import TRIGGER, WATCH
 from runner.evidence import harness_log
 from runner.evidence.limits import LineReader, contract_line
 from runner.model import CellResult, ProfileFacts, Timings, Verdict
 from runner.verdict import Update
 
-TRIGGER = "trigger"
 OPEN_TIMEOUT = 60.0
 #: How long the first request of an idle-request round may take before it counts as hung.
 FIRST_REQUEST_GRACE = 120.0
@@ -184,7 +184,7 @@ class HarnessRun:
 
     def run_rounds(self, say: Callable[[str, bool], None]) -> None:
         try:
-            if self.cell.scenario == "watch":
+            if self.cell.scenario == WATCH:
                 self._run_watch(say)
             else:
                 self._run_idle_request(say)

@@ -38,11 +38,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runner.contract import IDLE_REQUEST, SCENARIOS, TRIGGER, WATCH
 from runner.evidence.limits import contract_line
 from runner.model import CaptureFacts, Cut, LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
 from runner.text import plural
-
-SCENARIOS = ("watch", "idle-request")
 
 _RST_CLOSES = ("rst-from-client", "rst-from-server")
 
@@ -72,7 +71,6 @@ IDLE_SLACK = 1.0
 _AUTH_REFUSED = re.compile(r"\b(401|403)\b|unauthori[sz]ed|forbidden", re.IGNORECASE)
 
 #: The trigger ConfigMap's name (clients/README.md): events for other objects never count.
-TRIGGER_NAME = "trigger"
 
 #: stderr lines that look like a library logging an error: klog's `E1125 ...` prefix, Python and
 #: Java tracebacks/exceptions, Go panics, and any line that says "error". A heuristic on purpose:
@@ -356,7 +354,7 @@ def _same_value(seen: Any, expected: str) -> bool:
 def _judge_watch(
     lines: Sequence[Mapping[str, Any]], updates: Sequence[Update], timeout: float, conns: Sequence[ConnLike]
 ) -> list[RoundResult]:
-    events = [ln for ln in lines if ln.get("event") == "event-seen" and ln.get("name") == TRIGGER_NAME]
+    events = [ln for ln in lines if ln.get("event") == "event-seen" and ln.get("name") == TRIGGER]
     rounds = []
     for i, up in enumerate(updates, start=1):
         deadline = up.at + timeout
@@ -373,7 +371,7 @@ def _judge_watch(
         rounds.append(
             RoundResult(
                 index=i,
-                scenario="watch",
+                scenario=WATCH,
                 update_at=up.at,
                 expected=up.value,
                 seen_at=seen_at,
@@ -421,7 +419,7 @@ def _judge_idle_request(
             rounds.append(
                 RoundResult(
                     index=key,
-                    scenario="idle-request",
+                    scenario=IDLE_REQUEST,
                     update_at=0.0,
                     expected="ok",
                     seen_at=None,
@@ -469,7 +467,7 @@ def _judge_idle_request(
         rounds.append(
             RoundResult(
                 index=key,
-                scenario="idle-request",
+                scenario=IDLE_REQUEST,
                 update_at=update_at,
                 expected="ok",
                 seen_at=last_done if ok else None,
@@ -500,9 +498,9 @@ def judge_rounds(
     within detection_timeout of its `request-sent`. `connections` (the pod's capture) fills in
     `idle_before`.
     """
-    if scenario == "watch":
+    if scenario == WATCH:
         return _judge_watch(lines, updates, detection_timeout, connections)
-    if scenario == "idle-request":
+    if scenario == IDLE_REQUEST:
         if expected_rounds is None:
             printed = {_round_key(ln.get("round")) for ln in lines if ln.get("event") == "request-sent"}
             expected_rounds = len(printed - {None})
@@ -654,7 +652,7 @@ def _missing_evidence(inp: CellInputs, facts: WatcherFacts | None) -> list[str]:
         problems.append("no LB event log")
     if inp.expected_rounds < 1:
         problems.append("no rounds planned")
-    if inp.scenario == "watch" and len(inp.updates) != inp.expected_rounds:
+    if inp.scenario == WATCH and len(inp.updates) != inp.expected_rounds:
         problems.append(f"the harness recorded {len(inp.updates)} of {inp.expected_rounds} updates")
     return problems
 
@@ -775,7 +773,7 @@ def judge_cell(inp: CellInputs) -> Judgement:
     # Every branch below rests on these: parameters the watcher was given, its credentials, and the
     # LB's record must all agree with what the capture and the lines show.
     doubts = []
-    if inp.scenario == "idle-request" and inp.idle is not None:
+    if inp.scenario == IDLE_REQUEST and inp.idle is not None:
         doubts += idle_problems(lines, inp.idle, conns)
     refused = auth_refusal(lines, window_end)
     if refused:
@@ -793,7 +791,7 @@ def judge_cell(inp: CellInputs) -> Judgement:
     in_window = [ln for ln in lines if _ts(ln) <= window_end]
     errors_in_window = sum(1 for ln in in_window if ln.get("event") == "error")
     reconnects = sum(1 for ln in in_window if ln.get("event") == "reconnect")
-    if inp.scenario == "watch":
+    if inp.scenario == WATCH:
         # Some watchers cannot hook a library's internal re-watch except as a new `watch-opened`;
         # others print both lines for one re-watch, so take the larger count, not the sum.
         reopened = sum(1 for ln in in_window if ln.get("event") == "watch-opened") - 1
@@ -802,7 +800,7 @@ def judge_cell(inp: CellInputs) -> Judgement:
     def judged(v: Verdict, *parts: str | None) -> Judgement:
         return Judgement(v, ", ".join(p for p in parts if p), rounds=rounds, watcher=facts)
 
-    noun = "event" if inp.scenario == "watch" else "response"
+    noun = "event" if inp.scenario == WATCH else "response"
     if not missed:
         seen = f"{len(rounds)}/{len(rounds)} rounds seen"
         # Only an RST the pod *received* means the LB (or server) reset it; an RST the pod sent is

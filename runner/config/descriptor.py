@@ -11,11 +11,12 @@ import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from runner.config.yamlmarks import custom_error, load_marked, located_problems, problem, unique_in_file_order
+from runner.contract import SCENARIOS, Scenario
 from runner.errors import MatrixError
 
 DESCRIPTOR_FILE = "client.yaml"
@@ -91,8 +92,8 @@ class Descriptor(BaseModel):
         description="a build_env variable a variant may set to build another library version; the watcher must "
         "then report that version instead of `version`",
     )
-    scenarios: list[Literal["watch", "idle-request"]] = Field(
-        default_factory=lambda: ["watch", "idle-request"],
+    scenarios: list[Scenario] = Field(
+        default_factory=lambda: list(SCENARIOS),
         description="the scenarios the watcher implements; cells of the others are SKIPPED with the reason",
     )
 

@@ -43,6 +43,7 @@ from runner.config.yamlmarks import (
     short_repr,
     unique_in_file_order,
 )
+from runner.contract import IDLE_REQUEST, SCENARIOS, WATCH
 from runner.credentials.rbac import TOKEN_MARGIN, TOKEN_MAX_SECONDS
 from runner.errors import MatrixError
 
@@ -52,7 +53,7 @@ _HELP = "the comments in matrix.yaml"
 MAX_SECONDS = 86_400
 
 #: Scenario names, in the order cells are planned; the watcher contract (clients/README.md) defines them.
-SCENARIO_NAMES = ("watch", "idle-request")
+SCENARIO_NAMES = SCENARIOS
 
 #: Environment variables the harness sets for every watcher (clients/README.md); a variant setting
 #: one of them would silently change the scenario under the watcher's feet.
@@ -431,9 +432,9 @@ class Scenarios(_Strict):
         """`(name, scenario)` in planning order, for the scenarios that are present."""
         out: list[tuple[str, Scenario]] = []
         if self.watch is not None:
-            out.append(("watch", self.watch))
+            out.append((WATCH, self.watch))
         if self.idle_request is not None:
-            out.append(("idle-request", self.idle_request))
+            out.append((IDLE_REQUEST, self.idle_request))
         return out
 
 
@@ -511,7 +512,7 @@ def _valid_parts(data: dict[str, Any]) -> _Parts:
     waits: list[tuple[str, str, Timing]] = []
     scenarios = data.get("scenarios")
     if isinstance(scenarios, dict):
-        for name, key in (("watch", "interval"), ("idle-request", "idle")):
+        for name, key in ((WATCH, "interval"), (IDLE_REQUEST, "idle")):
             entry = scenarios.get(name)
             if isinstance(entry, dict) and key in entry:
                 try:

@@ -19,6 +19,7 @@ from tabulate import tabulate
 from runner.config.descriptor import Descriptor, missing_requirements
 from runner.config.matrix import Matrix, WatchScenario
 from runner.config.profiles import Profile
+from runner.contract import IDLE_REQUEST
 from runner.errors import UsageError
 
 #: The local cluster (runner/local/) exists, but its cells are not yet handed to the kubernetes backend.
@@ -236,7 +237,7 @@ def describe_plan(cells: Sequence[Cell], skips: Mapping[str, str | None] | None 
             [
                 cell.id,
                 _profile_text(cell),
-                f"{cell.rounds} x {cell.wait} s" + (" idle" if cell.scenario == "idle-request" else ""),
+                f"{cell.rounds} x {cell.wait} s" + (" idle" if cell.scenario == IDLE_REQUEST else ""),
                 _minutes(cell.estimated_seconds),
                 skips.get(cell.id) or "",
             ]

@@ -21,7 +21,8 @@ from pathlib import Path
 from runner.backend import RunContext, teardown_steps
 from runner.build.clients import KEEP_UNUSED_DAYS, BuiltClient, build_client, prune_builds
 from runner.config.plan import Cell
-from runner.embedded.cell import API_PORT, CellRun
+from runner.contract import API_PORT
+from runner.embedded.cell import CellRun
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
 from runner.embedded.timer import start_timer_server

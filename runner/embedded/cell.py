@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 from kubernetes import client
 
+from runner.contract import API_PORT, TRIGGER, WATCH
 from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LbProblem, LoadBalancer, Pod
 from runner.evidence.collect import BackendEvidence, collect_cell
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
-from runner.harness import TRIGGER, CellSetupError, HarnessRun, read_jsonl
+from runner.harness import CellSetupError, HarnessRun, read_jsonl
 from runner.host import sandbox
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
@@ -28,7 +29,6 @@ from runner.model import CellResult, ProfileFacts
 from runner.verdict import lb_flows, summarize_lb_events
 
 WATCHER_STOP_GRACE = 15.0
-API_PORT = 6443
 
 
 @dataclass
@@ -57,7 +57,7 @@ class CellRun(HarnessRun):
                                                  token_seconds=token_seconds(self.cell.estimated_seconds))
             self.harness(f"namespace {self.namespace}: ServiceAccount, Role (configmaps get/list/watch), "
                          "RoleBinding, token")
-            if self.cell.scenario == "watch":
+            if self.cell.scenario == WATCH:
                 self._core().create_namespaced_config_map(self.namespace, client.V1ConfigMap(
                     metadata=client.V1ObjectMeta(name=TRIGGER), data={"value": "initial"}))
             self.pod = pod or self.lb.add_pod(log=self.log)

@@ -27,6 +27,7 @@ from types import TracebackType
 from kubernetes import client, config
 
 from runner.build import gobuild
+from runner.contract import API_PORT
 from runner.credentials import pki
 from runner.credentials.kubeconfig import admin_user, write_kubeconfig
 from runner.credentials.rbac import TOKEN_SECONDS, WatcherAccess, create_watcher_access
@@ -37,7 +38,7 @@ from runner.host.commands import CommandLog, in_netns
 from runner.host.netns import Block, Topology, new_run_id
 from runner.host.procs import Child, wait_until
 
-APISERVER_PORT = 6443
+APISERVER_PORT = API_PORT
 ETCD_CLIENT = "http://127.0.0.1:2379"
 
 Progress = Callable[[str], None]

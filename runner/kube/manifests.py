@@ -48,6 +48,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from runner.contract import TRIGGER, WATCH
 from runner.credentials.rbac import SERVICE_ACCOUNT, binding_manifest, role_manifest
 from runner.evidence.limits import pcap_limit
 
@@ -74,7 +75,6 @@ TIMER_SERVICE = "timer-server"
 TIMER_SERVICE_ACCOUNT = "timer-server"
 #: The timer server image's own default ports (images/timer-server/Dockerfile CMD).
 TIMER_PORTS = (8005, 8600)
-TRIGGER = "trigger"
 
 #: Distroless "nonroot"; every watchdrop image runs as it (the client Dockerfiles say USER 65532).
 NONROOT = 65532
@@ -467,7 +467,7 @@ def cell_objects(ns: str, d: Deployment, c: CellSpec) -> list[Obj]:
     objs = [namespace(ns, d.run_id, cluster=d.cluster, cell=c.cell, cell_index=c.index, runner=d.runner),
             *_runner_binding(ns, d),
             service_account(ns, SERVICE_ACCOUNT, d.run_id), watcher_role(ns, d.run_id), watcher_binding(ns, d.run_id)]
-    if c.scenario == "watch":
+    if c.scenario == WATCH:
         objs.append(trigger_configmap(ns, d.run_id))
     objs.append(watcher_pod(ns, d, c))
     return objs

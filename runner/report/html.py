@@ -33,6 +33,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
+from runner.contract import WATCH
 from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 from runner.report.junit import write_junit
@@ -269,7 +270,7 @@ _CONN_HEADS = ("connection (pod → server)", "opened", "first FIN/RST", "data p
 
 def _round_rows(cell: CellResult) -> list[RoundRow]:
     o = cell.started
-    watch = cell.scenario == "watch"
+    watch = cell.scenario == WATCH
     rows = []
     for r in cell.rounds:
         seen = None
@@ -430,7 +431,7 @@ def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Eviden
         verdict_css=_VERDICT_CLASS[cell.verdict],
         story=story(cell, ev),
         timeline=_timeline_view(cell, page_dir, timeline),
-        watch=cell.scenario == "watch",
+        watch=cell.scenario == WATCH,
         rounds=_round_rows(cell),
         reproduce=reproduce_command(run, cell),
         setup=_setup_facts(cell),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runner.contract import WATCH
 from runner.model import CellResult, RunResult, Verdict
 from runner.report.compact import render_compact
 from runner.report.render import utc_time
@@ -12,7 +13,7 @@ def readme_examples(run: RunResult) -> dict[str, CellResult]:
     """One FAIL-SILENT and one PASS watch cell (the first of each), whose timelines the README shows."""
     out: dict[str, CellResult] = {}
     for c in run.cells:
-        if c.scenario == "watch" and c.verdict in (Verdict.FAIL_SILENT, Verdict.PASS):
+        if c.scenario == WATCH and c.verdict in (Verdict.FAIL_SILENT, Verdict.PASS):
             out.setdefault(c.verdict.value, c)
     return out
 

@@ -22,6 +22,7 @@ from typing import Literal
 
 from tabulate import tabulate
 
+from runner.contract import WATCH
 from runner.errors import UsageError
 from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
@@ -95,7 +96,7 @@ def keepalive_text(cells: list[CellResult]) -> str:
     """
     def rank(c: CellResult) -> tuple[int, int]:
         control = c.profile is not None and c.profile.mode == "none"
-        return (0 if c.scenario == "watch" else 1, 0 if control else 1)
+        return (0 if c.scenario == WATCH else 1, 0 if control else 1)
 
     candidates = sorted((c for c in cells if c.pcap is not None and c.keepalive), key=rank)
     if not candidates:

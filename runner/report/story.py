@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from runner.contract import WATCH
 from runner.evidence.pcap import ConnFacts
 from runner.model import CellResult, Verdict, fmt_secs
 from runner.report.render import rel_time
@@ -175,7 +176,7 @@ def _rounds(cell: CellResult, ev: Evidence) -> list[Sentence]:
     conns = list(ev.pcap.connections) if ev.pcap is not None else []
     out: list[Sentence] = []
     for r in cell.rounds:
-        if cell.scenario == "watch":
+        if cell.scenario == WATCH:
             did = [_w(f"Harness: round {r.index} set the trigger to "), _code(r.expected),
                    _w(f" at {rel_time(r.update_at, o)}")]
         else:
@@ -183,7 +184,7 @@ def _rounds(cell: CellResult, ev: Evidence) -> list[Sentence]:
         if r.ok and r.seen_at is not None:
             res = _ok(f"seen after {r.seen_at - r.update_at:.2f} s")
         else:
-            what = "no matching event-seen" if cell.scenario == "watch" else "no answer"
+            what = "no matching event-seen" if cell.scenario == WATCH else "no answer"
             res = _bad(f"{what} by the deadline {rel_time(r.deadline, o)}")
         wire: Sentence = []
         if ev.pcap is not None:

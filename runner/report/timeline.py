@@ -39,6 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from runner.contract import API_PORT
 from runner.evidence import harness_log
 from runner.evidence.harness_log import HarnessLine
 from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, read_pcap
@@ -47,7 +48,7 @@ from runner.model import CellResult, fmt_secs
 from runner.verdict import parse_watcher_log
 
 #: The API server's port on the VIP: the pod's capture is read for connections to it only.
-SERVER_PORTS = {6443}
+SERVER_PORTS = {API_PORT}
 
 #: Gaps between packets shorter than this count as "active" on the LB lane; at the scale of a
 #: cell (minutes) a shorter gap is not visible anyway.
