@@ -26,6 +26,8 @@ fixtures gain the key. Reading requires every key, defaults or not, so a file wr
 existed is refused as `results.cells[0].<field>: missing`; bump SCHEMA_VERSION if it should be refused
 as another version instead. The model has no `Any`-typed field but `pcap`'s values; keep it so (see
 `_ABSENT`).
+
+Why one long module: it is the whole results.json contract; its JSON Schema is generated from it.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ the capture never shows, the library reported errors nothing explains) is ERROR,
 Pod-side naming: in the pod's capture the watcher is the `client` and whatever answers on the API
 server address (kube-apiserver, the front, or the LB speaking for them) is the `server`. An RST
 "from server" is therefore one the pod *received*.
+
+Why one long module: the rules are one ladder, read top to bottom in one place and tested as one
+table (tests/test_verdicts.py); what reads the evidence they need lives in runner/evidence/.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runner.contract import IDLE_REQUEST, SCENARIOS, TRIGGER, WATCH
-from runner.evidence.limits import contract_line
+from runner.evidence.lb_events import LbFlow
+from runner.evidence.watcher_log import summarize_watcher
 from runner.model import CaptureFacts, Cut, LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
 from runner.text import plural
 
@@ -72,10 +76,6 @@ _AUTH_REFUSED = re.compile(r"\b(401|403)\b|unauthori[sz]ed|forbidden", re.IGNORE
 
 #: The trigger ConfigMap's name (clients/README.md): events for other objects never count.
 
-#: stderr lines that look like a library logging an error: klog's `E1125 ...` prefix, Python and
-#: Java tracebacks/exceptions, Go panics, and any line that says "error". A heuristic on purpose:
-#: it only decides LOUD versus SILENT for a round that was already missed.
-_STDERR_ERROR = re.compile(r"^E\d{4} |\b(error|exception|traceback|panic|fatal)\b", re.IGNORECASE)
 
 
 class ConnLike(Protocol):
@@ -121,23 +121,6 @@ class Update:
     at: float
     #: The unique `data.value` written.
     value: str
-
-
-@dataclass(frozen=True)
-class LbFlow:
-    """What the LB's event log says it did to one of the pod's flows (lb_flows), to hold against the
-    capture's record of the same connection."""
-
-    #: The pod's end, "ip:port": the `client` of the capture's connection.
-    client: str
-    #: When the LB forgot the flow, and the last packet it had seen before.
-    expired_at: float | None = None
-    last_activity: float | None = None
-    #: RSTs the LB sent (or had the kernel send) to the pod on this flow.
-    rst_to_client: int = 0
-    #: The first packet the LB says it dropped after expiry, and how many it logged.
-    first_drop_at: float | None = None
-    drops: int = 0
 
 
 @dataclass
@@ -192,108 +175,6 @@ class Judgement:
 
 
 # --- watcher log ----------------------------------------------------------------------------------
-
-
-def parse_watcher_log(text: str) -> list[dict[str, Any]]:
-    """The contract's JSON lines from a watcher's stdout; anything else on stdout is ignored.
-
-    A line counts only if it is a JSON object with a numeric `ts` and a string `event`.
-    """
-    return [obj for raw in text.splitlines() if (obj := contract_line(raw)) is not None]
-
-
-def count_stderr_errors(stderr: str) -> int:
-    return sum(1 for line in stderr.splitlines() if _STDERR_ERROR.search(line))
-
-
-def summarize_watcher(lines: Sequence[Mapping[str, Any]], exit_code: int | None, stderr: str = "") -> WatcherFacts:
-    def of(kind: str) -> list[Mapping[str, Any]]:
-        return [ln for ln in lines if ln.get("event") == kind]
-
-    started = of("started")
-    errors = of("error")
-    first_error = None
-    if errors:
-        msg = errors[0].get("message")
-        first_error = msg if isinstance(msg, str) else json.dumps(msg)
-    version = started[0].get("version") if started else None
-    return WatcherFacts(
-        started=bool(started),
-        lines=len(lines),
-        errors=len(errors),
-        reconnects=len(of("reconnect")),
-        watch_opened=len(of("watch-opened")),
-        stderr_errors=count_stderr_errors(stderr),
-        exit_code=exit_code,
-        first_error=first_error,
-        reported_version=version if isinstance(version, str) else None,
-    )
-
-
-# --- LB event log ---------------------------------------------------------------------------------
-
-
-def summarize_lb_events(
-    events: Sequence[Mapping[str, Any]], *, pod_ip: str | None = None, until: float | None = None
-) -> LbSummary:
-    """Count what the LB agent's event log (runner/embedded/lbagent.py) says it did to one pod's flows.
-
-    `pod_ip` keeps only that pod's flows (flow names are `ip:port>vport`); `until` (the last round's
-    deadline) drops what happened during teardown, which no round was exposed to. In
-    rst-on-next-packet mode the kernel sends the RST, which the log records as an `after-expiry`
-    packet with action `reset` from the side that gets it. The agent logs at most 20 after-expiry
-    packets per flow and side, so those counts are capped there.
-    """
-    out = {"expired": 0, "rst_to_client": 0, "rst_to_server": 0, "dropped_after_expiry": 0}
-    for ev in events:
-        flow = ev.get("flow")
-        if not isinstance(flow, str) or (pod_ip is not None and not flow.startswith(f"{pod_ip}:")):
-            continue
-        ts = ev.get("ts")
-        if until is not None and isinstance(ts, int | float) and ts > until:
-            continue
-        kind = ev.get("event")
-        if kind == "expired":
-            out["expired"] += 1
-        elif kind == "rst-sent" and ev.get("to") in ("client", "server"):
-            out[f"rst_to_{ev['to']}"] += 1
-        elif kind == "after-expiry":
-            if ev.get("action") == "reset" and ev.get("side") in ("client", "server"):
-                out[f"rst_to_{ev['side']}"] += 1
-            elif ev.get("action") == "dropped":
-                out["dropped_after_expiry"] += 1
-    return LbSummary(**out)
-
-
-def lb_flows(
-    events: Sequence[Mapping[str, Any]], *, pod_ip: str | None = None, until: float | None = None
-) -> list[LbFlow]:
-    """The LB's record per flow (the same events and window as summarize_lb_events), for flows the LB
-    acted on: expired, reset toward the pod, or dropped packets of."""
-    flows: dict[str, dict[str, Any]] = {}
-    for ev in events:
-        flow = ev.get("flow")
-        if not isinstance(flow, str) or (pod_ip is not None and not flow.startswith(f"{pod_ip}:")):
-            continue
-        ts = ev.get("ts")
-        if not isinstance(ts, int | float) or isinstance(ts, bool) or (until is not None and ts > until):
-            continue
-        kind = ev.get("event")
-        f = flows.setdefault(flow.split(">")[0], {})
-        if kind == "expired":
-            f.setdefault("expired_at", float(ts))
-            last = ev.get("last_activity")
-            if isinstance(last, int | float) and not isinstance(last, bool):
-                f.setdefault("last_activity", float(last))
-        elif kind == "rst-sent" and ev.get("to") == "client":
-            f["rst_to_client"] = f.get("rst_to_client", 0) + 1
-        elif kind == "after-expiry":
-            if ev.get("action") == "reset" and ev.get("side") == "client":
-                f["rst_to_client"] = f.get("rst_to_client", 0) + 1
-            elif ev.get("action") == "dropped":
-                f.setdefault("first_drop_at", float(ts))
-                f["drops"] = f.get("drops", 0) + 1
-    return [LbFlow(client=k, **v) for k, v in flows.items() if v]
 
 
 # --- capture helpers ------------------------------------------------------------------------------
@@ -723,142 +604,174 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def judge_cell(inp: CellInputs) -> Judgement:
-    """Apply the rules in the module docstring; returns the verdict, its reason and the rounds."""
+    """Apply the rules in the module docstring; returns the verdict, its reason and the rounds.
+
+    In order: evidence that is missing or was never there (ERROR, SKIPPED); the rounds, and whether
+    the watcher ran them as planned; doubts about the evidence itself (ERROR); then the grade, from
+    every round seen (PASS or RECOVERED) or some missed (FAIL-LOUD or FAIL-SILENT)."""
+    lines = inp.watcher_lines
+    facts = None if lines is None else summarize_watcher(lines, inp.watcher_exit, inp.watcher_stderr)
+    refused = _refusal(inp, facts)
+    if refused is not None:
+        return refused
+    assert lines is not None and facts is not None and inp.pcap is not None
+    conns = list(inp.pcap.connections)
+    rounds = judge_rounds(inp.scenario, lines, inp.detection_timeout, updates=inp.updates,
+                          expected_rounds=inp.expected_rounds, connections=conns)
+    why = _rounds_problem(inp, rounds)
+    window_end = max((r.deadline for r in rounds), default=0.0)
+    why = why or "; ".join(_doubts(inp, lines, conns, window_end))
+    if why:
+        return Judgement(Verdict.ERROR, why, rounds=rounds, watcher=facts)
+    facts_ = _Facts.read(inp, lines, facts, conns, rounds, window_end)
+    return _judge_all_seen(inp, facts_) if not facts_.missed else _judge_missed(inp, facts_)
+
+
+def _refusal(inp: CellInputs, facts: WatcherFacts | None) -> Judgement | None:
+    """ERROR or SKIPPED before any round is looked at: a harness fault, or evidence that is missing."""
     if inp.harness_errors:
         return Judgement(Verdict.ERROR, "; ".join([*inp.harness_errors, *_lost_evidence(inp)]))
     if inp.skipped is not None:
         return Judgement(Verdict.SKIPPED, inp.skipped)
-
-    lines = inp.watcher_lines
-    facts = None if lines is None else summarize_watcher(lines, inp.watcher_exit, inp.watcher_stderr)
     problems = _missing_evidence(inp, facts)
-    if problems or lines is None or facts is None or inp.pcap is None:
+    if problems or inp.watcher_lines is None or facts is None or inp.pcap is None:
         return Judgement(Verdict.ERROR, "; ".join(problems), watcher=facts)
+    return None
 
-    conns = list(inp.pcap.connections)
-    rounds = judge_rounds(
-        inp.scenario,
-        lines,
-        inp.detection_timeout,
-        updates=inp.updates,
-        expected_rounds=inp.expected_rounds,
-        connections=conns,
-    )
+
+def _rounds_problem(inp: CellInputs, rounds: Sequence[RoundResult]) -> str:
+    """Why the rounds cannot be judged as the plan ran them ("" when they can)."""
     if len(rounds) != inp.expected_rounds:
-        return Judgement(
-            Verdict.ERROR,
-            f"the watcher ran {len(rounds)} rounds, {inp.expected_rounds} planned",
-            rounds=rounds,
-            watcher=facts,
-        )
+        return f"the watcher ran {len(rounds)} rounds, {inp.expected_rounds} planned"
     # A round the watcher never sent is the library's doing only if an earlier round hung or failed
     # (the watcher was stuck in it); after rounds that all went well it is a broken watcher.
     for i, r in enumerate(rounds):
         if r.note == NEVER_SENT and all(prev.ok for prev in rounds[:i]):
-            return Judgement(
-                Verdict.ERROR,
-                f"the watcher stopped before round {r.index} with no failed round",
-                rounds=rounds,
-                watcher=facts,
-            )
+            return f"the watcher stopped before round {r.index} with no failed round"
     for r in rounds:
         if r.note.startswith(BEFORE_IDLE):
-            return Judgement(
-                Verdict.ERROR,
-                f"round {r.index}: {r.note}: a fresh connection failed, so nothing about idle flows can be concluded",
-                rounds=rounds,
-                watcher=facts,
-            )
-    window_end = max(r.deadline for r in rounds)
-    # Every branch below rests on these: parameters the watcher was given, its credentials, and the
-    # LB's record must all agree with what the capture and the lines show.
+            return f"round {r.index}: {r.note}: a fresh connection failed, so nothing about idle flows can be concluded"
+    return ""
+
+
+def _doubts(inp: CellInputs, lines: Sequence[Mapping[str, Any]], conns: Sequence[ConnLike],
+            window_end: float) -> list[str]:
+    """Every grade rests on these: the parameters the watcher was given, its credentials, and the
+    LB's record must all agree with what the capture and the lines show."""
     doubts = []
     if inp.scenario == IDLE_REQUEST and inp.idle is not None:
         doubts += idle_problems(lines, inp.idle, conns)
     refused = auth_refusal(lines, window_end)
     if refused:
         doubts.append(refused)
-    doubts += lb_disagreements(inp, conns)
-    if doubts:
-        return Judgement(Verdict.ERROR, "; ".join(doubts), rounds=rounds, watcher=facts)
-    pk = _packets(conns, window_end)
-    missed = [r for r in rounds if not r.ok]
-    idle_text = _idle_text(missed or rounds, inp.idle_timeout, pk.longest_gap)
-    idled_out = inp.idle_timeout is not None and (
-        pk.longest_gap >= inp.idle_timeout
-        or any(r.idle_before is not None and r.idle_before >= inp.idle_timeout for r in rounds)
-    )
-    in_window = [ln for ln in lines if _ts(ln) <= window_end]
-    errors_in_window = sum(1 for ln in in_window if ln.get("event") == "error")
-    reconnects = sum(1 for ln in in_window if ln.get("event") == "reconnect")
-    if inp.scenario == WATCH:
-        # Some watchers cannot hook a library's internal re-watch except as a new `watch-opened`;
-        # others print both lines for one re-watch, so take the larger count, not the sum.
-        reopened = sum(1 for ln in in_window if ln.get("event") == "watch-opened") - 1
-        reconnects = max(reconnects, reopened)
+    return doubts + lb_disagreements(inp, conns)
 
-    def judged(v: Verdict, *parts: str | None) -> Judgement:
-        return Judgement(v, ", ".join(p for p in parts if p), rounds=rounds, watcher=facts)
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the grade is read from, once the evidence is known to be whole and consistent."""
+
+    lines: Sequence[Mapping[str, Any]]
+    watcher: WatcherFacts
+    conns: Sequence[ConnLike]
+    rounds: Sequence[RoundResult]
+    missed: Sequence[RoundResult]
+    window_end: float
+    packets: _Packets
+    idle_text: str | None
+    idled_out: bool
+    errors_in_window: int
+    reconnects: int
+
+    @classmethod
+    def read(cls, inp: CellInputs, lines: Sequence[Mapping[str, Any]], watcher: WatcherFacts,
+             conns: Sequence[ConnLike], rounds: Sequence[RoundResult], window_end: float) -> _Facts:
+        pk = _packets(conns, window_end)
+        missed = [r for r in rounds if not r.ok]
+        idled_out = inp.idle_timeout is not None and (
+            pk.longest_gap >= inp.idle_timeout
+            or any(r.idle_before is not None and r.idle_before >= inp.idle_timeout for r in rounds)
+        )
+        in_window = [ln for ln in lines if _ts(ln) <= window_end]
+        reconnects = sum(1 for ln in in_window if ln.get("event") == "reconnect")
+        if inp.scenario == WATCH:
+            # Some watchers cannot hook a library's internal re-watch except as a new `watch-opened`;
+            # others print both lines for one re-watch, so take the larger count, not the sum.
+            reopened = sum(1 for ln in in_window if ln.get("event") == "watch-opened") - 1
+            reconnects = max(reconnects, reopened)
+        return cls(lines=lines, watcher=watcher, conns=conns, rounds=rounds, missed=missed, window_end=window_end,
+                   packets=pk, idle_text=_idle_text(missed or rounds, inp.idle_timeout, pk.longest_gap),
+                   idled_out=idled_out,
+                   errors_in_window=sum(1 for ln in in_window if ln.get("event") == "error"),
+                   reconnects=reconnects)
+
+    def judged(self, v: Verdict, *parts: str | None) -> Judgement:
+        return Judgement(v, ", ".join(p for p in parts if p), rounds=list(self.rounds), watcher=self.watcher)
+
+
+def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
+    """Every round seen: RECOVERED when something was reset or re-watched after an error or an idle
+    gap, PASS only if every other piece of evidence agrees."""
+    pk, rounds, conns, reconnects = f.packets, f.rounds, f.conns, f.reconnects
+    seen = f"{len(rounds)}/{len(rounds)} rounds seen"
+    # Only an RST the pod *received* means the LB (or server) reset it; an RST the pod sent is
+    # the client closing abruptly (e.g. the process exiting with unread data).
+    if pk.rst_received > 0:
+        what = [
+            f"{plural(pk.rst_received, 'RST')} received" if pk.rst_received else None,
+            f"pod sent {plural(pk.rst_sent, 'RST')}" if pk.rst_sent else None,
+            "connection reset" if pk.closed_by_rst and not (pk.rst_received or pk.rst_sent) else None,
+        ]
+        first_reset = min(
+            [t for c in conns for t, _ in c.rsts if t <= f.window_end]
+            + [
+                c.closed_at
+                for c in conns
+                if c.closed_at is not None and c.close_kind in _RST_CLOSES and c.closed_at <= f.window_end
+            ],
+            default=f.window_end,
+        )
+        newer = sum(1 for c in conns if (_opened(c) or 0.0) > first_reset)
+        if reconnects:
+            again = f"reconnected {reconnects}×"
+        elif newer:
+            again = f"{plural(newer, 'new connection')} after the reset"
+        else:
+            again = "no reconnect"
+        return f.judged(Verdict.RECOVERED, seen, *what, again, f.idle_text)
+    if reconnects and (f.errors_in_window or f.idled_out):
+        cause = f"library reported {plural(f.errors_in_window, 'error')}" if f.errors_in_window else None
+        return f.judged(Verdict.RECOVERED, seen, f"reconnected {reconnects}×", cause, "no RST seen", f.idle_text)
+    lb = inp.lb
+    if f.idled_out:
+        if lb is not None and lb.expired:
+            # The LB forgot an idle connection (in silent modes nothing is reset), yet every
+            # round was seen: that connection carried no round (a pooled or list connection).
+            return f.judged(Verdict.PASS, seen, f.idle_text,
+                            f"LB forgot {plural(lb.expired, 'idle connection')} no round depended on")
+        return f.judged(Verdict.ERROR, seen, f.idle_text, "yet nothing was reset: the LB did not act (check its log)")
+    if lb is not None and (lb.expired or lb.rst_to_client or lb.rst_to_server):
+        return f.judged(
+            Verdict.ERROR,
+            seen,
+            f"LB log shows {lb.expired} expired, {lb.rst_to_client}+{lb.rst_to_server} RSTs "
+            "but the capture shows no idle gap or reset",
+        )
+    if f.errors_in_window:
+        return f.judged(
+            Verdict.ERROR, seen, f"library reported {plural(f.errors_in_window, 'error')} nothing explains"
+        )
+    rewatch = f"re-watched {reconnects}× without reset or error" if reconnects else None
+    return f.judged(Verdict.PASS, seen, f.idle_text, rewatch)
+
+
+def _judge_missed(inp: CellInputs, f: _Facts) -> Judgement:
+    """A round was missed: LOUD if the library said anything at all, at any time. In idle-request a
+    request that returned with ok false is the library raising to the application, too."""
     noun = "event" if inp.scenario == WATCH else "response"
-    if not missed:
-        seen = f"{len(rounds)}/{len(rounds)} rounds seen"
-        # Only an RST the pod *received* means the LB (or server) reset it; an RST the pod sent is
-        # the client closing abruptly (e.g. the process exiting with unread data).
-        reset = pk.rst_received > 0
-        if reset:
-            what = [
-                f"{plural(pk.rst_received, 'RST')} received" if pk.rst_received else None,
-                f"pod sent {plural(pk.rst_sent, 'RST')}" if pk.rst_sent else None,
-                "connection reset" if pk.closed_by_rst and not (pk.rst_received or pk.rst_sent) else None,
-            ]
-            first_reset = min(
-                [t for c in conns for t, _ in c.rsts if t <= window_end]
-                + [
-                    c.closed_at
-                    for c in conns
-                    if c.closed_at is not None and c.close_kind in _RST_CLOSES and c.closed_at <= window_end
-                ],
-                default=window_end,
-            )
-            newer = sum(1 for c in conns if (_opened(c) or 0.0) > first_reset)
-            if reconnects:
-                again = f"reconnected {reconnects}×"
-            elif newer:
-                again = f"{plural(newer, 'new connection')} after the reset"
-            else:
-                again = "no reconnect"
-            return judged(Verdict.RECOVERED, seen, *what, again, idle_text)
-        if reconnects and (errors_in_window or idled_out):
-            cause = f"library reported {plural(errors_in_window, 'error')}" if errors_in_window else None
-            return judged(Verdict.RECOVERED, seen, f"reconnected {reconnects}×", cause, "no RST seen", idle_text)
-        # Every round seen with nothing reset: PASS only if every other piece of evidence agrees.
-        lb = inp.lb
-        if idled_out:
-            if lb is not None and lb.expired:
-                # The LB forgot an idle connection (in silent modes nothing is reset), yet every
-                # round was seen: that connection carried no round (a pooled or list connection).
-                return judged(Verdict.PASS, seen, idle_text,
-                              f"LB forgot {plural(lb.expired, 'idle connection')} no round depended on")
-            return judged(Verdict.ERROR, seen, idle_text, "yet nothing was reset: the LB did not act (check its log)")
-        if lb is not None and (lb.expired or lb.rst_to_client or lb.rst_to_server):
-            return judged(
-                Verdict.ERROR,
-                seen,
-                f"LB log shows {lb.expired} expired, {lb.rst_to_client}+{lb.rst_to_server} RSTs "
-                "but the capture shows no idle gap or reset",
-            )
-        if errors_in_window:
-            return judged(
-                Verdict.ERROR, seen, f"library reported {plural(errors_in_window, 'error')} nothing explains"
-            )
-        rewatch = f"re-watched {reconnects}× without reset or error" if reconnects else None
-        return judged(Verdict.PASS, seen, idle_text, rewatch)
-
-    # A round was missed: LOUD if the library said anything at all, at any time. In idle-request a
-    # request that returned with ok false is the library raising to the application, too.
-    missed_text = f"no {noun} in time for {len(missed)}/{len(rounds)} rounds"
-    failed = [ln for ln in lines if ln.get("event") == "request-done" and ln.get("ok") is not True]
+    missed_text = f"no {noun} in time for {len(f.missed)}/{len(f.rounds)} rounds"
+    facts = f.watcher
+    failed = [ln for ln in f.lines if ln.get("event") == "request-done" and ln.get("ok") is not True]
     if facts.errors or facts.stderr_errors or failed:
         if facts.first_error is not None:
             said = f"error: {_short(facts.first_error)!r}"
@@ -869,13 +782,13 @@ def judge_cell(inp: CellInputs) -> Judgement:
             said = f"request failed: {_short(str(msg))!r}"
         else:
             said = f"{plural(facts.stderr_errors, 'error line')} on stderr"
-        return judged(Verdict.FAIL_LOUD, missed_text, said, _rst_text(pk, inp.lb), idle_text)
+        return f.judged(Verdict.FAIL_LOUD, missed_text, said, _rst_text(f.packets, inp.lb), f.idle_text)
     cut = [c for c in inp.cuts if c.file == "watcher.stderr" and (c.long_lines or c.capped_at is not None)]
     if cut:
         # SILENT rests on stderr holding no error; a cut stderr cannot show that.
-        return judged(Verdict.ERROR, missed_text, f"{cut[0].describe()}: whether the library logged an error is "
-                      "unknown")
-    return judged(Verdict.FAIL_SILENT, missed_text, _rst_text(pk, inp.lb), idle_text)
+        return f.judged(Verdict.ERROR, missed_text, f"{cut[0].describe()}: whether the library logged an error is "
+                        "unknown")
+    return f.judged(Verdict.FAIL_SILENT, missed_text, _rst_text(f.packets, inp.lb), f.idle_text)
 
 
 def verdict(cell_inputs: CellInputs) -> tuple[Verdict, str]:

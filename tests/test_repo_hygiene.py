@@ -33,3 +33,10 @@ def test_production_code_reads_no_test_hook_from_the_environment() -> None:
     hits = [f"{p.relative_to(REPO)}:{i}" for p in sorted((REPO / "runner").rglob("*.py"))
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if hooks.search(line)]
     assert not hits, hits
+
+
+def test_a_module_over_500_lines_says_why_at_its_top() -> None:
+    long = [p for p in sorted((REPO / "runner").rglob("*.py")) if len(p.read_text(encoding="utf-8").splitlines()) > 500]
+    unexplained = [str(p.relative_to(REPO)) for p in long
+                   if "Why one long module" not in p.read_text(encoding="utf-8").split('"""')[1]]
+    assert not unexplained, unexplained

@@ -14,21 +14,10 @@ from typing import Any
 
 import pytest
 
+from runner.evidence.lb_events import LbFlow, lb_flows, summarize_lb_events
+from runner.evidence.watcher_log import count_stderr_errors, parse_watcher_log, summarize_watcher
 from runner.model import CaptureFacts, Cut, LbSummary, ProfileFacts, Verdict
-from runner.verdict import (
-    CellInputs,
-    LbFlow,
-    Update,
-    count_stderr_errors,
-    idle_before,
-    judge_cell,
-    judge_rounds,
-    lb_flows,
-    parse_watcher_log,
-    summarize_lb_events,
-    summarize_watcher,
-    verdict,
-)
+from runner.verdict import CellInputs, Update, idle_before, judge_cell, judge_rounds, verdict
 
 IDLE = 45.0
 DETECT = 10.0

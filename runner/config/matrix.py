@@ -5,6 +5,9 @@ problem is reported at once, each as one `matrix.yaml:LINE: field: what; fix: ho
 kind decodes its config. Checks that span entries (duplicate names, client folders, a fixed
 interval that would not outlast an LB's idle timeout) run on whatever parts did validate, so one
 typo does not hide the rest.
+
+Why one long module: it is the whole schema of matrix.yaml, every field with its documentation and
+its located checks, so one file answers "what may a matrix say".
 """
 
 from __future__ import annotations

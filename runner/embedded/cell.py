@@ -17,6 +17,7 @@ from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LbProblem, LoadBalancer, Pod
 from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.evidence.lb_events import lb_flows, summarize_lb_events
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
 from runner.harness import CellSetupError, HarnessRun, read_jsonl
@@ -26,7 +27,6 @@ from runner.host.commands import CommandLog, in_netns
 from runner.host.netns import BLOCKS
 from runner.host.procs import Child
 from runner.model import CellResult, ProfileFacts
-from runner.verdict import lb_flows, summarize_lb_events
 
 WATCHER_STOP_GRACE = 15.0
 

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner.evidence.lb_events import LbFlow
 from runner.evidence.limits import LineReader, contract_line, cut_of, log_limit, pcap_limit
 from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
 from runner.harness import HarnessRun, base_result
 from runner.model import CaptureFacts, CellResult, Cut, LbSummary, ProfileFacts
-from runner.verdict import CellInputs, LbFlow, judge_cell
+from runner.verdict import CellInputs, judge_cell
 
 
 def _no_line_problems(_: Sequence[Mapping[str, Any]] | None) -> list[str]:

@@ -19,6 +19,9 @@ with the watcher's JSON lines and the LB's event log.
 The file is read in one streaming pass (scapy's PcapReader), after a cheap pass over the record
 framing. That pass is there because scapy reads a file cut off in the middle of a record as if it
 had ended cleanly, and evidence from a half-written capture must not pass for a complete one.
+
+Why one long module: one parser from packets to connection facts; its parts share the same
+per-connection state.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ never started, was evicted or OOM-killed, or whose capture died, is ERROR with t
 
 This module holds one cluster's lifetime (KubernetesBackend) and the run over the matrix's
 kubernetes clusters; talking to the API is runner/kube/api.py, reading pods runner/kube/pods.py.
+
+Why one long module: it is one cluster's whole lifetime (preflight, deploy, wait, collect,
+teardown), each step a method; talking to the API is runner/kube/api.py, reading pods runner/kube/pods.py.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ The watcher pod:
   including its token. The token only allows reading the cell's ConfigMaps.
 - the namespaces are labelled `pod-security.kubernetes.io/enforce: privileged` because NET_RAW
   and NET_ADMIN are outside the baseline Pod Security level; everything else meets `restricted`.
+
+Why one long module: every object (and every privilege) the backend creates on a cluster is here,
+so a reviewer reads all of it in one place.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ lane, so an update landing inside one is plain to see. The x-axis is seconds fro
 The output is deterministic: matplotlib's SVG ids are salted with a fixed string and the date is
 left out, so rendering the same evidence twice gives the same bytes (reports are re-rendered and
 compared byte for byte elsewhere). Text is drawn as paths, so the SVG needs no font.
+
+Why one long module: one picture, its rows drawn by small functions that share the same axes.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from runner.contract import API_PORT
 from runner.evidence import harness_log
 from runner.evidence.harness_log import HarnessLine
 from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, read_pcap
+from runner.evidence.watcher_log import parse_watcher_log
 from runner.files import write_atomic
 from runner.model import CellResult, fmt_secs
-from runner.verdict import parse_watcher_log
 
 #: The API server's port on the VIP: the pod's capture is read for connections to it only.
 SERVER_PORTS = {API_PORT}

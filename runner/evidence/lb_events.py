@@ -1,0 +1,89 @@
+"""The LB emulator's event log (runner/embedded/lbagent.py) read for one pod: counts and per-flow records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runner.model import LbSummary
+
+
+@dataclass(frozen=True)
+class LbFlow:
+    """What the LB's event log says it did to one of the pod's flows (lb_flows), to hold against the
+    capture's record of the same connection."""
+
+    #: The pod's end, "ip:port": the `client` of the capture's connection.
+    client: str
+    #: When the LB forgot the flow, and the last packet it had seen before.
+    expired_at: float | None = None
+    last_activity: float | None = None
+    #: RSTs the LB sent (or had the kernel send) to the pod on this flow.
+    rst_to_client: int = 0
+    #: The first packet the LB says it dropped after expiry, and how many it logged.
+    first_drop_at: float | None = None
+    drops: int = 0
+
+
+def summarize_lb_events(
+    events: Sequence[Mapping[str, Any]], *, pod_ip: str | None = None, until: float | None = None
+) -> LbSummary:
+    """Count what the LB agent's event log (runner/embedded/lbagent.py) says it did to one pod's flows.
+
+    `pod_ip` keeps only that pod's flows (flow names are `ip:port>vport`); `until` (the last round's
+    deadline) drops what happened during teardown, which no round was exposed to. In
+    rst-on-next-packet mode the kernel sends the RST, which the log records as an `after-expiry`
+    packet with action `reset` from the side that gets it. The agent logs at most 20 after-expiry
+    packets per flow and side, so those counts are capped there.
+    """
+    out = {"expired": 0, "rst_to_client": 0, "rst_to_server": 0, "dropped_after_expiry": 0}
+    for ev in events:
+        flow = ev.get("flow")
+        if not isinstance(flow, str) or (pod_ip is not None and not flow.startswith(f"{pod_ip}:")):
+            continue
+        ts = ev.get("ts")
+        if until is not None and isinstance(ts, int | float) and ts > until:
+            continue
+        kind = ev.get("event")
+        if kind == "expired":
+            out["expired"] += 1
+        elif kind == "rst-sent" and ev.get("to") in ("client", "server"):
+            out[f"rst_to_{ev['to']}"] += 1
+        elif kind == "after-expiry":
+            if ev.get("action") == "reset" and ev.get("side") in ("client", "server"):
+                out[f"rst_to_{ev['side']}"] += 1
+            elif ev.get("action") == "dropped":
+                out["dropped_after_expiry"] += 1
+    return LbSummary(**out)
+
+
+def lb_flows(
+    events: Sequence[Mapping[str, Any]], *, pod_ip: str | None = None, until: float | None = None
+) -> list[LbFlow]:
+    """The LB's record per flow (the same events and window as summarize_lb_events), for flows the LB
+    acted on: expired, reset toward the pod, or dropped packets of."""
+    flows: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        flow = ev.get("flow")
+        if not isinstance(flow, str) or (pod_ip is not None and not flow.startswith(f"{pod_ip}:")):
+            continue
+        ts = ev.get("ts")
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or (until is not None and ts > until):
+            continue
+        kind = ev.get("event")
+        f = flows.setdefault(flow.split(">")[0], {})
+        if kind == "expired":
+            f.setdefault("expired_at", float(ts))
+            last = ev.get("last_activity")
+            if isinstance(last, int | float) and not isinstance(last, bool):
+                f.setdefault("last_activity", float(last))
+        elif kind == "rst-sent" and ev.get("to") == "client":
+            f["rst_to_client"] = f.get("rst_to_client", 0) + 1
+        elif kind == "after-expiry":
+            if ev.get("action") == "reset" and ev.get("side") == "client":
+                f["rst_to_client"] = f.get("rst_to_client", 0) + 1
+            elif ev.get("action") == "dropped":
+                f.setdefault("first_drop_at", float(ts))
+                f["drops"] = f.get("drops", 0) + 1
+    return [LbFlow(client=k, **v) for k, v in flows.items() if v]
