@@ -72,18 +72,6 @@ def error_result(cell: Cell, desc: Descriptor, reason: str) -> CellResult:
     return r
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def _is_event_for(value: str, line: dict[str, Any]) -> bool:
     return line.get("event") == "event-seen" and line.get("name") == TRIGGER and line.get("value") == value
 

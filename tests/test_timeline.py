@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.evidence import lb_events
 from runner.evidence.pcap import read_pcap
 from runner.host.netns import list_project_netns
 from runner.model import CellResult, RunResult, Verdict
@@ -35,7 +36,6 @@ from runner.report.timeline import (
     lb_flows,
     read_evidence,
     read_harness_log,
-    read_jsonl,
     render_timeline,
 )
 
@@ -154,7 +154,7 @@ def test_lanes_are_the_connections_and_flows_of_the_evidence(recorded, tmp_path)
             port = c.client.rpartition(":")[2]
             assert f"TCP :{port}" in texts
             assert f"{c.client} → {c.server}" in texts
-        flows = [f for f in lb_flows(read_jsonl(cell_dir / "lb-events.jsonl"))]
+        flows = [f for f in lb_flows(lb_events.read(cell_dir / "lb-events.jsonl"))]
         assert flows, f"{cell.cell_id}: the LB logged no flow for this pod"
         assert {f"LB :{f.client.rpartition(':')[2]}" for f in flows} <= set(texts)
         for r in cell.rounds:

@@ -16,11 +16,12 @@ from runner.contract import API_PORT, TRIGGER, WATCH
 from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LbProblem, LoadBalancer, Pod
+from runner.evidence import lb_events
 from runner.evidence.collect import BackendEvidence, collect_cell
 from runner.evidence.lb_events import lb_flows, summarize_lb_events
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
-from runner.harness import CellSetupError, HarnessRun, read_jsonl
+from runner.harness import CellSetupError, HarnessRun
 from runner.host import sandbox
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
@@ -103,7 +104,7 @@ class CellRun(HarnessRun):
         """Judge the cell from its evidence; `pcap_facts` may be read beforehand (in parallel)."""
         self.stop_processes()
         cell = self.cell
-        events = [e for e in read_jsonl(self.lb.events_path)
+        events = [e for e in lb_events.read(self.lb.events_path)
                   if self.pod is not None and str(e.get("flow", "")).startswith(self.pod.addr + ":")]
         (self.evidence / "lb-events.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
         until = (self.updates[-1].at + cell.detection_timeout) if self.updates else self.finished

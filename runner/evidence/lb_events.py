@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from runner.model import LbSummary
@@ -87,3 +89,19 @@ def lb_flows(
                 f.setdefault("first_drop_at", float(ts))
                 f["drops"] = f.get("drops", 0) + 1
     return [LbFlow(client=k, **v) for k, v in flows.items() if v]
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """The event log's JSON objects with a numeric `ts`, one a line; other lines (a half-written
+    last one) are skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("ts"), int | float) and not isinstance(obj.get("ts"), bool):
+            out.append(obj)
+    return out

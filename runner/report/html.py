@@ -34,6 +34,7 @@ import jinja2
 from markupsafe import Markup
 
 from runner.contract import WATCH
+from runner.evidence import lb_events
 from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 from runner.report.junit import write_junit
@@ -52,7 +53,7 @@ from runner.report.render import (
     utc_time,
 )
 from runner.report.story import longest_silence, story
-from runner.report.timeline import Evidence, draw_timeline, read_evidence, read_jsonl
+from runner.report.timeline import Evidence, draw_timeline, read_evidence
 from runner.text import plural
 
 #: Lines of the watcher's log shown on a cell's page (the whole file is linked).
@@ -436,7 +437,7 @@ def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Eviden
         reproduce=reproduce_command(run, cell),
         setup=_setup_facts(cell),
         packets=_packet_facts(cell, ev),
-        lb_events=_lb_rows(cell, read_jsonl(page_dir / "lb-events.jsonl")),
+        lb_events=_lb_rows(cell, lb_events.read(page_dir / "lb-events.jsonl")),
         logs=[
             _log_tail("Watcher (stdout, JSON lines)", page_dir / "watcher.jsonl", WATCHER_TAIL, cell.started, "json"),
             _log_tail("Watcher (stderr)", page_dir / "watcher.stderr", STDERR_TAIL, cell.started, "none"),

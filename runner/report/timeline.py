@@ -28,7 +28,6 @@ Why one long module: one picture, its rows drawn by small functions that share t
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +41,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from runner.contract import API_PORT
-from runner.evidence import harness_log
+from runner.evidence import harness_log, lb_events
 from runner.evidence.harness_log import HarnessLine
 from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, read_pcap
 from runner.evidence.watcher_log import parse_watcher_log
@@ -117,21 +116,6 @@ class Evidence:
             yield h.ts
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON objects with a numeric `ts`, one a line; other lines (half-written, foreign) are skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("ts"), int | float) and not isinstance(obj.get("ts"), bool):
-            out.append(obj)
-    return out
-
-
 def read_harness_log(path: Path) -> list[HarnessLine]:
     """harness.log's JSON lines (runner/evidence/harness_log.py)."""
     return harness_log.read(path)
@@ -170,7 +154,7 @@ def lb_flows(events: Sequence[dict[str, Any]]) -> list[LbFlow]:
 def read_evidence(cell_dir: Path) -> Evidence:
     ev = Evidence(
         watcher=parse_watcher_log(_read_text(cell_dir / "watcher.jsonl")),
-        lb_flows=lb_flows(read_jsonl(cell_dir / "lb-events.jsonl")),
+        lb_flows=lb_flows(lb_events.read(cell_dir / "lb-events.jsonl")),
         harness=read_harness_log(cell_dir / "harness.log"),
     )
     pcap = cell_dir / "pod.pcap"
