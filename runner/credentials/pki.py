@@ -74,20 +74,7 @@ def generate(directory: Path, ip_sans: list[str], dns_sans: list[str]) -> Pki:
 
     def leaf(cn: str, org: str | None, usage: x509.ObjectIdentifier,
              sans: list[x509.GeneralName]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = _key()
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn, org))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + _VALID)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return b.sign(ca_key, hashes.SHA256()), key
+        return _sign_leaf(ca, ca_key, cn, org, [usage], sans, now)
 
     sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_sans]
     sans += [x509.DNSName(d) for d in dns_sans]
@@ -120,6 +107,26 @@ def generate(directory: Path, ip_sans: list[str], dns_sans: list[str]) -> Pki:
     return pki
 
 
+def _sign_leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str, org: str | None,
+               usages: list[x509.ObjectIdentifier], sans: list[x509.GeneralName],
+               now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new key and a certificate for it, signed by the CA."""
+    key = _key()
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, org))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + _VALID)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return b.sign(ca_key, hashes.SHA256()), key
+
+
 def issue(pki: Pki, name: str, *, cn: str, org: str | None = None, server_ips: list[str] | None = None,
           client: bool = True) -> tuple[Path, Path]:
     """Sign one more leaf certificate with the run's CA: `<dir>/<name>.crt` and `.key`.
@@ -131,25 +138,13 @@ def issue(pki: Pki, name: str, *, cn: str, org: str | None = None, server_ips: l
     ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = _key()
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
         [ExtendedKeyUsageOID.SERVER_AUTH] if server_ips else [])
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn, org))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + _VALID)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    )
-    if server_ips:
-        b = b.add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address(a)) for a in server_ips]), critical=False)
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(a)) for a in server_ips or []]
+    cert, key = _sign_leaf(ca, ca_key, cn, org, usages, sans, now)
     cert_path, key_path = pki.dir / f"{name}.crt", pki.dir / f"{name}.key"
-    cert_path.write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(_pem_key(key))
     key_path.chmod(0o600)
     return cert_path, key_path

@@ -22,7 +22,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from kubernetes import client, config
 
@@ -35,6 +34,7 @@ from runner.embedded.churn import Churn
 from runner.errors import ClusterError
 from runner.host import sandbox
 from runner.host.commands import CommandLog, in_netns
+from runner.host.lifetime import StartStop
 from runner.host.netns import Block, Topology, new_run_id
 from runner.host.procs import Child, wait_until
 
@@ -48,7 +48,7 @@ def _quiet(_: str) -> None:
     pass
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(StartStop):
     """A context manager; `start()` / `close()` for callers that manage the lifetime themselves."""
 
     kind = "embedded"
@@ -89,26 +89,6 @@ class EmbeddedCluster:
         self._api: client.ApiClient | None = None
 
     # -- lifetime -------------------------------------------------------------------------------
-    def __enter__(self) -> EmbeddedCluster:
-        self.start()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def _phase(self, name: str, t0: float) -> None:
-        took = time.monotonic() - t0
-        self.phases.append((name, took))
-        self.progress(f"{name}: {took:.2f} s")
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-
     def _start(self) -> None:
         t0 = time.monotonic()
         bins = gobuild.ensure_control_plane_binaries(self.log, self.progress)

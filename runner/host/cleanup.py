@@ -28,6 +28,7 @@ from runner.host.netns import (
     kill_netns_pids,
     list_project_netns,
     live_run_blocks,
+    pid_alive,
     root_routes_in_range,
 )
 
@@ -40,15 +41,7 @@ def _runner_alive(run_id: str) -> bool:
         pid = int((RUNS_DIR / run_id).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def find_leftovers() -> dict[str, list[str]]:

@@ -182,7 +182,7 @@ def live_run_blocks() -> list[ipaddress.IPv4Network]:
             pid = int(fields[0])
         except (OSError, ValueError, IndexError):
             continue
-        if len(fields) < 2 or not _pid_alive(pid):
+        if len(fields) < 2 or not pid_alive(pid):
             continue
         for field_ in fields[1:]:  # the run's block, then any extra block (allocate_extra)
             try:
@@ -192,7 +192,7 @@ def live_run_blocks() -> list[ipaddress.IPv4Network]:
     return blocks
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

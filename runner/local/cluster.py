@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 import docker
@@ -30,6 +29,7 @@ from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
 from runner.errors import ClusterError
 from runner.host import signals, sysdeps
 from runner.host.commands import CommandLog
+from runner.host.lifetime import StartStop
 from runner.host.netns import Block, new_run_id
 from runner.host.procs import Child, wait_until
 from runner.local import configs, containerd, controlplane, node
@@ -63,7 +63,7 @@ class Handover:
     docker_socket: str
 
 
-class LocalCluster:
+class LocalCluster(StartStop):
     kind = "local"
 
     def __init__(self, *, run_id: str | None = None, progress: Progress = _quiet, churn_interval: float = 0.0,
@@ -97,27 +97,6 @@ class LocalCluster:
             before_apiserver=self._wire_node, advertise_address=advertise_address)
 
     # -- lifetime -------------------------------------------------------------------------------
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def _phase(self, name: str, t0: float) -> None:
-        took = time.monotonic() - t0
-        self.phases.append((name, took))
-        self.progress(f"{name}: {took:.2f} s")
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            with signals.shield():
-                self.close()
-            raise
-
     def _take_lock(self) -> None:
         self._lock = LOCK_PATH.open("w")
         try:

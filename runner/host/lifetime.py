@@ -1,0 +1,46 @@
+"""A thing that starts in steps and must be undone whatever happens (kind's create/rollback shape).
+
+`start()` runs the subclass's `_start()`; a start that fails halfway (an error, Ctrl-C) runs
+`close()` before the error goes on, so nothing half-made outlives it. Used as a context manager,
+`close()` also runs on the way out. Each step's time is kept in `phases` and told to `progress`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from runner.host import signals
+
+
+class StartStop:
+    phases: list[tuple[str, float]]
+    progress: Callable[[str], None]
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> object:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            with signals.shield():
+                self.close()
+            raise
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _phase(self, name: str, t0: float) -> None:
+        took = time.monotonic() - t0
+        self.phases.append((name, took))
+        self.progress(f"{name}: {took:.2f} s")
