@@ -2,7 +2,8 @@
 
 As kind's providers do, this only *gets* a cluster: `prepare()` brings a LocalCluster up with the
 matrix cluster's LB profile in the pods' path and its churn, then turns its handover into what a
-user's kube context gives (kubeconfig and context, a registry to push to, a Docker engine to build
+user's kube context gives (a kubeconfig and context for a runner user bound to exactly the
+least-privilege role `python -m runner kube-rbac` prints, a registry to push to, a Docker engine to build
 with, `base_images: local`, `service_type: ClusterIP`) and delegates every step to a
 KubernetesBackend, which does not know where the cluster came from. `close()` closes that backend,
 then the cluster (also after a failure or Ctrl-C: run_backend always calls it).
@@ -13,23 +14,47 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from runner.backend import RunContext, teardown_steps
 from runner.config.matrix import KubernetesCluster
 from runner.config.matrix import LocalCluster as LocalSpec
 from runner.config.plan import Cell
+from runner.credentials.kubeconfig import admin_user, write_kubeconfig
+from runner.credentials.pki import issue
 from runner.harness import HarnessRun
 from runner.host.netns import new_run_id
+from runner.kube import manifests as m
+from runner.kube.api import apply_all
 from runner.kube.backend import KubernetesBackend
 from runner.local.cluster import Handover, LocalCluster
 from runner.model import CellResult
 
+#: The runner's own user on a local cluster: it gets what `python -m runner kube-rbac` prints, nothing more.
+RUNNER_USER = "watchdrop-runner"
+
 #: The host's CA bundle: image builds reach the package registries through this machine's TLS-inspecting
 #: proxy, whose certificate only the host trusts (runner/build/images.py, `build_ca_bundle`).
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def runner_identity(local: LocalCluster, note: Callable[[str], None]) -> Path:
+    """What a cluster admin does once for a user (README, "Running on a real cluster"): a client
+    certificate for the runner's own user, the least-privilege role bound to it, a kubeconfig. The
+    kubernetes backend then runs with exactly the rights it asks a user's cluster admin for."""
+    pki = local.control.pki
+    assert pki is not None
+    cert, key = issue(pki, RUNNER_USER, cn=RUNNER_USER)
+    api = local.admin_api()
+    try:
+        apply_all(api, m.runner_rbac(m.Subject("User", RUNNER_USER)), note)
+    finally:
+        api.close()
+    return write_kubeconfig(local.workdir / "runner.kubeconfig", server=local.control.server_url(),
+                            ca_pem=pki.ca_cert.read_bytes(), user=admin_user(cert.read_bytes(), key.read_bytes()),
+                            name=local.handover().context)
 
 
 def kube_context(spec: LocalSpec, h: Handover) -> KubernetesCluster:
@@ -71,8 +96,9 @@ class LocalProvidedBackend:
                                   churn_interval=float(spec.churn.lease_interval), lb=profile,
                                   lb_evidence=self.evidence / "lb")
         self.local.start()
-        h = self.local.handover()
         self.evidence.mkdir(parents=True, exist_ok=True)
+        kubeconfig = runner_identity(self.local, self._note)
+        h = replace(self.local.handover(), kubeconfig=kubeconfig)
         (self.evidence / "local-cluster.json").write_text(json.dumps(
             {**asdict(h), "run_id": self.local.run_id, "profile": profile.name,
              "phases": self.local.phases}, indent=2, default=str) + "\n")
@@ -84,6 +110,10 @@ class LocalProvidedBackend:
         self.inner = KubernetesBackend(kube_context(spec, h), self.indexed, ctx, slot=self.slot,
                                        images_from=self.images_from)
         return self.inner.prepare()
+
+    def _note(self, text: str) -> None:
+        with (self.evidence / "runner-rbac.log").open("a") as f:
+            f.write(text + "\n")
 
     def start(self) -> None:
         assert self.inner is not None
