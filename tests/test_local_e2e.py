@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from runner.host.netns import list_project_netns
 from runner.local import hoststate
 from runner.model import RunResult
 from runner.report.render import load_results
-from tests.conftest import needs_root_tools
+from tests.conftest import needs_root_tools, wait_for_phase
 from tests.test_local_cluster import _host_state, _processes
 
 pytestmark = [needs_root_tools("ip", "go", "nft", "conntrack", "tcpdump", "haproxy"), pytest.mark.slow]
@@ -112,9 +114,12 @@ def test_the_lb_was_in_the_pods_path_and_saw_their_own_addresses(run) -> None:
     assert any(e.get("event") == "expired" for e in events), events[-10:]
 
 
-def test_nothing_is_left(run, before: dict[str, object]) -> None:
-    _, run_dir, proc = run
-    local_id = json.loads((run_dir / "clusters" / CLUSTER / "local-cluster.json").read_text())["run_id"]
+def _assert_nothing_left(run_dir: Path, before: dict[str, object]) -> None:
+    """No process, container, pod sandbox, mount, bridge, veth, nft/iptables table, route or netns of
+    the run's local cluster (pod sandboxes and containers are processes in kubepods cgroups and mounts
+    under the cluster's directory: _host_state compares the cgroups, mounts are checked here)."""
+    info = json.loads((run_dir / "clusters" / CLUSTER / "local-cluster.json").read_text())
+    local_id = info["run_id"]
     assert _processes(local_id) == []
     mentioning = [p for p in hoststate.pids_mentioning(str(run_dir)) if p != os.getpid()]
     assert mentioning == [], f"processes naming the run's directory: {mentioning}"
@@ -126,10 +131,40 @@ def test_nothing_is_left(run, before: dict[str, object]) -> None:
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert local_id not in links, links
     routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
-    info = json.loads((run_dir / "clusters" / CLUSTER / "local-cluster.json").read_text())
     assert info["advertised"].split(":")[0] not in routes and info["pod_cidr"] not in routes, routes
     assert not list(Path("/tmp").glob(f"watchdrop-{local_id}-*"))
     assert _host_state() == before
-    assert not (run_dir / "clusters" / CLUSTER / "problems.txt").exists(), \
-        (run_dir / "clusters" / CLUSTER / "problems.txt").read_text()
+
+
+def test_nothing_is_left(run, before: dict[str, object]) -> None:
+    _, run_dir, proc = run
+    _assert_nothing_left(run_dir, before)
+    problems = run_dir / "clusters" / CLUSTER / "problems.txt"
+    assert not problems.exists(), problems.read_text()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_ctrl_c_during_the_rounds_exits_2_and_leaves_nothing(run, before: dict[str, object],
+                                                             tmp_path: Path) -> None:
+    """After the main run (one local cluster at a time): images cached, so about a minute."""
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(MATRIX)
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", str(matrix), "--clients", str(REPO / "clients"), "--out", str(out),
+         "--no-readme", "--only=client=client-go", "--only=scenario=watch", "--pause-at", "kubernetes rounds"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_phase(proc, out, "kubernetes rounds", timeout=900)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, output[-3000:]
+    run_dir = (out / "latest").resolve()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["interrupted"] is True
+    _assert_nothing_left(run_dir, before)
