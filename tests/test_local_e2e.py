@@ -86,6 +86,13 @@ def test_watch_verdicts_through_the_kubernetes_backend(run) -> None:
     assert v[f"client-python/{CLUSTER}/watch"] == "FAIL-SILENT", proc.stdout[-3000:]
 
 
+def test_the_runner_ran_as_its_own_least_privileged_user(run) -> None:
+    """The provider hands over a kube context like a user's: the kube-rbac role, no more, no less."""
+    _, run_dir, proc = run
+    assert "may do more than its job needs" not in proc.stdout, proc.stdout[-3000:]
+    assert "runner's rights: exactly its job's" in (run_dir / "clusters" / CLUSTER / "runner-rbac.log").read_text()
+
+
 def test_every_cell_has_its_evidence(run) -> None:
     result, run_dir, _ = run
     for cell in result.cells:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+
+from kubernetes import config
 
 from runner.backend import RunContext, teardown_steps
 from runner.config.matrix import KubernetesCluster
@@ -27,7 +30,7 @@ from runner.credentials.pki import issue
 from runner.harness import HarnessRun
 from runner.host.netns import new_run_id
 from runner.kube import manifests as m
-from runner.kube.api import apply_all
+from runner.kube.api import apply_all, excess_permissions
 from runner.kube.backend import KubernetesBackend
 from runner.local.cluster import Handover, LocalCluster
 from runner.model import CellResult
@@ -52,9 +55,25 @@ def runner_identity(local: LocalCluster, note: Callable[[str], None]) -> Path:
         apply_all(api, m.runner_rbac(m.Subject("User", RUNNER_USER)), note)
     finally:
         api.close()
-    return write_kubeconfig(local.workdir / "runner.kubeconfig", server=local.control.server_url(),
+    path = write_kubeconfig(local.workdir / "runner.kubeconfig", server=local.control.server_url(),
                             ca_pem=pki.ca_cert.read_bytes(), user=admin_user(cert.read_bytes(), key.read_bytes()),
                             name=local.handover().context)
+    _wait_policies_in_force(path, note)
+    return path
+
+
+def _wait_policies_in_force(kubeconfig: Path, note: Callable[[str], None], timeout: float = 30.0) -> None:
+    """ValidatingAdmissionPolicies take a few seconds after their creation to be enforced; until then
+    the preflight would rightly warn that the runner may create any namespace."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    deadline = time.monotonic() + timeout
+    try:
+        while (excess := excess_permissions(api)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        api.close()
+    note("runner's rights: " + ("exactly its job's" if not excess else f"in excess after {timeout:.0f} s: "
+                                + ", ".join(excess)))
 
 
 def kube_context(spec: LocalSpec, h: Handover) -> KubernetesCluster:
