@@ -24,7 +24,7 @@ from pathlib import Path
 from runner.backend import Backend, RunContext, run_backend, unfinished
 from runner.build.images import kubernetes_problem
 from runner.config.descriptor import Descriptor, load_descriptor
-from runner.config.matrix import KubernetesCluster, Matrix, load_matrix
+from runner.config.matrix import KubernetesCluster, LocalCluster, Matrix, load_matrix
 from runner.config.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
 from runner.embedded.backend import EmbeddedBackend
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
@@ -33,6 +33,7 @@ from runner.host import cleanup, signals, sysdeps
 from runner.host.commands import CommandLog
 from runner.host.netns import new_run_id
 from runner.kube.backend import kubernetes_backends
+from runner.local.provider import LocalProvidedBackend
 from runner.model import CellResult, ProfileFacts, RunResult, Verdict
 from runner.phases import PhaseLog
 from runner.report.compact import render_compact
@@ -74,7 +75,7 @@ def prepare(matrix_path: Path, only: Sequence[str], clients_dir: Path | None = N
     descriptors = {c.folder: load_descriptor(clients_dir / c.folder) for c in cells}
     skips = skip_reasons(cells, descriptors)
     for c in cells:
-        if c.cluster_kind == "kubernetes":
+        if c.cluster_kind in ("kubernetes", "local"):
             # The image is the build: local toolchains do not matter; the Dockerfile and scenarios do.
             desc = descriptors[c.folder]
             skips[c.id] = kubernetes_problem(c.src, c.build_env) or (
@@ -149,12 +150,22 @@ class Execution:
                 self.results[cell.id] = skipped_result(cell, p.descriptors[cell.folder], reason)
             else:
                 runnable.append(cell)
-        embedded = [c for c in runnable if c.cluster_kind != "kubernetes"]
+        embedded = [c for c in runnable if c.cluster_kind == "embedded"]
         kube = [c for c in runnable if c.cluster_kind == "kubernetes"]
         backends: list[Backend] = [EmbeddedBackend(embedded, ctx)] if embedded else []
         if kube:
             clusters = {c.name: c for c in p.matrix.clusters if isinstance(c, KubernetesCluster)}
             backends += kubernetes_backends(kube, clusters, ctx, images_from=self.images_from)
+        # A local cluster is *got* (brought up, handed over as a kube context, torn down) around a
+        # plain kubernetes backend, one cluster at a time: only one can run on a machine.
+        local_specs = {c.name: c for c in p.matrix.clusters if isinstance(c, LocalCluster)}
+        by_local: dict[str, list[tuple[int, Cell]]] = {}
+        for i, cell in enumerate(runnable):
+            if cell.cluster_kind == "local":
+                by_local.setdefault(cell.cluster, []).append((i, cell))
+        backends += [LocalProvidedBackend(local_specs[name], group, ctx, slot=len(backends) + n,
+                                          images_from=self.images_from)
+                     for n, (name, group) in enumerate(by_local.items())]
         return backends
 
     def report(self, ctx: RunContext) -> None:

@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runner.backend import RunContext
 from runner.config.matrix import LocalCluster, load_matrix
-from runner.config.plan import LOCAL_NOT_WIRED, plan, skip_reason
+from runner.config.plan import plan
 from runner.errors import MatrixError
 from runner.local import configs
+from runner.local.cluster import Handover
 from runner.local.node import NodeNet
+from runner.local.provider import LocalProvidedBackend, kube_context
+from runner.pipeline import Execution, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 PATHS = configs.NodePaths(state=Path("/tmp/watchdrop-abcdef-local-x/node"), cache=Path("/cache/local"))
@@ -98,7 +102,7 @@ scenarios:
 """
 
 
-def test_matrix_accepts_local_clusters_and_skips_their_cells(tmp_path: Path) -> None:
+def test_matrix_accepts_local_clusters_and_hands_their_cells_to_the_kubernetes_backend(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(MATRIX)
     matrix = load_matrix(path, REPO / "clients")
@@ -107,7 +111,27 @@ def test_matrix_accepts_local_clusters_and_skips_their_cells(tmp_path: Path) -> 
     assert cluster.idle_timeout == 5 and cluster.churn.lease_interval == 3
     [cell] = plan(matrix)
     assert cell.cluster_kind == "local" and cell.interval == 8
-    assert skip_reason(cell, matrix.descriptors["client-go"]) == LOCAL_NOT_WIRED
+    # The image is the build, as on any kube context: no local toolchain decides a skip.
+    prepared = prepare(path, [], REPO / "clients")
+    assert prepared.skips[cell.id] is None
+    ctx = RunContext(run_id="abc123", run_dir=tmp_path / "run", descriptors=prepared.descriptors)
+    [backend] = Execution(prepared=prepared, out=tmp_path, jobs=0, run_id="abc123").backends(ctx)
+    assert isinstance(backend, LocalProvidedBackend) and backend.cells_given == [cell]
+    assert backend.close() == []  # never started: nothing to undo
+
+
+def test_a_local_cluster_is_handed_over_as_a_plain_kube_context(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MATRIX)
+    [spec] = load_matrix(path, REPO / "clients").clusters
+    assert isinstance(spec, LocalCluster)
+    h = Handover(kubeconfig=tmp_path / "k", context="watchdrop-local", registry="127.0.0.1:5000", node_name="n",
+                 node_ip="198.18.16.1", pod_cidr="198.18.16.0/24", service_cidr="198.18.15.0/24",
+                 apiserver="198.18.1.1:6443", advertised="198.18.2.8:6443", docker_socket="unix:///x.sock")
+    kc = kube_context(spec, h)
+    assert (kc.kind, kc.kubeconfig, kc.context, kc.registry) == ("kubernetes", str(tmp_path / "k"),
+                                                                 "watchdrop-local", "127.0.0.1:5000")
+    assert (kc.base_images, kc.service_type, kc.idle_timeout, kc.api_server) == ("local", "ClusterIP", 5, None)
 
 
 @pytest.mark.parametrize("entry, expected", [

@@ -22,9 +22,6 @@ from runner.config.profiles import Profile
 from runner.contract import IDLE_REQUEST
 from runner.errors import UsageError
 
-#: The local cluster (runner/local/) exists, but its cells are not yet handed to the kubernetes backend.
-LOCAL_NOT_WIRED = "the local cluster's cells run through the kubernetes backend: not wired yet"
-
 #: `--only` keys and the Cell attribute each one matches.
 FILTER_KEYS = ("client", "cluster", "scenario")
 
@@ -149,8 +146,6 @@ def plan(matrix: Matrix, clients_dir: Path | None = None) -> list[Cell]:
 
 def skip_reason(cell: Cell, descriptor: Descriptor) -> str | None:
     """Why this cell cannot run on this machine (it is then SKIPPED, never FAILED), or None."""
-    if cell.cluster_kind == "local":
-        return LOCAL_NOT_WIRED
     missing = missing_requirements(descriptor)
     if missing:
         return f"no {', '.join(missing)} on this machine (needed by {cell.folder})"

@@ -141,6 +141,20 @@ class LoadBalancer:
     def api_target(self) -> str:
         return self.block.front(self.slot) if self.profile.front == "tcp-proxy" else self.block.apiserver
 
+    #: The LB namespace's interface toward its clients (the pods), where the agent and capture look.
+    pod_iface = "br0"
+
+    @property
+    def pod_net(self) -> str:
+        """The clients' addresses: the agent tells a pod from a backend by them."""
+        return self.block.pod_net(self.slot)
+
+    def _pod_side(self) -> None:
+        """The client side: a bridge in the LB namespace that `add_pod` attaches pod namespaces to."""
+        ns = self.netns
+        self.topo.run_in(ns, ["ip", "link", "add", "br0", "type", "bridge"])
+        self.topo.addr(ns, "br0", f"{self.block.pod_gateway(self.slot)}/25")
+
     def server_url(self) -> str:
         return f"https://{self.vip}:{APISERVER_PORT}"
 
@@ -161,10 +175,9 @@ class LoadBalancer:
         self.topo.addr(ns, "back0", f"{lb_end}/30")
         self.topo.addr(api_ns, f"lb{s}", f"{be_end}/30")
         self.topo.route(ns, b.service_net, be_end)
-        self.topo.route(api_ns, b.pod_net(s), lb_end)
+        self.topo.route(api_ns, self.pod_net, lb_end)
         self.topo.run_in(ns, ["ip", "addr", "add", f"{self.vip}/32", "dev", "lo"])
-        self.topo.run_in(ns, ["ip", "link", "add", "br0", "type", "bridge"])
-        self.topo.addr(ns, "br0", f"{b.pod_gateway(s)}/25")
+        self._pod_side()
         self.topo.sysctl(ns, "net.ipv4.ip_forward", "1")
         # br_netfilter is built in: it would run the IP hooks (DNAT, the drops) at the bridge port,
         # before br0 sees a packet, hiding every dropped packet from the agent and the LB capture.
@@ -179,7 +192,7 @@ class LoadBalancer:
         if self.profile.front == "tcp-proxy":
             self._start_front()
         self.captures = [
-            Capture(ns, "br0", self.evidence_dir / "lb-pod-leg.pcap", self.log).start(),
+            Capture(ns, self.pod_iface, self.evidence_dir / "lb-pod-leg.pcap", self.log).start(),
             Capture(ns, "back0", self.evidence_dir / "lb-server-leg.pcap", self.log).start(),
         ]
         self._start_agent()
@@ -198,8 +211,8 @@ class LoadBalancer:
 
         b = self.block
         argv = [sys.executable, "-m", "runner.embedded.lbagent", "--mode", self.profile.mode,
-                "--idle-timeout", str(self.profile.idle_timeout), "--pod-iface", "br0",
-                "--pod-net", b.pod_net(self.slot), "--backend-iface", "back0", "--vip", self.vip,
+                "--idle-timeout", str(self.profile.idle_timeout), "--pod-iface", self.pod_iface,
+                "--pod-net", self.pod_net, "--backend-iface", "back0", "--vip", self.vip,
                 "--map", f"{APISERVER_PORT}={self.api_target}:{APISERVER_PORT}",
                 *(x for p in TIMER_PORTS for x in ("--map", f"{p}={b.timer}:{p}")),
                 "--events", str(self.events_path)]

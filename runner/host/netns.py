@@ -103,6 +103,10 @@ class Block:
         """(LB end, backend end) of the LB↔backend /30."""
         return self._slot(slot, 1), self._slot(slot, 2)
 
+    def node_link(self, slot: int) -> tuple[str, str]:
+        """(root end, LB end) of the root↔LB /30 that carries a local cluster's pods to the VIP."""
+        return self._slot(slot, 5), self._slot(slot, 6)
+
     def vip(self, slot: int) -> str:
         return self._slot(slot, 8)
 

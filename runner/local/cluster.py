@@ -25,6 +25,7 @@ from kubernetes import client
 
 from runner.build import gobuild
 from runner.build.cache import cache_root
+from runner.config.profiles import Profile
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
 from runner.errors import ClusterError
 from runner.host import signals, sysdeps
@@ -36,6 +37,7 @@ from runner.local import configs, containerd, controlplane, node
 from runner.local import docker as dockermod
 from runner.local.hoststate import Ledger, undo
 from runner.local.images import LocalImages
+from runner.local.lbpath import NodeLoadBalancer
 
 LOCK_PATH = Path("/run/watchdrop-local.lock")
 CONTEXT = "watchdrop-local"
@@ -45,6 +47,10 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _first_vip(block: Block) -> str:
+    return block.vip(0)
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,9 @@ class Handover:
     pod_cidr: str
     service_cidr: str
     apiserver: str             # kube-apiserver's own address (the runner's admin path)
-    advertised: str            # the `kubernetes` Service's endpoint (an LB VIP once the LB is wired)
+    advertised: str            # the `kubernetes` Service's endpoint (the LB's VIP when there is an LB)
     docker_socket: str
+    lb_evidence: Path | None = None  # the LB's event log, captures and agent log (None: no LB)
 
 
 class LocalCluster(StartStop):
@@ -68,8 +75,15 @@ class LocalCluster(StartStop):
 
     def __init__(self, *, run_id: str | None = None, progress: Progress = _quiet, churn_interval: float = 0.0,
                  ready_timeout: float = 60.0, install: bool = True, extra_kubelet_args: list[str] | None = None,
-                 advertise_address: Callable[[Block], str] | None = None):
-        """`advertise_address`: see EmbeddedCluster (the LB VIP in the pods' path, once wired)."""
+                 advertise_address: Callable[[Block], str] | None = None, lb: Profile | None = None,
+                 lb_evidence: Path | None = None):
+        """`lb`: the LB emulator's profile in the pods' path to kube-apiserver (runner/local/lbpath.py):
+        kube-apiserver then advertises the LB's VIP, so the `kubernetes` Service leads through it.
+        `lb_evidence`: where the LB's event log and captures go (default: the cluster's evidence)."""
+        if lb is not None and advertise_address is None:
+            advertise_address = _first_vip
+        self.lb_profile = lb
+        self.lb: NodeLoadBalancer | None = None
         self.run_id = run_id or new_run_id()
         self.progress = progress
         self.install = install
@@ -91,6 +105,7 @@ class LocalCluster(StartStop):
         self._closed = False
         self.pause_image = ""
         self.kubeconfig: Path | None = None
+        self.lb_evidence = lb_evidence or self.evidence_dir / "lb"
         self.control = EmbeddedCluster(
             run_id=self.run_id, workdir=self.workdir / "control", evidence_dir=self.evidence_dir,
             churn_interval=churn_interval, progress=progress, authorization_mode="Node,RBAC",
@@ -164,6 +179,12 @@ class LocalCluster(StartStop):
         wait_until(node.kube_proxy_healthy, proxy, 30, "healthy", fix="see kube-proxy.log in the evidence")
         self._wait_default_service_account()
         self._phase("kube-proxy and default ServiceAccount", t0)
+        if self.lb_profile is not None:
+            t0 = time.monotonic()
+            self.lb = NodeLoadBalancer(self.control, 0, self.lb_profile, self.lb_evidence,
+                                       pod_cidr=self.net.pod_cidr, node_ip=self.net.node_ip)
+            self.lb.start()
+            self._phase(f"LB {self.lb_profile.name} in the pods' path", t0)
         self._write_kubeconfig()
 
     def _wire_node(self, control: EmbeddedCluster) -> list[str]:
@@ -204,6 +225,13 @@ class LocalCluster(StartStop):
             for child in reversed(self.children):
                 child.stop(grace=signals.grace(5))
             self.children.clear()
+            if self.lb is not None:
+                # Agent, front and captures; its namespace and veth go with the control plane's topology.
+                try:
+                    self.lb.close()
+                except Exception as exc:
+                    problems.append(f"LB teardown: {exc.__class__.__name__}: {exc}")
+                self.lb = None
             if self.ledger is not None:
                 problems += undo(self.ledger, self.log)
             problems += self.control.close()
@@ -266,7 +294,8 @@ class LocalCluster(StartStop):
                         service_cidr=self.control.block.service_cluster_ip_range,
                         apiserver=f"{self.control.block.apiserver}:{APISERVER_PORT}",
                         advertised=self._advertised(),
-                        docker_socket=f"unix://{self.paths.docker_sock}")
+                        docker_socket=f"unix://{self.paths.docker_sock}",
+                        lb_evidence=self.lb_evidence if self.lb_profile is not None else None)
 
     def _advertised(self) -> str:
         ep = client.CoreV1Api(self.admin_api()).read_namespaced_endpoints("kubernetes", "default")
