@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from runner.cluster_cli import smoke_round
 from runner.credentials.rbac import service_account_can
-from runner.embedded.cluster import EmbeddedCluster
+from runner.embedded.cluster import ApiServerOptions, EmbeddedCluster
 from runner.errors import ClusterError
 from runner.host.netns import RANGE, list_project_netns
 from tests.conftest import needs_root_tools
@@ -101,7 +101,7 @@ def test_teardown_leaves_nothing() -> None:
 
 def test_failed_start_rolls_back() -> None:
     """kube-apiserver refuses a bad flag after etcd is up: everything made so far goes away."""
-    c = EmbeddedCluster(extra_apiserver_args=["--no-such-flag"])
+    c = EmbeddedCluster(apiserver=ApiServerOptions(extra_args=["--no-such-flag"]))
     with pytest.raises(ClusterError, match="kube-apiserver exited"):
         c.start()
     assert c.etcd is not None and not _pid_alive(c.etcd.pid)

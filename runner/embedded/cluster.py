@@ -20,7 +20,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client, config
@@ -48,6 +49,23 @@ def _quiet(_: str) -> None:
     pass
 
 
+@dataclass(frozen=True)
+class ApiServerOptions:
+    """kube-apiserver beyond the embedded defaults."""
+
+    #: Appended to the command line as they are.
+    extra_args: Sequence[str] = ()
+    ready_timeout: float = 90.0
+    authorization_mode: str = "RBAC"
+    #: Runs once the namespace, block and certificates exist and returns more kube-apiserver
+    #: arguments: the local cluster (runner/local/) wires its node there.
+    before_start: Callable[[EmbeddedCluster], list[str]] | None = None
+    #: Picks `--advertise-address` (the `kubernetes` Service's endpoint) from the run's block; by
+    #: default its own service address. An LB VIP there puts the LB in the pods' in-cluster path
+    #: (every VIP is in the serving certificate already).
+    advertise: Callable[[Block], str] | None = None
+
+
 class EmbeddedCluster(StartStop):
     """A context manager; `start()` / `close()` for callers that manage the lifetime themselves."""
 
@@ -55,15 +73,8 @@ class EmbeddedCluster(StartStop):
 
     def __init__(self, *, run_id: str | None = None, workdir: Path | None = None,
                  evidence_dir: Path | None = None, churn_interval: float = 10.0,
-                 progress: Progress = _quiet, extra_apiserver_args: list[str] | None = None,
-                 ready_timeout: float = 90.0, authorization_mode: str = "RBAC",
-                 before_apiserver: Callable[[EmbeddedCluster], list[str]] | None = None,
-                 advertise_address: Callable[[Block], str] | None = None):
-        """`before_apiserver` runs once the namespace, block and certificates exist and returns more
-        kube-apiserver arguments: the local cluster (runner/local/) wires its node there.
-        `advertise_address` picks kube-apiserver's `--advertise-address` (the `kubernetes` Service's
-        endpoint) from the run's block; by default its own service address. An LB VIP there puts
-        the LB in the pods' in-cluster path (every VIP is in the serving certificate already)."""
+                 progress: Progress = _quiet, apiserver: ApiServerOptions | None = None):
+        """`apiserver` shapes kube-apiserver beyond the embedded defaults (the local cluster's node)."""
         self.run_id = run_id or new_run_id()
         self._own_workdir = workdir is None
         self.topology = Topology(self.run_id, CommandLog())
@@ -74,11 +85,7 @@ class EmbeddedCluster(StartStop):
         self.topology.log = self.log
         self.churn_interval = churn_interval
         self.progress = progress
-        self.extra_apiserver_args = extra_apiserver_args or []
-        self.ready_timeout = ready_timeout
-        self.authorization_mode = authorization_mode
-        self.before_apiserver = before_apiserver
-        self.advertise_address = advertise_address
+        self.options = apiserver or ApiServerOptions()
         self.phases: list[tuple[str, float]] = []
         self.etcd: Child | None = None
         self.apiserver: Child | None = None
@@ -114,7 +121,7 @@ class EmbeddedCluster(StartStop):
                       "kubernetes.default.svc.cluster.local"],
         )
         self._phase("certificates", t0)
-        more_args = self.before_apiserver(self) if self.before_apiserver else []
+        more_args = self.options.before_start(self) if self.options.before_start else []
 
         t0 = time.monotonic()
         self.etcd = Child("etcd", in_netns(self.api_ns, [
@@ -135,18 +142,18 @@ class EmbeddedCluster(StartStop):
             bins["kube-apiserver"],
             f"--etcd-servers={ETCD_CLIENT}",
             f"--bind-address={block.apiserver}",
-            f"--advertise-address={self.advertise_address(block) if self.advertise_address else block.apiserver}",
+            f"--advertise-address={self.options.advertise(block) if self.options.advertise else block.apiserver}",
             f"--secure-port={APISERVER_PORT}",
             f"--cert-dir={p.dir}", f"--tls-cert-file={p.serving_cert}",
             f"--tls-private-key-file={p.serving_key}", f"--client-ca-file={p.ca_cert}",
-            f"--authorization-mode={self.authorization_mode}",
+            f"--authorization-mode={self.options.authorization_mode}",
             f"--service-cluster-ip-range={block.service_cluster_ip_range}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             "--profiling=false", "--v=1",
             *more_args,
-            *self.extra_apiserver_args,
+            *self.options.extra_args,
         ]), stdout=self.evidence_dir / "kube-apiserver.log", log=self.log)
         self._wait_ready()
         self._phase("kube-apiserver ready", t0)
@@ -215,7 +222,7 @@ class EmbeddedCluster(StartStop):
                 last[0] = str(exc)
                 return False
 
-        wait_until(ready, self.apiserver, self.ready_timeout, "ready (/readyz)", poll=0.1,
+        wait_until(ready, self.apiserver, self.options.ready_timeout, "ready (/readyz)", poll=0.1,
                    fix="see kube-apiserver.log in the evidence", last=lambda: last[0])
 
     # -- what the runner uses -----------------------------------------------------------------

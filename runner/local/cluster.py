@@ -26,7 +26,7 @@ from kubernetes import client
 from runner.build import gobuild
 from runner.build.cache import cache_root
 from runner.config.profiles import Profile
-from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
+from runner.embedded.cluster import APISERVER_PORT, ApiServerOptions, EmbeddedCluster
 from runner.errors import ClusterError
 from runner.host import signals, sysdeps
 from runner.host.commands import CommandLog
@@ -108,8 +108,9 @@ class LocalCluster(StartStop):
         self.lb_evidence = lb_evidence or self.evidence_dir / "lb"
         self.control = EmbeddedCluster(
             run_id=self.run_id, workdir=self.workdir / "control", evidence_dir=self.evidence_dir,
-            churn_interval=churn_interval, progress=progress, authorization_mode="Node,RBAC",
-            before_apiserver=self._wire_node, advertise_address=advertise_address)
+            churn_interval=churn_interval, progress=progress,
+            apiserver=ApiServerOptions(authorization_mode="Node,RBAC", before_start=self._wire_node,
+                                       advertise=advertise_address))
 
     # -- lifetime -------------------------------------------------------------------------------
     def _take_lock(self) -> None:
