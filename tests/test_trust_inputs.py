@@ -121,3 +121,13 @@ def test_results_are_readable_whatever_roots_umask(tmp_path: Path) -> None:
     for p in run_dir.rglob("*"):
         want = 0o755 if p.is_dir() else 0o644
         assert p.stat().st_mode & 0o777 == want, (p, oct(p.stat().st_mode))
+
+
+def test_certificates_outlive_the_longest_cell_a_matrix_may_have() -> None:
+    """A cell longer than the longest watcher token is refused at load (test_matrix); every certificate
+    of a run is valid longer than that, so an expiring serving or client certificate can never end a
+    cell and pass for something the LB did."""
+    from runner.credentials import pki, rbac
+
+    longest_cell = rbac.TOKEN_MAX_SECONDS - rbac.TOKEN_MARGIN
+    assert pki._VALID.total_seconds() > longest_cell + 3600
