@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from runner.evidence.jsonl import read_timed
+
 Kind = Literal["update", "seen", "failure", "note"]
 KINDS: tuple[str, ...] = ("update", "seen", "failure", "note")
 
@@ -41,20 +43,11 @@ class HarnessLine:
 
 def read(path: Path) -> list[HarnessLine]:
     """The lines that follow the contract; anything else (a half-written last line) is skipped."""
-    if not path.is_file():
-        return []
     out = []
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict) or obj.get("kind") not in KINDS:
-            continue
-        ts = obj.get("ts")
-        if isinstance(ts, bool) or not isinstance(ts, int | float):
+    for obj in read_timed(path):
+        if obj.get("kind") not in KINDS:
             continue
         value = obj.get("value")
-        out.append(HarnessLine(float(ts), str(obj["kind"]), str(obj.get("text", "")),
+        out.append(HarnessLine(float(obj["ts"]), str(obj["kind"]), str(obj.get("text", "")),
                                value if isinstance(value, str) else None))
     return out

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.evidence.jsonl import read_timed
 from runner.model import LbSummary
 
 
@@ -92,16 +92,5 @@ def lb_flows(
 
 
 def read(path: Path) -> list[dict[str, Any]]:
-    """The event log's JSON objects with a numeric `ts`, one a line; other lines (a half-written
-    last one) are skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("ts"), int | float) and not isinstance(obj.get("ts"), bool):
-            out.append(obj)
-    return out
+    """The event log's lines (a half-written last one is skipped)."""
+    return read_timed(path)
