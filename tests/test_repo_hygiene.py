@@ -7,7 +7,10 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUTSIDE = re.compile(r"/work/|\.\./shared/|(?<![\w/])FACTS\.md")
+# Built from parts, so this file does not itself contain the paths it looks for: a build machine's
+# work folder, the steering repo's shared folder beside a checkout, and its facts file.
+_WORK, _SHARED = "/" + "work/", r"\.\./" + "shared/"
+OUTSIDE = re.compile(rf"{_WORK}|{_SHARED}|(?<![\w/])FACTS\.md")
 
 
 def test_no_file_references_a_path_outside_the_repository() -> None:
@@ -21,8 +24,7 @@ def test_no_file_references_a_path_outside_the_repository() -> None:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
-        hits += [f"{name}:{i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1)
-                 if OUTSIDE.search(line) and name != "tests/test_repo_hygiene.py"]
+        hits += [f"{name}:{i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line)]
     assert not hits, "\n".join(hits)
 
 
