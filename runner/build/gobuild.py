@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -276,10 +275,3 @@ def ensure_local_cluster_binaries(
     bins = ensure_control_plane_binaries(log, progress)
     bins.update({b.name: ensure_binary(b, log, progress) for b in NODE_BINARIES})
     return bins
-
-
-def go_version() -> str:
-    try:
-        return subprocess.run(["go", "version"], capture_output=True, text=True, check=False, timeout=60).stdout.strip()
-    except subprocess.TimeoutExpired:
-        return "go version: timed out"

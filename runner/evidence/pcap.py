@@ -472,15 +472,6 @@ def _fmt_endpoint(endpoint: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _median_of_intervals(series: list[list[float]]) -> float | None:
-    """Median gap within each series, pooled: gaps never span two connections."""
-    gaps: list[float] = []
-    for times in series:
-        ordered = sorted(times)
-        gaps.extend(b - a for a, b in itertools.pairwise(ordered))
-    return statistics.median(gaps) if gaps else None
-
-
 def _burst_starts(times: list[float]) -> list[float]:
     starts: list[float] = []
     last: float | None = None
