@@ -46,9 +46,9 @@ def _pcap() -> PcapFacts:
     return PcapFacts(connections=[conn], first_ts=0.5, last_ts=200.05)
 
 
-def _evidence(folder: Path) -> None:
+def _evidence(folder: Path, version: str = "stdlib") -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [{"ts": 0.0, "event": "started", "client": "rawpy", "library": "http.client", "version": "stdlib",
+    lines = [{"ts": 0.0, "event": "started", "client": "rawpy", "library": "http.client", "version": version,
               "style": "watch"}, {"ts": 1.0, "event": "watch-opened"}]
     lines += [{"ts": t, "event": "event-seen", "type": "MODIFIED", "name": "trigger", "value": v,
                "resourceVersion": "1"} for t, v in ((100.05, "round-1"), (200.05, "round-2"))]
@@ -56,9 +56,10 @@ def _evidence(folder: Path) -> None:
     (folder / "watcher.stderr").write_text("")
 
 
-def _cell(kind: str) -> Cell:
+def _cell(kind: str, build_env: dict[str, str] | None = None) -> Cell:
     return Cell(client="rawpy", folder="rawpy", cluster="c", cluster_kind=kind, scenario="watch", profile=None,
-                idle_timeout=240, interval=270, idle=None, detection_timeout=10, rounds=2, src=FIXTURE)
+                idle_timeout=240, interval=270, idle=None, detection_timeout=10, rounds=2, src=FIXTURE,
+                build_env=build_env or {})
 
 
 def _common(run: Any) -> None:
@@ -67,13 +68,21 @@ def _common(run: Any) -> None:
     run.started, run.finished = 0.0, 210.0
 
 
-def embedded(tmp_path: Path, capture: CaptureFacts | None) -> CellResult:
-    built = BuiltClient("rawpy", load_descriptor(FIXTURE), tmp_path, FIXTURE)
+def _built(tmp_path: Path, version_env: str | None) -> BuiltClient:
+    desc = load_descriptor(FIXTURE)
+    if version_env:
+        desc = desc.model_copy(update={"version_env": version_env})
+    return BuiltClient("rawpy", desc, tmp_path, FIXTURE)
+
+
+def embedded(tmp_path: Path, capture: CaptureFacts | None, *, version: str = "stdlib",
+             version_env: str | None = None, build_env: dict[str, str] | None = None) -> CellResult:
+    built = _built(tmp_path, version_env)
     events = tmp_path / "lb-events.jsonl"
     events.write_text("")
     evidence = tmp_path / "emb"
-    _evidence(evidence)
-    run = CellRun(index=0, cell=_cell("embedded"), built=built, evidence=evidence, run_dir=tmp_path,
+    _evidence(evidence, version)
+    run = CellRun(index=0, cell=_cell("embedded", build_env), built=built, evidence=evidence, run_dir=tmp_path,
                   stop=threading.Event(), cluster=cast(Any, None), lb=cast(Any, SimpleNamespace(events_path=events)),
                   pod=cast(Any, SimpleNamespace(addr=POD)))
     run.capture = cast(Any, SimpleNamespace(ended=capture, stop=lambda: None))
@@ -81,11 +90,12 @@ def embedded(tmp_path: Path, capture: CaptureFacts | None) -> CellResult:
     return run.collect([], True, _pcap())
 
 
-def kube(tmp_path: Path, capture: CaptureFacts | None) -> CellResult:
-    built = BuiltClient("rawpy", load_descriptor(FIXTURE), tmp_path, FIXTURE)
+def kube(tmp_path: Path, capture: CaptureFacts | None, *, version: str = "stdlib",
+         version_env: str | None = None, build_env: dict[str, str] | None = None) -> CellResult:
+    built = _built(tmp_path, version_env)
     evidence = tmp_path / "kube"
-    _evidence(evidence)
-    run = KubeCellRun(index=0, cell=_cell("kubernetes"), built=built, evidence=evidence, run_dir=tmp_path,
+    _evidence(evidence, version)
+    run = KubeCellRun(index=0, cell=_cell("kubernetes", build_env), built=built, evidence=evidence, run_dir=tmp_path,
                       stop=threading.Event(), run_id="abc123", access=KubeAccess(new_api=cast(Any, _NoApi)))
     run.pod_started = True
     run.capture = capture
@@ -110,3 +120,17 @@ def test_both_backends_judge_the_same_evidence_alike(tmp_path: Path, capture: Ca
         stored = json.loads((tmp_path / name / "cell.json").read_text())
         assert stored == r.to_dict()
         assert CellResult.from_dict(stored) == r
+
+
+@pytest.mark.parametrize("reported, verdict", [("1.0.0", Verdict.PASS), ("stdlib", Verdict.ERROR)],
+                         ids=["variant-pin", "default-pin"])
+def test_a_variants_build_env_pin_is_the_version_both_backends_expect(
+        tmp_path: Path, reported: str, verdict: Verdict) -> None:
+    """A variant building another library version (javascript-1x) must load that version, on
+    both backends; the descriptor's default pin would be a wrong library."""
+    pin = {"version_env": "RAWPY_VERSION", "build_env": {"RAWPY_VERSION": "1.0.0"}}
+    emb = embedded(tmp_path, OK, version=reported, **pin)  # type: ignore[arg-type]
+    kub = kube(tmp_path, OK, version=reported, **pin)  # type: ignore[arg-type]
+    assert emb.verdict is kub.verdict is verdict, (emb.reason, kub.reason)
+    if verdict is Verdict.ERROR:
+        assert "pins 1.0.0" in kub.reason

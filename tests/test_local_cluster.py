@@ -140,6 +140,16 @@ def _wait_log(v1: client.CoreV1Api, name: str, needle: str, timeout: float = 30)
     pytest.fail(f"pod {name} logged {text!r}, expected {needle!r}")
 
 
+def test_the_kubelet_started_only_after_containerds_cri_answered(cluster: LocalCluster) -> None:
+    """`ctr version` answers while the CRI plugin is still initializing; a kubelet started in that
+    window exits ("server is not initialized yet"). The runner must wait for a CRI status call."""
+    lines = (cluster.evidence_dir / "commands.log").read_text().splitlines()
+    kubelet_at = next(i for i, line in enumerate(lines) if " start kubelet:" in line)
+    cri_ok = [i for i, line in enumerate(lines[:kubelet_at])
+              if "crictl" in line and " info" in line and lines[i + 1].endswith("-> 0")]
+    assert cri_ok, "no successful CRI status call before the kubelet started"
+
+
 def test_pod_from_a_local_image_lists_configmaps_through_the_cluster_ip(cluster: LocalCluster) -> None:
     api = cluster.admin_api()
     v1, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)

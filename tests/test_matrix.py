@@ -148,6 +148,20 @@ def test_quick_matrix_scales_every_lb_to_45_seconds() -> None:
     assert {c.wait for c in cells if c.scenario == "idle-request"} == {60}
 
 
+def test_local_matrix_is_the_quick_matrix_on_two_local_clusters() -> None:
+    """README sets the local table beside the quick run's embedded columns of the same profiles:
+    that comparison holds only while the clients and the timings are the same."""
+    local = load_matrix(REPO / "matrix.local.yaml", REPO / "clients")
+    quick = load_matrix(REPO / "matrix.quick.yaml", REPO / "clients")
+    assert [c.model_dump() for c in local.clients] == [c.model_dump() for c in quick.clients]
+    assert local.scenarios.model_dump() == quick.scenarios.model_dump()
+    assert {c.kind for c in local.clusters} == {"local"}
+    modes = {p.name: p.mode for c in local.clusters if (p := c.profile()) is not None}
+    assert modes == {"azure-slb-no-reset-quick": "silent-drop", "azure-slb-quick": "rst-both-ways"}
+    quick_profiles = {p.name for c in quick.clusters if (p := c.profile()) is not None}
+    assert set(modes) <= quick_profiles
+
+
 # --- the schema's happy path -----------------------------------------------------------------------
 
 FULL = """\

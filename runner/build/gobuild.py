@@ -122,7 +122,15 @@ KUBELET = _kube_binary("kubelet", "about a minute once kube-apiserver is built, 
 KUBE_PROXY = _kube_binary("kube-proxy", "well under a minute after kubelet")
 KUBE_CONTROLLER_MANAGER = _kube_binary("kube-controller-manager", "about a minute once kube-apiserver is built")
 KUBE_SCHEDULER = _kube_binary("kube-scheduler", "well under a minute after the controller manager")
-NODE_BINARIES = (KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBELET, KUBE_PROXY)
+CRICTL = GoBinary(
+    name="crictl",
+    module="sigs.k8s.io/cri-tools",
+    version=versions.CRI_TOOLS_VERSION,
+    package="sigs.k8s.io/cri-tools/cmd/crictl",
+    xflags=(("sigs.k8s.io/cri-tools/pkg/version.Version", versions.CRI_TOOLS_VERSION),),
+    typical_build="under a minute",
+)
+NODE_BINARIES = (KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBELET, KUBE_PROXY, CRICTL)
 
 ETCD = GoBinary(
     name="etcd",

@@ -12,6 +12,11 @@ KUBERNETES_VERSION = "v1.34.4"
 #: watch-progress requests (docs/facts.md), so it is built too.
 ETCD_VERSION = "v3.6.16"
 
+#: crictl, built from sigs.k8s.io/cri-tools (its minor follows Kubernetes'). The local cluster asks
+#: containerd's CRI service itself whether it is up: `ctr version` answers before the CRI plugin
+#: has initialized, and a kubelet started then exits ("server is not initialized yet").
+CRI_TOOLS_VERSION = "v1.34.0"
+
 
 def staging_version(kubernetes_version: str = KUBERNETES_VERSION) -> str:
     """k8s.io staging modules are tagged v0.<minor>.<patch> for kubernetes v1.<minor>.<patch>."""

@@ -111,7 +111,6 @@ class CellRun(HarnessRun):
         pod_ip = self.pod.addr if self.pod else None
         return collect_cell(self, BackendEvidence(
             profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
-            expected_version=self.built.descriptor.version_for(cell.build_env),
             evidence_files=EVIDENCE, pcap=pcap_facts, server_ports={API_PORT},
             lb=summarize_lb_events(events, pod_ip=pod_ip, until=until),
             lb_flows=lb_flows(events, pod_ip=pod_ip, until=until),

@@ -32,8 +32,6 @@ class BackendEvidence:
 
     #: The LB profile the verdict holds the capture against; None where no LB is emulated.
     profile: ProfileFacts | None
-    #: The library version the watcher must report.
-    expected_version: str | None
     #: Evidence file names listed in the result when present (cell.json always).
     evidence_files: Sequence[str]
     #: The capture as already read (in parallel, by the caller), or the error reading it; None:
@@ -93,7 +91,10 @@ def collect_cell(run: HarnessRun, ev: BackendEvidence) -> CellResult:
         profile=ev.profile, updates=run.updates, watcher_lines=lines, watcher_exit=run.watcher_exit,
         watcher_stderr=stderr_text,
         pcap=pcap, lb=ev.lb, lb_helper_died=ev.lb_helper_died, apiserver_died=ev.apiserver_died,
-        harness_errors=errors, expected_version=ev.expected_version,
+        harness_errors=errors,
+        # The version this cell's build pins (a variant's build_env may pin another than the
+        # descriptor's default), decided here once so the backends cannot disagree on it.
+        expected_version=desc.version_for(cell.build_env),
         capture=ev.capture if ev.ran else None, lb_flows=ev.lb_flows, idle=cell.idle, cuts=cuts,
     )
     j = judge_cell(inputs)

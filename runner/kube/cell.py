@@ -172,7 +172,7 @@ class KubeCellRun(HarnessRun):
         # The pod makes only the watcher's connections and the capture starts first, so each SYN
         # names the server end; no port filter (kube-proxy may or may not rewrite 443).
         return collect_cell(self, BackendEvidence(
-            profile=None, expected_version=self.built.descriptor.version, evidence_files=EVIDENCE,
+            profile=None, evidence_files=EVIDENCE,
             pcap=pcap_facts, ran=self.pod_started, problems=self.pod_problems, line_problems=line_problems,
             capture=self.capture, cuts=self.pod_watcher.sink.cuts() if self.pod_watcher is not None else [],
         ))

@@ -159,7 +159,7 @@ class LocalCluster(StartStop):
         t0 = time.monotonic()
         conflist = configs.cni_conflist(f"watchdrop-{self.run_id}", self.net.bridge, self.net.pod_cidr,
                                         self.net.node_ip, self.paths.state / "cni-ipam")
-        self.children.append(containerd.start(self.paths, pause, self.registry, conflist, ev, log))
+        self.children.append(containerd.start(self.paths, bins["crictl"], pause, self.registry, conflist, ev, log))
         self._phase("containerd", t0)
 
         t0 = time.monotonic()

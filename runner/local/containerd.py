@@ -13,7 +13,7 @@ from runner.host.procs import Child, wait_until
 from runner.local import configs
 
 
-def start(paths: configs.NodePaths, sandbox_image: str, registry: str, cni_conflist: str,
+def start(paths: configs.NodePaths, crictl: Path, sandbox_image: str, registry: str, cni_conflist: str,
           evidence: Path, log: CommandLog) -> Child:
     for d in (paths.containerd_root, paths.containerd_state, paths.cni_conf_dir, paths.certs_d / registry):
         d.mkdir(parents=True, exist_ok=True)
@@ -23,9 +23,13 @@ def start(paths: configs.NodePaths, sandbox_image: str, registry: str, cni_confl
     child = Child("containerd", ["containerd", "--config", paths.containerd_config, "--log-level", "warn"],
                   stdout=evidence / "containerd.log", log=log)
 
+    # Ready means the CRI service answers, as the kubelet will ask it: the socket (and `ctr version`)
+    # answers earlier, while the CRI plugin is still initializing, and a kubelet started in that
+    # window exits ("server is not initialized yet").
     def ready() -> bool:
         return paths.containerd_sock.exists() and log.run(
-            ["ctr", "--address", paths.containerd_sock, "version"], check=False, timeout=5).returncode == 0
+            [crictl, "--runtime-endpoint", f"unix://{paths.containerd_sock}", "--timeout", "5s", "info"],
+            check=False, timeout=10).returncode == 0
 
-    wait_until(ready, child, 30, "answering on its socket", fix="see containerd.log in the evidence")
+    wait_until(ready, child, 30, "answering CRI status", fix="see containerd.log in the evidence")
     return child
