@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="every cell with its reason (report.md's table) instead of one grade a cell")
     rep.add_argument("--html", action="store_true",
                      help="also (re)write index.html, the cell pages with timelines, and junit.xml")
+    rep.add_argument("--against", metavar="RESULTS.json",
+                     help="set the run beside another, cell by cell where both ran the same client, scenario "
+                          "and LB profile (e.g. a local cluster's run beside an embedded one)")
 
     cl = sub.add_parser("cluster", help="the embedded or local cluster on its own")
     cl.add_argument("action", choices=["check", "up"])

@@ -120,6 +120,11 @@ class HarnessRun:
     def stderr(self) -> Path:
         return self.evidence / "watcher.stderr"
 
+    @property
+    def exposed_until(self) -> float | None:
+        """The last round's deadline: what an LB did later happened in teardown, which no round saw."""
+        return (self.updates[-1].at + self.cell.detection_timeout) if self.updates else self.finished
+
     def harness(self, text: str, kind: harness_log.Kind = "note", **fields: Any) -> None:
         """One line of harness.log (runner/evidence/harness_log.py: JSON lines, typed by `kind`)."""
         harness_log.append(self.evidence / "harness.log", text, kind, **fields)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,7 +17,9 @@ import pytest
 from runner.build.clients import BuiltClient
 from runner.config.descriptor import load_descriptor
 from runner.config.plan import Cell
+from runner.config.profiles import Profile, resolve_profile
 from runner.embedded.cell import CellRun
+from runner.evidence.lb_events import LbProblem
 from runner.evidence.pcap import ConnFacts, PcapFacts
 from runner.kube.api import KubeAccess
 from runner.kube.cell import KubeCellRun
@@ -56,8 +59,8 @@ def _evidence(folder: Path, version: str = "stdlib") -> None:
     (folder / "watcher.stderr").write_text("")
 
 
-def _cell(kind: str, build_env: dict[str, str] | None = None) -> Cell:
-    return Cell(client="rawpy", folder="rawpy", cluster="c", cluster_kind=kind, scenario="watch", profile=None,
+def _cell(kind: str, build_env: dict[str, str] | None = None, profile: Profile | None = None) -> Cell:
+    return Cell(client="rawpy", folder="rawpy", cluster="c", cluster_kind=kind, scenario="watch", profile=profile,
                 idle_timeout=240, interval=270, idle=None, detection_timeout=10, rounds=2, src=FIXTURE,
                 build_env=build_env or {})
 
@@ -75,28 +78,47 @@ def _built(tmp_path: Path, version_env: str | None) -> BuiltClient:
     return BuiltClient("rawpy", desc, tmp_path, FIXTURE)
 
 
+@dataclass
+class _Lb:
+    """A RecordingLb stand-in: a profile, an event log file, and the problems it reports."""
+
+    profile: Profile
+    events_path: Path
+    dead: list[LbProblem] = field(default_factory=list)
+
+    def problems(self) -> list[LbProblem]:
+        return self.dead
+
+
 def embedded(tmp_path: Path, capture: CaptureFacts | None, *, version: str = "stdlib",
-             version_env: str | None = None, build_env: dict[str, str] | None = None) -> CellResult:
+             version_env: str | None = None, build_env: dict[str, str] | None = None,
+             lb: _Lb | None = None) -> CellResult:
     built = _built(tmp_path, version_env)
     events = tmp_path / "lb-events.jsonl"
-    events.write_text("")
+    if lb is None:
+        events.write_text("")
     evidence = tmp_path / "emb"
     _evidence(evidence, version)
-    run = CellRun(index=0, cell=_cell("embedded", build_env), built=built, evidence=evidence, run_dir=tmp_path,
-                  stop=threading.Event(), cluster=cast(Any, None), lb=cast(Any, SimpleNamespace(events_path=events)),
-                  pod=cast(Any, SimpleNamespace(addr=POD)))
+    cell = _cell("embedded", build_env, lb.profile if lb else None)
+    run = CellRun(index=0, cell=cell, built=built, evidence=evidence, run_dir=tmp_path,
+                  stop=threading.Event(), cluster=cast(Any, None),
+                  lb=cast(Any, lb or SimpleNamespace(events_path=events)), pod=cast(Any, SimpleNamespace(addr=POD)))
     run.capture = cast(Any, SimpleNamespace(ended=capture, stop=lambda: None))
     _common(run)
-    return run.collect([], True, _pcap())
+    return run.collect(lb.problems() if lb else [], True, _pcap())
 
 
 def kube(tmp_path: Path, capture: CaptureFacts | None, *, version: str = "stdlib",
-         version_env: str | None = None, build_env: dict[str, str] | None = None) -> CellResult:
+         version_env: str | None = None, build_env: dict[str, str] | None = None,
+         lb: _Lb | None = None) -> CellResult:
     built = _built(tmp_path, version_env)
     evidence = tmp_path / "kube"
     _evidence(evidence, version)
-    run = KubeCellRun(index=0, cell=_cell("kubernetes", build_env), built=built, evidence=evidence, run_dir=tmp_path,
-                      stop=threading.Event(), run_id="abc123", access=KubeAccess(new_api=cast(Any, _NoApi)))
+    # A local cluster's cells carry their LB's profile from the plan, as embedded ones do.
+    cell = _cell("kubernetes", build_env, lb.profile if lb else None)
+    run = KubeCellRun(index=0, cell=cell, built=built, evidence=evidence, run_dir=tmp_path,
+                      stop=threading.Event(), run_id="abc123", access=KubeAccess(new_api=cast(Any, _NoApi)),
+                      lb=lb, pod_ip=POD)
     run.pod_started = True
     run.capture = capture
     _common(run)
@@ -134,3 +156,28 @@ def test_a_variants_build_env_pin_is_the_version_both_backends_expect(
     assert emb.verdict is kub.verdict is verdict, (emb.reason, kub.reason)
     if verdict is Verdict.ERROR:
         assert "pins 1.0.0" in kub.reason
+
+
+def _flow_event(**fields: Any) -> str:
+    return json.dumps({"flow": f"{POD}:40000>198.18.0.1:6443", **fields}) + "\n"
+
+
+@pytest.mark.parametrize("log, dead, verdict, words", [
+    ("", [], Verdict.PASS, ()),
+    (_flow_event(ts=150.0, event="rst-sent", to="client"), [], Verdict.ERROR, ("LB log says it sent 1 RST",)),
+    ("", [LbProblem("agent", "the LB agent died")], Verdict.ERROR, ("LB helper died",)),
+], ids=["quiet-lb", "lb-reset-the-pod-unseen", "lb-agent-died"])
+def test_an_emulated_lb_in_the_pods_path_is_held_against_the_capture_on_both_backends(
+        tmp_path: Path, log: str, dead: list[LbProblem], verdict: Verdict, words: tuple[str, ...]) -> None:
+    """A `local` cluster's provider hands its LB to the kubernetes backend: the cells' verdicts then
+    read the LB's record (and its health) exactly as the embedded cells' do."""
+    events = tmp_path / "lb-events.jsonl"
+    events.write_text(log)
+    lb = _Lb(resolve_profile("azure-slb-quick"), events, dead)
+    emb, kub = embedded(tmp_path, OK, lb=lb), kube(tmp_path, OK, lb=lb)
+    assert (emb.verdict, emb.reason) == (kub.verdict, kub.reason)
+    assert kub.verdict is verdict, kub.reason
+    assert all(w in kub.reason for w in words), kub.reason
+    assert kub.lb == emb.lb and kub.profile == emb.profile
+    kept = [json.loads(line) for line in (tmp_path / "kube" / "lb-events.jsonl").read_text().splitlines()]
+    assert kept == [json.loads(line) for line in log.splitlines()]

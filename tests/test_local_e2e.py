@@ -6,7 +6,8 @@ endpoint, builds client-go's and client-python's images with the run's Docker en
 the run's registry, deploys the watcher pods (in-cluster config, projected tokens: pod → ClusterIP →
 kube-proxy → the LB → the front → kube-apiserver), runs the rounds, judges, and tears all of it down.
 Checks the verdicts the project exists to show, every cell's evidence, that the LB saw the pods' own
-addresses, and that nothing is left on the host; then Ctrl-C during a second run's rounds.
+addresses, and that nothing is left on the host; then Ctrl-C during a docker build in flight, the
+deploy, the pods' start and the rounds of four more runs.
 About 4.5 minutes with the images cached (7 with the local base images built first).
 """
 
@@ -50,6 +51,25 @@ clusters:
 scenarios:
   watch: {{interval: idle+20, detection_timeout: 10, rounds: 2}}
   idle-request: {{idle: idle+15, detection_timeout: 10, rounds: 1}}
+"""
+
+# A client whose image build takes long enough to be interrupted mid-way: its nonce file makes each
+# test run's build new (the engine's layer cache is in the cache directory and outlives runs).
+SLOW_CLIENT = """\
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
+COPY nonce /nonce
+RUN echo building slowly && sleep 600
+"""
+SLOW_MATRIX = f"""
+clients:
+  - name: slowbuild
+clusters:
+  - name: {CLUSTER}
+    kind: local
+    lb: {{profile: azure-slb-no-reset-quick}}
+scenarios:
+  watch: {{interval: idle+20, detection_timeout: 10, rounds: 2}}
 """
 
 
@@ -152,19 +172,52 @@ def test_nothing_is_left(run, before: dict[str, object]) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def test_ctrl_c_during_the_rounds_exits_2_and_leaves_nothing(run, before: dict[str, object],
-                                                             tmp_path: Path) -> None:
-    """After the main run (one local cluster at a time): images cached, so about a minute."""
+def _slow_client(tmp_path: Path) -> Path:
+    """A clients folder holding only `slowbuild`: the rawpy test client with a slow Dockerfile."""
+    clients = tmp_path / "clients"
+    src = clients / "slowbuild"
+    src.mkdir(parents=True)
+    desc = (REPO / "tests" / "fixtures" / "rawpy" / "client.yaml").read_text()
+    (src / "client.yaml").write_text(desc.replace("name: rawpy", "name: slowbuild"))
+    (src / "watcher.py").write_text((REPO / "tests" / "fixtures" / "rawpy" / "watcher.py").read_text())
+    (src / "Dockerfile").write_text(SLOW_CLIENT)
+    (src / "nonce").write_text(f"{time.time_ns()}\n")
+    return clients
+
+
+def _wait_building(proc: subprocess.Popen[str], out: Path, timeout: float = 900) -> None:
+    """Until the slow client's image build is inside its `sleep` (the build log says so)."""
+    wait_for_phase(proc, out, "kubernetes images", timeout=timeout)
+    log = out / "latest" / "builds" / "images" / "watchdrop-slowbuild.log"
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and "building slowly" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the slow build never started"
+        time.sleep(0.2)
+
+
+# Each after the main run (one local cluster at a time), with client-go's image cached: about a
+# minute each. The rounds need `--pause-at` only to be sure the signal lands inside the phase.
+@pytest.mark.parametrize("phase", ["kubernetes images", "kubernetes deploy", "kubernetes pods",
+                                   "kubernetes rounds"])
+def test_ctrl_c_exits_2_and_leaves_nothing(run, before: dict[str, object], tmp_path: Path, phase: str) -> None:
+    """Ctrl-C during an image build (docker build in flight), the deploy, the pods' start or the
+    rounds of a `kind: local` run: exit 2, results written, nothing of the cluster left."""
     matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(MATRIX)
+    building = phase == "kubernetes images"
+    matrix.write_text(SLOW_MATRIX if building else MATRIX)
+    clients = _slow_client(tmp_path) if building else REPO / "clients"
     out = tmp_path / "results"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", str(matrix), "--clients", str(REPO / "clients"), "--out", str(out),
-         "--no-readme", "--only=client=client-go", "--only=scenario=watch", "--pause-at", "kubernetes rounds"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    argv = [sys.executable, "-m", "runner", str(matrix), "--clients", str(clients), "--out", str(out),
+            "--no-readme", "--only=scenario=watch"]
+    if not building:
+        argv += ["--only=client=client-go", "--pause-at", phase]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for_phase(proc, out, "kubernetes rounds", timeout=900)
-        time.sleep(0.5)
+        if building:
+            _wait_building(proc, out)
+        else:
+            wait_for_phase(proc, out, phase, timeout=900)
+            time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=180)
     finally:

@@ -316,6 +316,7 @@ def run_build(api: Any, kwargs: dict[str, Any], ref: str, log_path: Path, what: 
             for item in api.build(**kwargs):
                 if "stream" in item:
                     log.write(item["stream"])
+                    log.flush()  # a live log: people (and the interrupt test) follow a long build
                 if "error" in item:
                     log.write(f"error: {item['error']}\n")
                     raise BuildError(f"building image {ref}: {item['error'].strip()}", fix=f"see {log_path}",

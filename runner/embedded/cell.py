@@ -6,7 +6,6 @@ crosses the LB; the evidence is the watcher's lines, the pod's capture and the L
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -15,10 +14,9 @@ from kubernetes import client
 from runner.contract import API_PORT, TRIGGER, WATCH
 from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
-from runner.embedded.lb import LbProblem, LoadBalancer, Pod
-from runner.evidence import lb_events
+from runner.embedded.lb import LoadBalancer, Pod
 from runner.evidence.collect import BackendEvidence, collect_cell
-from runner.evidence.lb_events import lb_flows, summarize_lb_events
+from runner.evidence.lb_events import LbProblem, pod_lb_record
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
 from runner.harness import CellSetupError, HarnessRun
@@ -104,16 +102,12 @@ class CellRun(HarnessRun):
         """Judge the cell from its evidence; `pcap_facts` may be read beforehand (in parallel)."""
         self.stop_processes()
         cell = self.cell
-        events = [e for e in lb_events.read(self.lb.events_path)
-                  if self.pod is not None and str(e.get("flow", "")).startswith(self.pod.addr + ":")]
-        (self.evidence / "lb-events.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
-        until = (self.updates[-1].at + cell.detection_timeout) if self.updates else self.finished
-        pod_ip = self.pod.addr if self.pod else None
+        lb, flows = pod_lb_record(self.lb.events_path, self.pod.addr if self.pod else None, self.exposed_until,
+                                  self.evidence / "lb-events.jsonl")
         return collect_cell(self, BackendEvidence(
             profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
             evidence_files=EVIDENCE, pcap=pcap_facts, server_ports={API_PORT},
-            lb=summarize_lb_events(events, pod_ip=pod_ip, until=until),
-            lb_flows=lb_flows(events, pod_ip=pod_ip, until=until),
+            lb=lb, lb_flows=flows,
             capture=self.capture.ended if self.capture is not None else None,
             lb_helper_died=any(p.kind == "agent" for p in lb_problems), apiserver_died=not cluster_alive,
             late_problems=[p.text for p in lb_problems if p.kind != "agent"],

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from runner.config.profiles import Profile
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
+from runner.evidence.lb_events import LbProblem
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
 from runner.host.procs import Child, wait_until
@@ -106,15 +106,6 @@ frontend api
 backend apiserver
     server kube-apiserver {target}:{APISERVER_PORT}
 """
-
-
-@dataclass(frozen=True)
-class LbProblem:
-    """One reason the LB can no longer vouch for its cells. A dead agent is its own kind: the
-    verdict rules treat it apart (nothing the LB did after it died is on record)."""
-
-    kind: Literal["agent", "front", "capture"]
-    text: str
 
 
 class LoadBalancer:

@@ -1,14 +1,39 @@
-"""The LB emulator's event log (runner/embedded/lbagent.py) read for one pod: counts and per-flow records."""
+"""The LB emulator's event log (runner/embedded/lbagent.py) read for one pod: counts and per-flow records.
+
+Both backends read it the same way (`pod_lb_record`): the embedded one for its pod namespaces, the
+kubernetes one when the cluster's provider put an emulated LB in the pods' path (a `local` cluster)
+and hands it over as a `RecordingLb`.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
+from runner.config.profiles import Profile
 from runner.evidence.jsonl import read_timed
 from runner.model import LbSummary
+
+
+@dataclass(frozen=True)
+class LbProblem:
+    """One reason the LB can no longer vouch for its cells. A dead agent is its own kind: the
+    verdict rules treat it apart (nothing the LB did after it died is on record)."""
+
+    kind: Literal["agent", "front", "capture"]
+    text: str
+
+
+class RecordingLb(Protocol):
+    """An emulated LB that keeps a record: its profile, its event log, and why it can no longer vouch."""
+
+    profile: Profile
+    events_path: Path
+
+    def problems(self) -> list[LbProblem]: ...
 
 
 @dataclass(frozen=True)
@@ -94,3 +119,13 @@ def lb_flows(
 def read(path: Path) -> list[dict[str, Any]]:
     """The event log's lines (a half-written last one is skipped)."""
     return read_timed(path)
+
+
+def pod_lb_record(events_path: Path, pod_ip: str | None, until: float | None, out: Path
+                  ) -> tuple[LbSummary, list[LbFlow]]:
+    """The LB's record of one pod's flows up to `until` (the last round's deadline), its events also
+    written to `out` (the cell's lb-events.jsonl). No pod address: nothing is the pod's."""
+    events = [e for e in read(events_path)
+              if pod_ip is not None and str(e.get("flow", "")).startswith(pod_ip + ":")]
+    out.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
+    return summarize_lb_events(events, pod_ip=pod_ip, until=until), lb_flows(events, pod_ip=pod_ip, until=until)

@@ -56,6 +56,7 @@ from runner.config.matrix import KubernetesCluster
 from runner.config.plan import Cell
 from runner.credentials.rbac import token_seconds
 from runner.errors import PrerequisiteError
+from runner.evidence.lb_events import RecordingLb
 from runner.harness import CellSetupError, HarnessRun, error_result
 from runner.host import signals
 from runner.kube import leftovers as kube_leftovers
@@ -90,7 +91,9 @@ class KubernetesBackend:
 
     def __init__(self, cluster: KubernetesCluster, cells: Sequence[tuple[int, Cell]], ctx: RunContext, *,
                  slot: int = 0, settings: KubeSettings | None = None, images_from: str | None = None,
-                 access: KubeAccess | None = None):
+                 access: KubeAccess | None = None, lb: RecordingLb | None = None):
+        """`lb`: an emulated LB the cluster's provider put in the pods' API path, whose record the
+        cells' verdicts then hold against their captures (a `local` cluster's); None elsewhere."""
         base = settings or KubeSettings()
         self.settings = replace(base, start_timeout=float(cluster.start_timeout)) if cluster.start_timeout else base
         self.cluster, self.ctx, self.slot = cluster, ctx, slot
@@ -98,6 +101,7 @@ class KubernetesBackend:
         self.indexed = list(cells)
         self.cells_given = [c for _, c in self.indexed]
         self.images_from = images_from
+        self.lb = lb
         self._access = access
         self.run_id, self.run_dir, self.stop, self.say = ctx.run_id, ctx.run_dir, ctx.stop, ctx.say
         self.pull_policy = cluster.image_pull_policy or self.settings.pull_policy
@@ -130,6 +134,7 @@ class KubernetesBackend:
     # -- the steps --------------------------------------------------------------------------------
     def prepare(self) -> dict[str, CellResult]:
         """The images (built and pushed, or named by --images-from); a cell without one is ERROR."""
+        self.ctx.enter("kubernetes images")
         c = self.cluster
         self.say(f"cluster {c.name}: kubernetes ({c.description or c.context or c.kubeconfig})")
         self.images = resolve_images(self.cells_given, registry=c.registry, images_from=self.images_from,
@@ -306,7 +311,7 @@ class KubernetesBackend:
         built = BuiltClient(folder=cell.folder, descriptor=desc, out=src, src=src)
         return KubeCellRun(index=index, cell=cell, built=built, evidence=self.run_dir / "cells" / cell.id,
                            run_dir=self.run_dir, stop=self.stop, run_id=self.run_id, access=self.access,
-                           settings=self.settings, objects=objs)
+                           settings=self.settings, objects=objs, lb=self.lb)
 
     def deploy(self, runs: Sequence[KubeCellRun]) -> None:
         for run in runs:
@@ -344,7 +349,7 @@ class KubernetesBackend:
                     state, why = start_state(pod)
                     if state == "running":
                         del pending[ns]
-                        run.started_now()
+                        run.started_now(pod.status.pod_ip if pod.status else None)
                     elif state == "failed":
                         del pending[ns]
                         run.setup_error = f"pod failed to start: {why}; {describe_pod(pod, self._events(core, ns))}"

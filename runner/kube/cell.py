@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.evidence.lb_events import RecordingLb, pod_lb_record
 from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
 from runner.evidence.pcap import PcapFacts
 from runner.harness import CellSetupError, HarnessRun
@@ -34,7 +35,7 @@ from runner.kube.api import (
     exec_in,
 )
 from runner.kube.pods import LineSink, PodWatcher, clock_problems, pod_problem
-from runner.model import CaptureFacts, CellResult
+from runner.model import CaptureFacts, CellResult, ProfileFacts
 
 
 @dataclass
@@ -51,6 +52,11 @@ class KubeCellRun(HarnessRun):
     pod_problems: list[str] = field(default_factory=list)
     #: How the capture sidecar's tcpdump ended; None until stopped (or when it could not be told).
     capture: CaptureFacts | None = None
+    #: An emulated LB in the pods' API path that keeps a record (a `local` cluster's), given by the
+    #: cluster's provider; None on a provider's cluster, whose LB tells nothing.
+    lb: RecordingLb | None = None
+    #: The pod's address, as the LB sees its flows' client end (kube-proxy does not masquerade pods).
+    pod_ip: str | None = None
     _stopped: bool = False
 
     def __post_init__(self) -> None:
@@ -78,8 +84,9 @@ class KubeCellRun(HarnessRun):
         finally:
             api.close()
 
-    def started_now(self) -> None:
+    def started_now(self, pod_ip: str | None = None) -> None:
         self.pod_started = True
+        self.pod_ip = pod_ip
         self.started = time.time()
         self.pod_watcher = PodWatcher(self.new_api, self.namespace, LineSink(self.stdout, self.stderr,
                                                                             self.evidence / "watcher.log"),
@@ -152,12 +159,13 @@ class KubeCellRun(HarnessRun):
         finally:
             api.close()
 
-    def collect(self, lb_problems: list[str] | None = None, cluster_alive: bool = True,
-                pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
-        """Stop, copy out and judge. The LB arguments are the embedded cluster's (no emulated LB
-        here); `pcap_facts`, when given, is the capture already read."""
+    def collect(self, pcap_facts: PcapFacts | Exception | None = None) -> CellResult:
+        """Stop, copy out and judge; `pcap_facts`, when given, is the capture already read."""
         self.stop_processes()
         self.snapshot()
+        lb_problems = self.lb.problems() if self.lb is not None else []
+        lb, flows = (pod_lb_record(self.lb.events_path, self.pod_ip, self.exposed_until,
+                                   self.evidence / "lb-events.jsonl") if self.lb is not None else (None, []))
 
         def line_problems(lines: Sequence[Mapping[str, Any]] | None) -> list[str]:
             if self.pod_watcher is None:
@@ -172,9 +180,12 @@ class KubeCellRun(HarnessRun):
         # The pod makes only the watcher's connections and the capture starts first, so each SYN
         # names the server end; no port filter (kube-proxy may or may not rewrite 443).
         return collect_cell(self, BackendEvidence(
-            profile=None, evidence_files=EVIDENCE,
+            profile=ProfileFacts.from_profile(self.lb.profile) if self.lb is not None else None,
+            evidence_files=EVIDENCE,
             pcap=pcap_facts, ran=self.pod_started, problems=self.pod_problems, line_problems=line_problems,
             capture=self.capture, cuts=self.pod_watcher.sink.cuts() if self.pod_watcher is not None else [],
+            lb=lb, lb_flows=flows, lb_helper_died=any(p.kind == "agent" for p in lb_problems),
+            late_problems=[p.text for p in lb_problems if p.kind != "agent"],
         ))
 
 
@@ -195,7 +206,7 @@ def capture_facts(stopped: str, log: Path, pcap: Path) -> CaptureFacts | None:
 
 
 EVIDENCE = ("watcher.jsonl", "watcher.stderr", "watcher.log", "pod.pcap", "tcpdump.log", "events.json", "pod.json",
-            "manifests.json", "clock.json", "harness.log", "cell.json")
+            "manifests.json", "clock.json", "lb-events.jsonl", "harness.log", "cell.json")
 
 
 def event_record(e: client.CoreV1Event) -> Obj:

@@ -126,8 +126,10 @@ class LocalProvidedBackend:
         # The image builds use the Docker engine DOCKER_HOST names (runner/build/images.py), as a user's would.
         self._docker_host, self._docker_host_set = os.environ.get("DOCKER_HOST"), True
         os.environ["DOCKER_HOST"] = h.docker_socket
+        # The LB in the pods' path keeps a record: the cells' verdicts hold it against their captures,
+        # as the embedded cells' do (the backend is told of an LB, not of a local cluster).
         self.inner = KubernetesBackend(kube_context(spec, h), self.indexed, ctx, slot=self.slot,
-                                       images_from=self.images_from)
+                                       images_from=self.images_from, lb=self.local.lb)
         return self.inner.prepare()
 
     def _note(self, text: str) -> None:
