@@ -165,3 +165,20 @@ def test_build_and_push_with_local_bases_and_a_ca(tmp_path: Path, monkeypatch: p
         assert all(v.startswith("watchdrop-local/base-") for v in (build["buildargs"] or {}).values())
     assert set(engine.builds[2]["buildargs"]) == {"GO_IMAGE", "RUNTIME_IMAGE"}
     assert engine.pushed == [b["tag"] for b in engine.builds]
+
+
+def test_a_client_with_no_local_base_is_unavailable_and_never_built(tmp_path: Path) -> None:
+    """dotnet's bases (mcr.microsoft.com) have no local stand-in: with `base_images: local` its cells
+    are SKIPPED with the reason, and no build starts (it would reach for a public registry and
+    send DNS lookups out); a mapping of its own for those arguments makes it buildable again."""
+    engine = _FakeEngine()
+    cells = [_cell("client-go"), _cell("dotnet")]
+    got = images.build_and_push(cells, "reg.example/wd", tmp_path / "logs", say=lambda _: None, api=engine,
+                                base_images="local")
+    assert got.watcher(cells[0]) and got.watcher(cells[1]) is None
+    reason = got.skip_reason(cells[1]) or ""
+    assert "DOTNET_RUNTIME_IMAGE, DOTNET_SDK_IMAGE" in reason and "base_images" in reason
+    assert got.skip_reason(cells[0]) is None
+    assert not any("dotnet" in b["tag"] for b in engine.builds)
+    mapped = images.watcher_specs([cells[1]], base_images={"DOTNET_SDK_IMAGE": "m/sdk", "DOTNET_RUNTIME_IMAGE": "m/rt"})
+    assert not mapped.unavailable and mapped.specs

@@ -25,8 +25,8 @@ pytestmark = [needs_root_tools("ip", "go", "nft"), pytest.mark.slow]
 
 NS = "wd-local-test"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-PROCESS_NAMES = ("kubelet", "kube-proxy", "containerd", "containerd-shim", "containerd-shim-runc-v2", "dockerd",
-                 "docker-registry", "kube-controller-manager", "kube-scheduler", "etcd", "kube-apiserver")
+PROCESS_NAMES = ("kubelet", "kube-proxy", "coredns", "containerd", "containerd-shim", "containerd-shim-runc-v2",
+                 "dockerd", "docker-registry", "kube-controller-manager", "kube-scheduler", "etcd", "kube-apiserver")
 
 LIST_SCRIPT = f"""
 T=$(cat {SA_DIR}/token); N=$(cat {SA_DIR}/namespace)
@@ -192,6 +192,24 @@ def test_a_pod_cannot_exec_through_the_kubelet(cluster: LocalCluster) -> None:
     assert "anonymous=401 token=403" in text, text
     # The API server itself may (its own client certificate, system:masters): logs work.
     assert "LISTED" in v1.read_namespaced_pod_log("lister", NS)
+
+
+DNS_SCRIPT = """
+echo "cluster=$(getent hosts kubernetes.default.svc | cut -d' ' -f1)"
+getent hosts pypi.org || echo "outside=refused"
+exec sleep 3600
+"""
+
+
+def test_pods_resolve_the_cluster_by_name_and_nothing_outside(cluster: LocalCluster) -> None:
+    """kube-dns (CoreDNS): `kubernetes.default.svc` is the `kubernetes` Service's ClusterIP, as kopf's
+    in-cluster login needs; an outside name gets no answer (no lookup leaves the machine)."""
+    v1 = client.CoreV1Api(cluster.admin_api())
+    v1.create_namespaced_pod(NS, _pod("resolver", _build_and_push(cluster, "resolver", DNS_SCRIPT)))
+    _wait_running(v1, "resolver")
+    text = _wait_log(v1, "resolver", "outside=")
+    svc_ip = v1.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    assert f"cluster={svc_ip}" in text and "outside=refused" in text, text
 
 
 def test_servers_listen_on_loopback_or_198_18_only(cluster: LocalCluster) -> None:

@@ -13,7 +13,7 @@ from runner.backend import RunContext
 from runner.config.matrix import LocalCluster, load_matrix
 from runner.config.plan import plan
 from runner.errors import MatrixError
-from runner.local import configs
+from runner.local import configs, dns
 from runner.local.cluster import Handover
 from runner.local.node import NodeNet
 from runner.local.provider import LocalProvidedBackend, kube_context
@@ -61,8 +61,9 @@ def test_cni_conflist_no_masquerade_and_only_198_18_routes() -> None:
 
 def test_kubelet_config_is_secured_and_cgroup_v1() -> None:
     s = configs.KubeletSettings(node_ip="198.18.32.1", ca_cert=Path("/p/ca.crt"), serving_cert=Path("/p/k.crt"),
-                                serving_key=Path("/p/k.key"))
+                                serving_key=Path("/p/k.key"), cluster_dns="198.18.47.10")
     doc = yaml.safe_load(configs.kubelet_config(PATHS, s))
+    assert doc["clusterDNS"] == ["198.18.47.10"] and doc["clusterDomain"] == "cluster.local"
     assert doc["authentication"]["anonymous"]["enabled"] is False
     assert doc["authentication"]["x509"]["clientCAFile"] == "/p/ca.crt"
     assert doc["authentication"]["webhook"]["enabled"] is True
@@ -72,6 +73,22 @@ def test_kubelet_config_is_secured_and_cgroup_v1() -> None:
     assert doc["cgroupDriver"] == "cgroupfs" and doc["failCgroupV1"] is False
     assert doc["containerRuntimeEndpoint"] == f"unix://{PATHS.containerd_sock}"
     assert doc["resolvConf"] == str(PATHS.resolv_conf)
+
+
+def test_cluster_dns_answers_only_the_clusters_zones_with_read_only_rights() -> None:
+    """No `forward`: a pod's lookup of an outside name is refused, never sent off the machine."""
+    conf = dns.corefile("198.18.32.1", Path("/k/coredns.kubeconfig"), 40123)
+    assert "forward" not in conf and "bind 198.18.32.1" in conf and "ready 127.0.0.1:40123" in conf
+    assert conf.startswith("cluster.local in-addr.arpa ip6.arpa {")
+    assert dns.service_ip("198.18.47.0/24") == "198.18.47.10"
+    objs = {o["kind"]: o for o in dns.objects("198.18.47.0/24", "198.18.32.1")}
+    assert objs["Service"]["spec"]["clusterIP"] == "198.18.47.10" and "selector" not in objs["Service"]["spec"]
+    assert objs["EndpointSlice"]["endpoints"][0]["addresses"] == ["198.18.32.1"]
+    assert objs["EndpointSlice"]["metadata"]["labels"]["kubernetes.io/service-name"] == "kube-dns"
+    verbs = {v for rule in objs["ClusterRole"]["rules"] for v in rule["verbs"]}
+    assert verbs == {"list", "watch"}
+    assert objs["ClusterRoleBinding"]["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": dns.USER}]
 
 
 def test_kube_proxy_config_nftables_and_hands_off_conntrack() -> None:

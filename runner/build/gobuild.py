@@ -130,7 +130,15 @@ CRICTL = GoBinary(
     xflags=(("sigs.k8s.io/cri-tools/pkg/version.Version", versions.CRI_TOOLS_VERSION),),
     typical_build="under a minute",
 )
-NODE_BINARIES = (KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBELET, KUBE_PROXY, CRICTL)
+COREDNS = GoBinary(
+    name="coredns",
+    module="github.com/coredns/coredns",
+    version=versions.COREDNS_VERSION,
+    package="github.com/coredns/coredns",
+    xflags=(("github.com/coredns/coredns/coremain.GitCommit", versions.COREDNS_VERSION),),
+    typical_build="2 to 4 minutes the first time",
+)
+NODE_BINARIES = (KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBELET, KUBE_PROXY, CRICTL, COREDNS)
 
 ETCD = GoBinary(
     name="etcd",

@@ -185,9 +185,14 @@ class Images:
     capture: str
     watchers: dict[ImageKey, str] = field(default_factory=dict)
     failed: dict[ImageKey, str] = field(default_factory=dict)
+    #: Images that cannot be had on this machine at all (their cells are SKIPPED, not ERROR).
+    unavailable: dict[ImageKey, str] = field(default_factory=dict)
 
     def watcher(self, cell: Cell) -> str | None:
         return self.watchers.get(image_key(cell))
+
+    def skip_reason(self, cell: Cell) -> str | None:
+        return self.unavailable.get(image_key(cell))
 
     def problem(self, cell: Cell) -> str | None:
         key = image_key(cell)
@@ -196,27 +201,51 @@ class Images:
         return self.failed.get(key, f"no image for {cell.folder}")
 
 
+def no_local_base(dockerfile: str) -> list[str]:
+    """The base-image arguments (`*_IMAGE`) a Dockerfile declares that no local base stands in for."""
+    from runner.build import bases
+
+    return sorted(a for a in declared_args(dockerfile) if a.endswith("_IMAGE") and a not in bases.BASE_FOR_ARG)
+
+
+@dataclass
+class WatcherSpecs:
+    """What watcher_specs found: images to build, images that failed, and images that cannot be had here."""
+
+    specs: dict[ImageKey, ImageSpec] = field(default_factory=dict)
+    problems: dict[ImageKey, str] = field(default_factory=dict)
+    unavailable: dict[ImageKey, str] = field(default_factory=dict)
+
+
 def watcher_specs(cells: Iterable[Cell], platform: str | None = None, base_images: BaseImages = None
-                  ) -> tuple[dict[ImageKey, ImageSpec], dict[ImageKey, str]]:
+                  ) -> WatcherSpecs:
     """One spec per watcher image; a client whose image cannot be had (e.g. no local toolchain for
-    its base) is a problem of its cells only."""
-    specs: dict[ImageKey, ImageSpec] = {}
-    problems: dict[ImageKey, str] = {}
+    its base) is a problem of its cells only. With `base_images: local`, a Dockerfile whose base
+    has no local stand-in (.NET) is unavailable: building it would reach for a public registry
+    (and send DNS lookups out), which this kind of machine cannot and must not do."""
+    out = WatcherSpecs()
     for cell in cells:
         key = image_key(cell)
-        if key in specs or key in problems:
+        if key in out.specs or key in out.problems or key in out.unavailable:
             continue
         problem = kubernetes_problem(cell.src, cell.build_env)
         if problem or cell.src is None:
-            problems[key] = problem or "no client folder"
-        else:
-            try:
-                bases = resolve_bases(base_images, declared_args((cell.src / "Dockerfile").read_text()))
-            except WatchdropError as exc:
-                problems[key] = f"no base image: {exc.message}"
-                continue
-            specs[key] = client_image(cell.src, cell.build_env, platform, bases)
-    return specs, problems
+            out.problems[key] = problem or "no client folder"
+            continue
+        dockerfile = (cell.src / "Dockerfile").read_text()
+        missing = no_local_base(dockerfile) if base_images == "local" else []
+        if missing:
+            out.unavailable[key] = (f"no local base image for {', '.join(missing)} (base_images: local builds only "
+                                    f"Debian-packaged toolchains); map {missing[0]} to an image of your own "
+                                    "in the cluster's base_images")
+            continue
+        try:
+            bases = resolve_bases(base_images, declared_args(dockerfile))
+        except WatchdropError as exc:
+            out.problems[key] = f"no base image: {exc.message}"
+            continue
+        out.specs[key] = client_image(cell.src, cell.build_env, platform, bases)
+    return out
 
 
 def prebuilt(cells: Iterable[Cell], registry: str, platform: str | None = None,
@@ -224,10 +253,11 @@ def prebuilt(cells: Iterable[Cell], registry: str, platform: str | None = None,
     """`--images-from REGISTRY`: the references a build would have pushed; nothing is built."""
     cells = list(cells)
     bases = resolve_bases(base_images, base_image_args([]))
-    specs, problems = watcher_specs(cells, platform, base_images)
+    found = watcher_specs(cells, platform, base_images)
     return Images(timer_server=timer_server_image(platform, bases).ref(registry),
                   capture=capture_image(platform, bases).ref(registry),
-                  watchers={k: s.ref(registry) for k, s in specs.items()}, failed=problems)
+                  watchers={k: s.ref(registry) for k, s in found.specs.items()}, failed=found.problems,
+                  unavailable=found.unavailable)
 
 
 def docker_api(expected: Iterable[str] = ()) -> Any:
@@ -382,13 +412,15 @@ def build_and_push(cells: Iterable[Cell], registry: str, log_dir: Path, say: Cal
     `base_images: local`, the local base images the Dockerfiles need are built first (once)."""
     cells = list(cells)
     bases = resolve_bases(base_images, base_image_args([]))
-    specs, problems = watcher_specs(cells, platform, base_images)
+    found = watcher_specs(cells, platform, base_images)
+    specs = found.specs
     infra = [timer_server_image(platform, bases), capture_image(platform, bases)]
     if api is None:
         api = docker_api([s.ref(registry) for s in [*infra, *specs.values()]])
     local = base_images == "local"
     timer_ref, capture_ref = (ensure_image(api, s, registry, log_dir, say, ca_bundle, local) for s in infra)
-    images = Images(timer_server=timer_ref, capture=capture_ref, failed=problems)
+    images = Images(timer_server=timer_ref, capture=capture_ref, failed=found.problems,
+                    unavailable=found.unavailable)
     for key, spec in specs.items():
         try:
             images.watchers[key] = ensure_image(api, spec, registry, log_dir, say, ca_bundle, local)

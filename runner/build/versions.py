@@ -17,6 +17,11 @@ ETCD_VERSION = "v3.6.16"
 #: has initialized, and a kubelet started then exits ("server is not initialized yet").
 CRI_TOOLS_VERSION = "v1.34.0"
 
+#: CoreDNS, built from github.com/coredns/coredns: the local cluster's DNS (kube-dns), at the version
+#: kubeadm installs with Kubernetes 1.34. Clients that find the API server by name
+#: (kopf: https://kubernetes.default.svc) need it, as on every real cluster.
+COREDNS_VERSION = "v1.12.1"
+
 
 def staging_version(kubernetes_version: str = KUBERNETES_VERSION) -> str:
     """k8s.io staging modules are tagged v0.<minor>.<patch> for kubernetes v1.<minor>.<patch>."""

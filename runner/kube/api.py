@@ -260,13 +260,14 @@ _KINDS: dict[str, tuple[str, bool, str]] = {
     "Service": ("core", True, "namespaced_service"),
     "Role": ("rbac", True, "namespaced_role"),
     "RoleBinding": ("rbac", True, "namespaced_role_binding"),
+    "EndpointSlice": ("discovery", True, "namespaced_endpoint_slice"),
 }
 
 
 def _target(api: client.ApiClient, obj: Obj) -> tuple[Any, str, list[str]]:
     group, namespaced, suffix = _KINDS[obj["kind"]]
     apis = {"core": client.CoreV1Api, "rbac": client.RbacAuthorizationV1Api,
-            "admission": client.AdmissionregistrationV1Api}
+            "admission": client.AdmissionregistrationV1Api, "discovery": client.DiscoveryV1Api}
     target = apis[group](api)
     meta = obj["metadata"]
     args = [meta["name"], meta["namespace"]] if namespaced else [meta["name"]]

@@ -57,7 +57,7 @@ from runner.config.plan import Cell
 from runner.credentials.rbac import token_seconds
 from runner.errors import PrerequisiteError
 from runner.evidence.lb_events import RecordingLb
-from runner.harness import CellSetupError, HarnessRun, error_result
+from runner.harness import CellSetupError, HarnessRun, base_result, error_result
 from runner.host import signals
 from runner.kube import leftovers as kube_leftovers
 from runner.kube import manifests as m
@@ -78,7 +78,7 @@ from runner.kube.api import (
 )
 from runner.kube.cell import KubeCellRun
 from runner.kube.pods import container_statuses, describe_pod, start_state
-from runner.model import CellResult
+from runner.model import CellResult, Verdict
 
 # -- one cluster --------------------------------------------------------------------------------------
 
@@ -144,7 +144,10 @@ class KubernetesBackend:
         results: dict[str, CellResult] = {}
         for index, cell in self.indexed:
             problem = self.images.problem(cell)
-            if problem:
+            skip = self.images.skip_reason(cell)
+            if skip:
+                results[cell.id] = base_result(cell, self.ctx.descriptors[cell.folder], Verdict.SKIPPED, skip)
+            elif problem:
                 results[cell.id] = error_result(cell, self.ctx.descriptors[cell.folder], problem)
             else:
                 self.deployable.append((index, cell))

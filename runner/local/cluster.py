@@ -33,7 +33,8 @@ from runner.host.commands import CommandLog
 from runner.host.lifetime import StartStop
 from runner.host.netns import Block, new_run_id
 from runner.host.procs import Child, wait_until
-from runner.local import configs, containerd, controlplane, node
+from runner.kube.api import apply_all
+from runner.local import configs, containerd, controlplane, dns, node
 from runner.local import docker as dockermod
 from runner.local.hoststate import Ledger, undo
 from runner.local.images import LocalImages
@@ -169,7 +170,9 @@ class LocalCluster(StartStop):
             ev, log))
         self.children.append(controlplane.start_scheduler(bins["kube-scheduler"], api_ns, self.ids.scheduler,
                                                           ev, log))
-        self.kubelet = node.start_kubelet(bins["kubelet"], self.paths, self.net, p, self.ids, ev, log,
+        self.children.append(self._start_dns(bins["coredns"]))
+        self.kubelet = node.start_kubelet(bins["kubelet"], self.paths, self.net, p, self.ids,
+                                          dns.service_ip(self.control.block.service_cluster_ip_range), ev, log,
                                           self.extra_kubelet_args)
         self.children.append(self.kubelet)
         proxy = node.start_kube_proxy(bins["kube-proxy"], self.paths, self.net, self.ids, ev, log)
@@ -187,6 +190,17 @@ class LocalCluster(StartStop):
             self.lb.start()
             self._phase(f"LB {self.lb_profile.name} in the pods' path", t0)
         self._write_kubeconfig()
+
+    def _start_dns(self, binary: Path) -> Child:
+        """kube-dns: its Service, EndpointSlice and rights, then CoreDNS on the node (runner/local/dns.py)."""
+        assert self.net is not None and self.ids is not None
+        api = self.admin_api()
+        try:
+            apply_all(api, dns.objects(self.control.block.service_cluster_ip_range, self.net.node_ip), self.log.note)
+        finally:
+            api.close()
+        return dns.start(binary, self.net.node_ip, self.ids.coredns, self.workdir / "dns", self.evidence_dir,
+                         self.log)
 
     def _wire_node(self, control: EmbeddedCluster) -> list[str]:
         """Called by the control plane after its namespace and certificates, before kube-apiserver."""

@@ -165,6 +165,8 @@ class KubeletSettings:
     ca_cert: Path
     serving_cert: Path
     serving_key: Path
+    #: The kube-dns ClusterIP (runner/local/dns.py): pods' only nameserver.
+    cluster_dns: str
 
 
 def kubelet_config(paths: NodePaths, s: KubeletSettings) -> str:
@@ -199,7 +201,7 @@ def kubelet_config(paths: NodePaths, s: KubeletSettings) -> str:
         },
         "authorization": {"mode": "Webhook"},
         "clusterDomain": "cluster.local",
-        "clusterDNS": [],
+        "clusterDNS": [s.cluster_dns],
         # Not empty: an empty file makes containerd copy the host's resolv.conf into pods.
         "resolvConf": str(paths.resolv_conf),
         "cgroupsPerQOS": True,

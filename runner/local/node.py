@@ -18,7 +18,7 @@ from runner.credentials import pki as pkimod
 from runner.credentials.kubeconfig import admin_user, write_kubeconfig
 from runner.host.commands import CommandLog
 from runner.host.procs import Child
-from runner.local import configs
+from runner.local import configs, dns
 
 KUBELET_PORT = 10250
 
@@ -61,6 +61,7 @@ class Identities:
     kube_proxy: Path
     controller_manager: Path
     scheduler: Path
+    coredns: Path
     kubelet_serving: tuple[Path, Path]
     apiserver_kubelet_client: tuple[Path, Path]
 
@@ -79,6 +80,7 @@ def issue_identities(p: pkimod.Pki, net: NodeNet, server: str, kubeconfig_dir: P
         kube_proxy=kubeconfig("kube-proxy", "system:kube-proxy"),
         controller_manager=kubeconfig("kube-controller-manager", "system:kube-controller-manager"),
         scheduler=kubeconfig("kube-scheduler", "system:kube-scheduler"),
+        coredns=kubeconfig("coredns", dns.USER),
         kubelet_serving=pkimod.issue(p, "kubelet-serving", cn=net.name, server_ips=[net.node_ip],
                                      client=False),
         # The API server's identity toward the kubelet (logs, exec); the kubelet asks the API server
@@ -89,13 +91,13 @@ def issue_identities(p: pkimod.Pki, net: NodeNet, server: str, kubeconfig_dir: P
 
 
 def start_kubelet(binary: Path, paths: configs.NodePaths, net: NodeNet, p: pkimod.Pki, ids: Identities,
-                  evidence: Path, log: CommandLog, extra_args: list[str] | None = None) -> Child:
+                  cluster_dns: str, evidence: Path, log: CommandLog, extra_args: list[str] | None = None) -> Child:
     for d in (paths.kubelet_root, paths.state / "static-pods", paths.state / "pod-logs"):
         d.mkdir(parents=True, exist_ok=True)
     paths.resolv_conf.write_text("nameserver 127.0.0.1\n")
     paths.kubelet_config.write_text(configs.kubelet_config(paths, configs.KubeletSettings(
         node_ip=net.node_ip, ca_cert=p.ca_cert, serving_cert=ids.kubelet_serving[0],
-        serving_key=ids.kubelet_serving[1])))
+        serving_key=ids.kubelet_serving[1], cluster_dns=cluster_dns)))
     return Child("kubelet", [
         binary, f"--config={paths.kubelet_config}", f"--kubeconfig={ids.kubelet}",
         f"--root-dir={paths.kubelet_root}", f"--cert-dir={paths.state / 'kubelet-pki'}",
