@@ -4,6 +4,7 @@ all without a network (recorded payloads under tests/fixtures/registries/, a fak
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,16 @@ def test_a_broken_matrix_exits_4_naming_its_line(tmp_path: Path, capsys: pytest.
     assert main(["versions", str(matrix), "--clients", str(CLIENTS)]) == 4
     err = capsys.readouterr().err
     assert f"{matrix}:" in err and "fix:" in err and "Traceback" not in err
+
+
+def test_registries_are_asked_concurrently(capsys: pytest.CaptureFixture[str]) -> None:
+    # Asked one after another, the first fetch would wait for a second that never comes.
+    both = threading.Barrier(2, timeout=5)
+
+    def fetch(registry: Registry, library: str) -> list[str]:
+        if library in ("kopf", "kube"):
+            both.wait()
+        return fake_fetch(registry, library)
+
+    rows = rows_by_client(run_versions(capsys, "--clients", str(CLIENTS), fetch=fetch))
+    assert rows["kopf"].endswith("current") and rows["kube-rs"].endswith("current")
