@@ -17,7 +17,7 @@ from runner.host.procs import REGISTRY
 if TYPE_CHECKING:
     from runner.kube.manifests import Subject
 
-COMMANDS = ("run", "cluster", "lb-probe", "report", "clean", "kube-rbac")
+COMMANDS = ("run", "cluster", "lb-probe", "report", "clean", "kube-rbac", "versions")
 
 DESCRIPTION = """\
 watchdrop: which Kubernetes API client libraries silently lose their watches when a load
@@ -37,6 +37,8 @@ commands:
                          with a matrix, also their namespaces on its kubernetes clusters
   kube-rbac --user NAME  print the RBAC and admission policy a cluster admin applies for the
                          runner's identity on a real cluster (`| kubectl apply -f -`)
+  versions [MATRIX.yaml] each client's pinned library version beside the newest stable release
+                         its registry serves (current, behind, ahead?, unknown); a report, exit 0
 
 exit codes: 0 ran, no ERROR cells; 1 some cell ERROR; 2 interrupted; 3 internal error;
             4 usage error or bad matrix; 5 nothing selected.
@@ -111,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="an image pull secret the matrix names (pull_secrets); repeatable")
     rbac.add_argument("--secrets-namespace", default="default", metavar="NS",
                       help="the kube context's namespace, where the pull secrets are read (default: default)")
+
+    ver = sub.add_parser("versions", help="pinned library versions beside the registries' newest releases",
+                         description="Print, per client folder (or per pin a matrix's columns build), the "
+                                     "registry, the library, the pinned version, the newest stable release "
+                                     "and whether the pin is current, behind, ahead? or unknown. Exits 0 "
+                                     "however far behind the pins are.")
+    ver.add_argument("matrix", nargs="?",
+                     help="only the pins this matrix's columns build, variants' build_env pins included "
+                          "(default: every folder under clients/)")
+    ver.add_argument("--format", choices=["plain", "github"], default="plain")
+    ver.add_argument("--json", action="store_true", help="a JSON list of records instead of the table")
+    ver.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the "
+                                                      "matrix, or ./clients)")
     return p
 
 
@@ -168,6 +183,9 @@ def dispatch(args: argparse.Namespace) -> int:
         print(manifests.render_yaml(manifests.runner_rbac(
             _subject(args), pull_secrets=args.pull_secret, secrets_namespace=args.secrets_namespace)), end="")
         return 0
+    if args.command == "versions":
+        from runner.versions_cli import versions_main
+        return versions_main(args)
     if args.command == "run":
         from runner import pipeline as run_matrix
         return run_matrix.main(args)
