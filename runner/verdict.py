@@ -585,6 +585,8 @@ class _Packets:
     closed_by_rst: int
     #: Longest silence between two packets of one connection that ended inside the judged window.
     longest_gap: float
+    #: When the first cut (an RST from the LB or of unknown origin) reached the pod; None: no cut.
+    first_cut: float | None = None
 
     @property
     def rst_received(self) -> int:
@@ -629,6 +631,7 @@ def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _
     record, a contradiction where one does and says it did not act)."""
     lb = unknown = endpoint = sent = closed = 0
     unexplained: list[tuple[float, str]] = []
+    cuts: list[float] = []
     longest = 0.0
     for c in conns:
         for t, who in c.rsts:
@@ -636,12 +639,14 @@ def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _
                 continue
             if who == "server" and _lb_caused(inp, c, t):
                 lb += 1
+                cuts.append(t)
             elif _endpoint_close(c, t, who):
                 endpoint += 1
             elif who == "client":
                 sent += 1
             elif inp.lb is None:
                 unknown += 1
+                cuts.append(t)
             else:
                 unexplained.append((t, c.client))
         if c.close_kind in _RST_CLOSES and (c.closed_at or 0.0) <= window_end:
@@ -651,7 +656,7 @@ def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _
         for start, end in c.idle_gaps(0.0):
             if end <= window_end:
                 longest = max(longest, end - start)
-    return _Packets(lb, unknown, unexplained, endpoint, sent, closed, longest)
+    return _Packets(lb, unknown, unexplained, endpoint, sent, closed, longest, min(cuts, default=None))
 
 
 def _idle_text(rounds: Sequence[RoundResult], idle_timeout: float | None, gap: float) -> str | None:
@@ -865,15 +870,7 @@ def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
         return f.judged(Verdict.ERROR, seen, f"library reported {plural(f.errors_in_window, 'error')} nothing explains "
                         "(no re-watch followed)", rst_text, f.idle_text)
     if rst_text:
-        first_reset = min(
-            [t for c in conns for t, who in c.rsts if who == "server" and t <= f.window_end]
-            + [
-                c.closed_at
-                for c in conns
-                if c.closed_at is not None and c.close_kind in _RST_CLOSES and c.closed_at <= f.window_end
-            ],
-            default=f.window_end,
-        )
+        first_reset = pk.first_cut if pk.first_cut is not None else f.window_end
         newer = sum(1 for c in conns if (_opened(c) or 0.0) > first_reset)
         if reconnects:
             again = f"reconnected {reconnects}×"
