@@ -857,12 +857,15 @@ def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
         first = f"first: {_short(facts.first_error)!r}" if facts.first_error else None
         counted = ", ".join(p for p in (plural(f.errors_in_window, "error"), first) if p)
         said = f"re-watched {n}× after {'an error' if n == 1 else 'errors'} the library raised ({counted})"
+        lb = inp.lb
         if rst_text:
             cause = rst_text
-        elif f.idled_out:
-            cause = "no RST seen"
-        else:
+        elif lb is not None and not (lb.expired or lb.rst_to_client or lb.rst_to_server or lb.dropped_after_expiry):
+            # Only an LB that keeps a record can say it did nothing; a provider's LB may have
+            # dropped the flow silently, and the library's timer found out.
             cause = "no RST and no LB act: not the LB's doing"
+        else:
+            cause = "no RST seen"
         return f.judged(Verdict.APP_RECOVERED, seen, said, cause, endpoint, f.idle_text)
     if f.errors_in_window:
         # An error no re-watch answered: the library said something went wrong, yet the watch went

@@ -345,6 +345,12 @@ CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
         ("1 RST at an endpoint's close",),
     ),
     (
+        "read timeouts and re-watches after errors on a provider's LB: no claim that no LB acted",
+        lambda: dataclasses.replace(read_timeout_loop_direct(), profile=None, lb=None),
+        Verdict.APP_RECOVERED,
+        ("re-watched 18× after errors", "no RST seen"),
+    ),
+    (
         "java-plain-apiclient behind direct: read timeouts, errors, the watcher's loop re-watches",
         read_timeout_loop_direct,
         Verdict.APP_RECOVERED,
