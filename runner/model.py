@@ -66,6 +66,7 @@ class Verdict(enum.Enum):
 
     PASS = "PASS"
     RECOVERED = "RECOVERED"
+    APP_RECOVERED = "APP-RECOVERED"
     FAIL_LOUD = "FAIL-LOUD"
     FAIL_SILENT = "FAIL-SILENT"
     ERROR = "ERROR"
@@ -77,8 +78,10 @@ class Verdict(enum.Enum):
 
     @property
     def rank(self) -> int:
-        """Higher is worse. Unknown outranks a pass (Jepsen): SKIPPED sits above PASS/RECOVERED,
-        findings above SKIPPED, and ERROR (the harness cannot vouch for anything) above all."""
+        """Higher is worse. Unknown outranks a pass (Jepsen): SKIPPED sits above every grade with all
+        rounds seen (PASS, RECOVERED, APP-RECOVERED), missed rounds above SKIPPED, and ERROR (the
+        harness cannot vouch for anything) above all. APP-RECOVERED sits above RECOVERED: every round
+        was seen, but only an application that handles the library's error gets that far."""
         return _RANK[self]
 
     @classmethod
@@ -95,21 +98,31 @@ class Verdict(enum.Enum):
 
 
 _LEGEND: dict[Verdict, str] = {
-    Verdict.PASS: "every round seen in time and the connection never idled out",
-    Verdict.RECOVERED: "the LB reset the connection, the library re-watched, and every round was seen in time",
+    # Each line must hold for every cell that carries the grade (tests/test_verdicts.py checks them
+    # against the verdict table's cells and the fixture results).
+    Verdict.PASS: ("every round seen in time, no error reached the application, and no connection a round "
+                   "depended on was reset or idled out (an RST that is part of an endpoint's own close is no reset)"),
+    Verdict.RECOVERED: ("every round seen in time after a connection was cut (an RST the LB's record says it sent "
+                        "or caused, an idle-out at the LB, or, where no LB keeps a record, an RST of unknown "
+                        "origin), and the library carried on by itself: no error reached the application"),
+    Verdict.APP_RECOVERED: ("every round seen in time, but the library handed the application an error when its "
+                            "watch broke (an error line before the re-watch): code must catch it, and watch again "
+                            "where the library does not"),
     Verdict.FAIL_LOUD: "a round was missed, and the library raised an error the application must handle",
     Verdict.FAIL_SILENT: ("a round was missed with no error at all — the watch is dead on a socket that looks alive"),
-    Verdict.ERROR: "a harness fault, log attached",
+    Verdict.ERROR: ("the harness cannot vouch for the cell: a harness fault, missing evidence, or evidence that "
+                    "contradicts itself (reason and logs attached)"),
     Verdict.SKIPPED: "could not run here, with the reason",
 }
 
 _RANK: dict[Verdict, int] = {
     Verdict.PASS: 0,
     Verdict.RECOVERED: 1,
-    Verdict.SKIPPED: 2,
-    Verdict.FAIL_LOUD: 3,
-    Verdict.FAIL_SILENT: 4,
-    Verdict.ERROR: 5,
+    Verdict.APP_RECOVERED: 2,
+    Verdict.SKIPPED: 3,
+    Verdict.FAIL_LOUD: 4,
+    Verdict.FAIL_SILENT: 5,
+    Verdict.ERROR: 6,
 }
 
 

@@ -1,8 +1,16 @@
-"""Verdicts from evidence: pure functions from what was recorded to PASS / RECOVERED / FAIL / ERROR.
+"""Verdicts from evidence: pure functions from what was recorded to PASS / RECOVERED / APP-RECOVERED /
+FAIL / ERROR.
 
 Inputs are only evidence: the harness's own update times, the watcher's JSON lines, its exit code and
 stderr, the facts read from the pod's capture, and the LB emulator's event log. Nothing here looks at
 a clock or a file, so every rule is unit-tested as a table of cases.
+
+Every RST the pod received up to the last deadline is attributed first (_packets): to the LB when
+its own record says it sent it or caused it on that flow (the flow expired there before); to an
+endpoint's orderly close when its sender had already sent a FIN, or either side sent one at most
+ENDPOINT_CLOSE_WINDOW before it (kube-apiserver's 90 s idle close: both ends send close_notify and
+FIN within a millisecond, and one answers the other with an RST); to an unknown origin where no LB
+keeps a record (a provider's LB); and otherwise to nobody: the LB's record says it did not act.
 
 The rules, in order (the first that applies wins):
 
@@ -14,16 +22,27 @@ The rules, in order (the first that applies wins):
    watcher's stamps, or sent a request meanwhile by the capture), credentials refused (401/403),
    or the LB's own record disagreeing with the capture (lb_disagreements)                 -> ERROR;
 2. the cell could not run here                                                          -> SKIPPED;
-3. every round seen in time, and the capture shows no RST, no idle gap reaching the LB's
-   timeout, and no reconnect after an error or an idle-out                              -> PASS;
-4. every round seen in time after an RST, or after a reconnect that followed an error
-   or an idle-out                                                                       -> RECOVERED;
-5. a round missed and the watcher printed `error` (or the library logged errors)        -> FAIL-LOUD;
-6. a round missed and nothing said so                                                   -> FAIL-SILENT.
+3. every round seen in time, and an RST reached the pod that neither the LB's record nor an
+   endpoint's close explains while the LB's record says it did not act                  -> ERROR;
+4. every round seen in time, and an `error` line came before a re-watch (a `reconnect`, or a
+   `watch-opened` after the first): the library handed the application an error, and the
+   watch went on only because the application's code handled it                         -> APP-RECOVERED;
+5. every round seen in time, an error no re-watch followed                              -> ERROR;
+6. every round seen in time after a cut: an RST from the LB (its record), an RST of unknown
+   origin where no LB keeps a record, or a silent re-watch after an idle-out at the LB;
+   no error reached the application                                                      -> RECOVERED;
+7. every round seen in time, no RST but an endpoint's close, no idle gap reaching the LB's
+   timeout (or only on a connection the LB says it forgot and no round needed), no error  -> PASS;
+8. a round missed and the watcher printed `error` (or the library logged errors)        -> FAIL-LOUD;
+9. a round missed and nothing said so                                                   -> FAIL-SILENT.
+
+Every grade's legend (runner.model._LEGEND) holds for every cell the rules give it;
+tests/test_verdicts.py checks that over its whole table.
 
 Unknown outranks a pass (Jepsen): every round seen while the evidence disagrees with itself (the
 flow idled past the LB's timeout yet nothing was reset, the LB log says it expired or reset a flow
-the capture never shows, the library reported errors nothing explains) is ERROR, never PASS.
+the capture never shows, an RST nobody owns, the library reported errors nothing explains) is ERROR,
+never PASS; an RST of unknown origin is judged a cut (RECOVERED at best), never passed over.
 
 Pod-side naming: in the pod's capture the watcher is the `client` and whatever answers on the API
 server address (kube-apiserver, the front, or the LB speaking for them) is the `server`. An RST
@@ -67,6 +86,14 @@ BEFORE_IDLE = "the request before the idle period"
 #: use the host's clock, but a packet is logged by the LB and by tcpdump at slightly different times.
 LB_SLACK = 1.0
 
+#: An RST that follows a FIN (from either side) on its connection within this many seconds is
+#: part of that endpoint close, not a reset. kube-apiserver's idle close of an HTTP/1.1 connection at
+#: 90 s and client-go's own 90 s idle timer fire together: both ends send close_notify and FIN within
+#: a millisecond, and the late close_notify reaching a closed socket draws an RST from it. A second
+#: is generous for that and far too short for an LB, whose idle timer cannot fire within a second
+#: of a packet that refreshed the flow.
+ENDPOINT_CLOSE_WINDOW = 1.0
+
 #: An idle-request round may idle this much less than WATCHDROP_IDLE (timer granularity, the
 #: watcher taking its timestamp after the response); any shorter is a watcher that did not idle.
 IDLE_SLACK = 1.0
@@ -99,6 +126,8 @@ class ConnLike(Protocol):
     def small_records_server(self) -> Sequence[tuple[float, int]]: ...
     @property
     def rsts(self) -> Sequence[tuple[float, str]]: ...
+    @property
+    def fins(self) -> Sequence[tuple[float, str]]: ...
     @property
     def data_client(self) -> Sequence[float]: ...
     @property
@@ -540,29 +569,86 @@ def _missing_evidence(inp: CellInputs, facts: WatcherFacts | None) -> list[str]:
 
 @dataclass
 class _Packets:
-    rst_received: int
+    """The pod's RSTs up to the last deadline, each attributed to who sent or caused it."""
+
+    #: RSTs the pod received that the LB's record says it sent or caused (its flow expired first).
+    rst_lb: int
+    #: RSTs the pod received where no LB keeps a record (a provider's LB): origin unknown.
+    rst_unknown: int
+    #: RSTs the pod received that the LB's record does not explain and no endpoint's close does:
+    #: (time, the pod's end) of each. The evidence then contradicts itself.
+    rst_unexplained: list[tuple[float, str]]
+    #: RSTs (either way) that are part of an endpoint's orderly close (a FIN just before).
+    rst_endpoint: int
+    #: RSTs the pod itself sent on a live connection (e.g. exiting with unread data).
     rst_sent: int
     closed_by_rst: int
     #: Longest silence between two packets of one connection that ended inside the judged window.
     longest_gap: float
+    #: When the first cut (an RST from the LB or of unknown origin) reached the pod; None: no cut.
+    first_cut: float | None = None
+
+    @property
+    def rst_received(self) -> int:
+        """Received RSTs that reset a live connection (whoever sent them)."""
+        return self.rst_lb + self.rst_unknown + len(self.rst_unexplained)
 
 
-def _after_own_fin(c: ConnLike, t: float, who: str) -> bool:
-    """An RST from a side that had already closed the connection with its FIN: the tail of an
-    orderly close (late data, such as the peer's TLS close_notify, reaching a closed socket), not a
-    reset of a live connection. Seen when client-go's and kube-apiserver's 90 s idle timers on an
-    HTTP/1.1 connection fire together: whichever FIN went first, the other side's close drew an RST,
-    and repeated runs split between PASS and RECOVERED on that alone."""
-    return c.close_kind == f"fin-{who}" and c.closed_at is not None and t >= c.closed_at
+def _fins(c: ConnLike) -> list[tuple[float, str]]:
+    """Every FIN of the connection; a stand-in without `fins` gives its first close if it was a FIN."""
+    fins = list(getattr(c, "fins", ()) or ())
+    if not fins and c.close_kind in ("fin-client", "fin-server") and c.closed_at is not None:
+        fins = [(c.closed_at, c.close_kind.removeprefix("fin-"))]
+    return fins
 
 
-def _packets(conns: Sequence[ConnLike], window_end: float) -> _Packets:
-    received = sent = closed = 0
+def _endpoint_close(c: ConnLike, t: float, who: str) -> bool:
+    """An RST that belongs to an orderly close, not a reset of a live connection: its sender had
+    already sent its own FIN (late data, such as the peer's TLS close_notify, reaching a closed
+    socket), or either side sent a FIN at most ENDPOINT_CLOSE_WINDOW before it. Seen when
+    client-go's and kube-apiserver's 90 s idle timers on an HTTP/1.1 connection fire together:
+    whichever FIN went first, the other side's close drew an RST, and repeated runs split between
+    PASS and RECOVERED on that alone. The `direct` column (no LB at all) showed both orders."""
+    return any((side == who and ft <= t) or (0.0 <= t - ft <= ENDPOINT_CLOSE_WINDOW) for ft, side in _fins(c))
+
+
+def _lb_caused(inp: CellInputs, c: ConnLike, t: float) -> bool:
+    """Whether the LB's record says it sent or caused an RST the pod received on `c` at `t`: it
+    sent RSTs to the pod on that flow, or had forgotten the flow before (a packet of a forgotten flow
+    reaches a server that no longer knows it, which answers with an RST). A record without per-flow
+    detail (lb_flows empty) speaks for all the pod's flows."""
+    if inp.lb is None:
+        return False
+    if not inp.lb_flows:
+        return bool(inp.lb.rst_to_client or inp.lb.expired)
+    return any(f.client == c.client and (f.rst_to_client or (f.expired_at is not None and f.expired_at <= t + LB_SLACK))
+               for f in inp.lb_flows)
+
+
+def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _Packets:
+    """Attribute every RST up to `window_end`: to the LB (its own record), to an endpoint's close
+    (a FIN just before), or, left over, to nobody the evidence names (unknown where no LB keeps a
+    record, a contradiction where one does and says it did not act)."""
+    lb = unknown = endpoint = sent = closed = 0
+    unexplained: list[tuple[float, str]] = []
+    cuts: list[float] = []
     longest = 0.0
     for c in conns:
-        live = [(t, who) for t, who in c.rsts if t <= window_end and not _after_own_fin(c, t, who)]
-        received += sum(1 for _, who in live if who == "server")
-        sent += sum(1 for _, who in live if who == "client")
+        for t, who in c.rsts:
+            if t > window_end:
+                continue
+            if who == "server" and _lb_caused(inp, c, t):
+                lb += 1
+                cuts.append(t)
+            elif _endpoint_close(c, t, who):
+                endpoint += 1
+            elif who == "client":
+                sent += 1
+            elif inp.lb is None:
+                unknown += 1
+                cuts.append(t)
+            else:
+                unexplained.append((t, c.client))
         if c.close_kind in _RST_CLOSES and (c.closed_at or 0.0) <= window_end:
             closed += 1
         # Only gaps that ended before the last deadline were tested by some round; a gap that
@@ -570,8 +656,7 @@ def _packets(conns: Sequence[ConnLike], window_end: float) -> _Packets:
         for start, end in c.idle_gaps(0.0):
             if end <= window_end:
                 longest = max(longest, end - start)
-    return _Packets(received, sent, closed, longest)
-
+    return _Packets(lb, unknown, unexplained, endpoint, sent, closed, longest, min(cuts, default=None))
 
 
 def _idle_text(rounds: Sequence[RoundResult], idle_timeout: float | None, gap: float) -> str | None:
@@ -591,11 +676,22 @@ def _rst_text(p: _Packets, lb: LbSummary | None) -> str:
         parts.append(f"pod sent {plural(p.rst_sent, 'RST')}")
     if not parts:
         parts.append("no RST seen")
+    if p.rst_endpoint:
+        parts.append(f"{plural(p.rst_endpoint, 'RST')} at an endpoint's close")
+    if p.rst_unknown:
+        parts.append(_UNKNOWN_ORIGIN)
+    if p.rst_unexplained:
+        parts.append(f"{plural(len(p.rst_unexplained), 'RST')} the LB's record does not show it sending")
     if lb is not None and lb.dropped_after_expiry:
         parts.append(f"LB dropped {plural(lb.dropped_after_expiry, 'packet')} after expiry")
     if lb is not None and lb.rst_to_server and not p.rst_received:
         parts.append("LB reset the server side only")
     return ", ".join(parts)
+
+
+#: Said of an RST the pod received where no LB keeps a record (a provider's LB on a kubernetes
+#: cluster): it may be the LB's, a proxy's or the server's, and nothing here can tell.
+_UNKNOWN_ORIGIN = "RST of unknown origin (no LB record here)"
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -667,6 +763,23 @@ def _doubts(inp: CellInputs, lines: Sequence[Mapping[str, Any]], conns: Sequence
     return doubts + lb_disagreements(inp, conns)
 
 
+def rewatches_after_error(lines: Sequence[Mapping[str, Any]], window_end: float) -> int:
+    """How many re-watches (a `reconnect`, or a `watch-opened` after the first) had an `error` line
+    before them, since the previous re-watch, counting errors up to `window_end` (the re-watch that
+    answers an error just before the last deadline may come after it)."""
+    count, pending, opened = 0, False, False
+    for ln in sorted(lines, key=_ts):
+        kind = ln.get("event")
+        if kind == "error" and _ts(ln) <= window_end:
+            pending = True
+        elif kind == "reconnect" or (kind == "watch-opened" and opened):
+            count += pending
+            pending = False
+        if kind == "watch-opened":
+            opened = True
+    return count
+
+
 @dataclass(frozen=True)
 class _Facts:
     """What the grade is read from, once the evidence is known to be whole and consistent."""
@@ -682,11 +795,14 @@ class _Facts:
     idled_out: bool
     errors_in_window: int
     reconnects: int
+    #: Re-watches (a `reconnect`, or a `watch-opened` after the first) that an `error` line came
+    #: before, since the previous re-watch: the library handed the application an error on the way.
+    rewatches_after_error: int
 
     @classmethod
     def read(cls, inp: CellInputs, lines: Sequence[Mapping[str, Any]], watcher: WatcherFacts,
              conns: Sequence[ConnLike], rounds: Sequence[RoundResult], window_end: float) -> _Facts:
-        pk = _packets(conns, window_end)
+        pk = _packets(inp, conns, window_end)
         missed = [r for r in rounds if not r.ok]
         idled_out = inp.idle_timeout is not None and (
             pk.longest_gap >= inp.idle_timeout
@@ -703,34 +819,61 @@ class _Facts:
                    packets=pk, idle_text=_idle_text(missed or rounds, inp.idle_timeout, pk.longest_gap),
                    idled_out=idled_out,
                    errors_in_window=sum(1 for ln in in_window if ln.get("event") == "error"),
-                   reconnects=reconnects)
+                   reconnects=reconnects, rewatches_after_error=rewatches_after_error(lines, window_end))
 
     def judged(self, v: Verdict, *parts: str | None) -> Judgement:
         return Judgement(v, ", ".join(p for p in parts if p), rounds=list(self.rounds), watcher=self.watcher)
 
 
 def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
-    """Every round seen: RECOVERED when something was reset or re-watched after an error or an idle
-    gap, PASS only if every other piece of evidence agrees."""
+    """Every round seen. APP-RECOVERED when an `error` line came before a re-watch (the library
+    handed the application an error: whoever re-watched, the application's code had to handle it);
+    RECOVERED when a connection was cut (an RST the LB's record owns, an RST of unknown origin where
+    no LB keeps a record, or an idle-out at the LB) and the library carried on with no error; PASS
+    only if every other piece of evidence agrees. An RST that is part of an endpoint's own close is
+    no cut; one that nothing explains while the LB's record says it did not act is ERROR."""
     pk, rounds, conns, reconnects = f.packets, f.rounds, f.conns, f.reconnects
     seen = f"{len(rounds)}/{len(rounds)} rounds seen"
-    # Only an RST the pod *received* means the LB (or server) reset it; an RST the pod sent is
-    # the client closing abruptly (e.g. the process exiting with unread data).
-    if pk.rst_received > 0:
-        what = [
-            f"{plural(pk.rst_received, 'RST')} received" if pk.rst_received else None,
+    endpoint = f"{plural(pk.rst_endpoint, 'RST')} at an endpoint's close (a FIN just before), not a reset" \
+        if pk.rst_endpoint else None
+    if pk.rst_unexplained:
+        t, flow = pk.rst_unexplained[0]
+        return f.judged(Verdict.ERROR, seen,
+                        f"{plural(len(pk.rst_unexplained), 'RST')} received (first at {t:.3f} on flow {flow}) that "
+                        "the LB's record does not show it sending or causing and no FIN came just before: who "
+                        "reset the connection is unknown")
+    # Only an RST the pod *received* can be a cut; an RST the pod sent is the client closing
+    # abruptly (e.g. the process exiting with unread data).
+    rst_text = None
+    if pk.rst_lb or pk.rst_unknown:
+        rst_text = ", ".join(p for p in (
+            f"{plural(pk.rst_lb, 'RST')} received from the LB (its record)" if pk.rst_lb else None,
+            f"{plural(pk.rst_unknown, 'RST')} received, {_UNKNOWN_ORIGIN}" if pk.rst_unknown else None,
             f"pod sent {plural(pk.rst_sent, 'RST')}" if pk.rst_sent else None,
-            "connection reset" if pk.closed_by_rst and not (pk.rst_received or pk.rst_sent) else None,
-        ]
-        first_reset = min(
-            [t for c in conns for t, _ in c.rsts if t <= f.window_end]
-            + [
-                c.closed_at
-                for c in conns
-                if c.closed_at is not None and c.close_kind in _RST_CLOSES and c.closed_at <= f.window_end
-            ],
-            default=f.window_end,
-        )
+        ) if p)
+    if f.rewatches_after_error:
+        n = f.rewatches_after_error
+        facts = f.watcher
+        first = f"first: {_short(facts.first_error)!r}" if facts.first_error else None
+        counted = ", ".join(p for p in (plural(f.errors_in_window, "error"), first) if p)
+        said = f"re-watched {n}× after {'an error' if n == 1 else 'errors'} the library raised ({counted})"
+        lb = inp.lb
+        if rst_text:
+            cause = rst_text
+        elif lb is not None and not (lb.expired or lb.rst_to_client or lb.rst_to_server or lb.dropped_after_expiry):
+            # Only an LB that keeps a record can say it did nothing; a provider's LB may have
+            # dropped the flow silently, and the library's timer found out.
+            cause = "no RST and no LB act: not the LB's doing"
+        else:
+            cause = "no RST seen"
+        return f.judged(Verdict.APP_RECOVERED, seen, said, cause, endpoint, f.idle_text)
+    if f.errors_in_window:
+        # An error no re-watch answered: the library said something went wrong, yet the watch went
+        # on; nothing here tells what, so it is no pass of any kind.
+        return f.judged(Verdict.ERROR, seen, f"library reported {plural(f.errors_in_window, 'error')} nothing explains "
+                        "(no re-watch followed)", rst_text, f.idle_text)
+    if rst_text:
+        first_reset = pk.first_cut if pk.first_cut is not None else f.window_end
         newer = sum(1 for c in conns if (_opened(c) or 0.0) > first_reset)
         if reconnects:
             again = f"reconnected {reconnects}×"
@@ -738,17 +881,16 @@ def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
             again = f"{plural(newer, 'new connection')} after the reset"
         else:
             again = "no reconnect"
-        return f.judged(Verdict.RECOVERED, seen, *what, again, f.idle_text)
-    if reconnects and (f.errors_in_window or f.idled_out):
-        cause = f"library reported {plural(f.errors_in_window, 'error')}" if f.errors_in_window else None
-        return f.judged(Verdict.RECOVERED, seen, f"reconnected {reconnects}×", cause, "no RST seen", f.idle_text)
+        return f.judged(Verdict.RECOVERED, seen, rst_text, again, endpoint, f.idle_text)
+    if reconnects and f.idled_out:
+        return f.judged(Verdict.RECOVERED, seen, f"reconnected {reconnects}×", "no RST seen", endpoint, f.idle_text)
     lb = inp.lb
     if f.idled_out:
         if lb is not None and lb.expired:
             # The LB forgot an idle connection (in silent modes nothing is reset), yet every
             # round was seen: that connection carried no round (a pooled or list connection).
             return f.judged(Verdict.PASS, seen, f.idle_text,
-                            f"LB forgot {plural(lb.expired, 'idle connection')} no round depended on")
+                            f"LB forgot {plural(lb.expired, 'idle connection')} no round depended on", endpoint)
         return f.judged(Verdict.ERROR, seen, f.idle_text, "yet nothing was reset: the LB did not act (check its log)")
     if lb is not None and (lb.expired or lb.rst_to_client or lb.rst_to_server):
         return f.judged(
@@ -757,12 +899,8 @@ def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
             f"LB log shows {lb.expired} expired, {lb.rst_to_client}+{lb.rst_to_server} RSTs "
             "but the capture shows no idle gap or reset",
         )
-    if f.errors_in_window:
-        return f.judged(
-            Verdict.ERROR, seen, f"library reported {plural(f.errors_in_window, 'error')} nothing explains"
-        )
     rewatch = f"re-watched {reconnects}× without reset or error" if reconnects else None
-    return f.judged(Verdict.PASS, seen, f.idle_text, rewatch)
+    return f.judged(Verdict.PASS, seen, f.idle_text, rewatch, endpoint)
 
 
 def _judge_missed(inp: CellInputs, f: _Facts) -> Judgement:

@@ -231,7 +231,7 @@ def test_index_uses_the_text_tables_rows_and_columns(tmp_path) -> None:
     assert heads  # rows and headers exist
     plain = page.plain
     assert plain.index("client-a") < plain.index("client-b") < plain.index("client-c")
-    assert "6 cells: 1 PASS, 1 RECOVERED, 1 FAIL-LOUD, 1 FAIL-SILENT, 1 ERROR, 1 SKIPPED." in plain
+    assert "7 cells: 1 PASS, 1 RECOVERED, 1 APP-RECOVERED, 1 FAIL-LOUD, 1 FAIL-SILENT, 1 ERROR, 1 SKIPPED." in plain
 
 
 def test_a_cell_id_that_would_leave_cells_gets_no_page(tmp_path) -> None:

@@ -54,6 +54,12 @@ def synthetic_run() -> RunResult:
               errors=["traceback line with a NUL \x00 and ESC \x1b[31m colour", "<script>alert(1)</script>"]),
         _cell("client-c", "lb-2", Verdict.SKIPPED, "needs dotnet, not installed", rounds=[], watcher=None, lb=None,
               started=None, finished=None),
+        _cell("client-d", "lb-1", Verdict.APP_RECOVERED,
+              "1/1 rounds seen, re-watched 1× after an error the library raised (1 error, first: 'reset'), "
+              "1 RST received from the LB (its record)",
+              watcher=WatcherFacts(started=True, lines=5, errors=1, reconnects=1, watch_opened=2, stderr_errors=0,
+                                   exit_code=0, first_error="reset"),
+              lb=LbSummary(expired=1, rst_to_client=1, rst_to_server=1)),
     ]
     return RunResult(run_id="abc123", started=1_800_000_000.0, finished=1_800_000_200.0, matrix="matrix.quick.yaml",
                      machine={"cpus": "2"}, profiles=[c.profile for c in cells[:2] if c.profile is not None],
@@ -77,18 +83,22 @@ def test_every_verdict_maps_to_its_junit_element(schema, tmp_path) -> None:
     suite = root.find("testsuite")
     assert suite is not None
     counts = [suite.get(k) for k in ("tests", "failures", "errors", "skipped")]
-    assert counts == ["6", "2", "1", "1"]
+    assert counts == ["7", "2", "1", "1"]
     cases = {(c.get("classname"), c.get("name")): c for c in suite.iter("testcase")}
     assert len(cases) == len(run.cells)
     for cell in run.cells:
         case = cases[(cell.client, f"{cell.cluster}/{cell.scenario}")]
         kids = [k.tag for k in case if k.tag != "system-out"]
-        expected = {Verdict.PASS: [], Verdict.RECOVERED: [], Verdict.FAIL_SILENT: ["failure"],
-                    Verdict.FAIL_LOUD: ["failure"], Verdict.ERROR: ["error"], Verdict.SKIPPED: ["skipped"]}
+        expected = {Verdict.PASS: [], Verdict.RECOVERED: [], Verdict.APP_RECOVERED: [],
+                    Verdict.FAIL_SILENT: ["failure"], Verdict.FAIL_LOUD: ["failure"], Verdict.ERROR: ["error"],
+                    Verdict.SKIPPED: ["skipped"]}
+        assert set(expected) == set(Verdict)
         assert kids == expected[cell.verdict], cell.cell_id
         if kids:
             el = case.find(kids[0])
             assert el is not None and el.get("message") == cell.reason and el.get("type") == cell.verdict.value
+    app = cases[("client-d", "lb-1/watch")].find("system-out")
+    assert app is not None and f"note: {Verdict.APP_RECOVERED.legend}" in (app.text or "")
     silent = cases[("client-b", "lb-1/watch")].find("failure")
     assert silent is not None and "round 1: expected 'round-1': NOT seen by the deadline" in (silent.text or "")
     error = cases[("client-c", "lb-1/watch")].find("error")
@@ -106,7 +116,7 @@ def test_schema_is_not_vacuous(schema) -> None:
     two_outcomes = good.replace('<skipped message="needs dotnet, not installed" type="SKIPPED" />',
                                 '<skipped message="x" type="SKIPPED" /><failure message="y" />')
     assert two_outcomes != good and not schema.is_valid(two_outcomes)
-    assert not schema.is_valid(good.replace('tests="6"', 'tests="six"', 1))
+    assert 'tests="7"' in good and not schema.is_valid(good.replace('tests="7"', 'tests="six"', 1))
     no_name = good.replace(' name="lb-1/watch"', "", 1)
     assert no_name != good and not schema.is_valid(no_name)
 

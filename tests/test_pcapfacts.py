@@ -521,6 +521,29 @@ def test_mid_flow_capture_uses_server_ports_then_lower_port(tmp_path: Path) -> N
     assert only_conn(path).server == "198.18.0.20:443"  # lower port when no hint is given
 
 
+def test_fins_are_recorded_per_side_for_an_endpoint_close_then_rst(tmp_path: Path) -> None:
+    """kube-apiserver's 90 s idle close as seen in the `direct` column: the client's FIN first, the
+    server's FIN a moment later, and the server's RST answering the client's late close_notify. The
+    verdict needs every FIN's time and sender, not only the first close, to read that RST as part of
+    the close."""
+    path = tmp_path / "fin-then-rst.pcap"
+    write_pcap(
+        path,
+        [
+            *handshake(),
+            client_pkt(90.0, "FA", 1001, 5001),
+            server_pkt(90.0004, "FA", 5001, 1002),
+            client_pkt(90.0006, "PA", 1002, 5002, b"x" * 24),
+            server_pkt(90.0008, "R", 5002, 0),
+        ],
+    )
+    conn = only_conn(path)
+    assert conn.close_kind == "fin-client" and conn.closed_at == 90.0
+    assert conn.fins == [(90.0, "client"), (90.0004, "server")]
+    assert conn.rsts == [(90.0008, "server")]
+    assert conn.to_dict()["fins"] == [[90.0, "client"], [90.0004, "server"]]
+
+
 def test_port_reuse_is_a_new_connection_and_trailing_silence(tmp_path: Path) -> None:
     path = tmp_path / "reuse.pcap"
     write_pcap(

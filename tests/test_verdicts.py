@@ -42,6 +42,7 @@ class Conn:
     small_records_client: list[tuple[float, int]] = field(default_factory=list)
     small_records_server: list[tuple[float, int]] = field(default_factory=list)
     rsts: list[tuple[float, str]] = field(default_factory=list)
+    fins: list[tuple[float, str]] = field(default_factory=list)
     data_client: list[float] = field(default_factory=list)
     data_server: list[float] = field(default_factory=list)
 
@@ -163,6 +164,57 @@ def missed_with_error() -> CellInputs:
     )
 
 
+def lb_reset_silent_rewatch() -> CellInputs:
+    """reset_then_rewatch as a library that re-watches by itself (an informer): the LB's per-flow
+    record owns both RSTs, the watcher prints the re-watches and no error."""
+    inp = reset_then_rewatch()
+    assert inp.pcap is not None
+    conns = [dataclasses.replace(c, client=f"198.18.1.2:4000{i}") for i, c in enumerate(inp.pcap.connections)]
+    return dataclasses.replace(
+        inp,
+        pcap=Pcap(conns),
+        watcher_lines=[ln for ln in inp.watcher_lines or [] if ln["event"] != "error"],
+        lb_flows=[LbFlow(client="198.18.1.2:40000", expired_at=46.0, last_activity=1.0, rst_to_client=1),
+                  LbFlow(client="198.18.1.2:40001", expired_at=146.0, last_activity=100.05, rst_to_client=1)],
+    )
+
+
+def direct_idle_close(fins: list[tuple[float, str]], rst: tuple[float, str], *, lb: LbSummary | None = None,
+                      profile: ProfileFacts | None = DIRECT) -> CellInputs:
+    """idle-request in the `direct` control column (no LB at all; the embedded cluster still keeps
+    an LB record, all zeros): the pooled connection is closed at kube-apiserver's 90 s idle timer
+    with `fins` and `rst`, and the request after the idle period goes out on a fresh connection."""
+    first = min(t for t, _ in [*fins, rst])
+    kind = min([*[(t, f"fin-{w}") for t, w in fins], (rst[0], f"rst-from-{rst[1]}")])[1]
+    pooled = Conn(opened_at=0.5, data_client=[1.0], data_server=[1.05], closed_at=first, close_kind=kind,
+                  fins=fins, rsts=[rst])
+    fresh = Conn(opened_at=270.0, client="198.18.1.2:40001", data_client=[270.0], data_server=[270.05],
+                 closed_at=270.1, close_kind="fin-client", fins=[(270.1, "client")])
+    inp = idle_request(req(1, 1.0, 1.1) + req(1, 270.0, 270.1), rounds=1)
+    return dataclasses.replace(inp, profile=profile, lb=lb, pcap=Pcap([pooled, fresh]))
+
+
+def read_timeout_loop_direct() -> CellInputs:
+    """java-plain-apiclient behind `direct`: OkHttp's 10 s read timeout ends every watch, the
+    library raises, and the watcher's loop (the application) prints `error`, `reconnect`, and
+    watches again a second later. No LB acts, nothing is reset: the client closes each connection."""
+    conns, lines = [], [STARTED]
+    t, port = 0.5, 40000
+    while t < 210.0:
+        conns.append(Conn(opened_at=t, client=f"198.18.1.2:{port}", data_client=[t + 0.1], data_server=[t + 0.5],
+                          closed_at=t + 10.5, close_kind="fin-client", fins=[(t + 10.5, "client"),
+                                                                              (t + 10.501, "server")]))
+        lines.append(line(t + 0.5, "watch-opened"))
+        lines.append(line(t + 10.5, "error", message="java.net.SocketTimeoutException: timeout"))
+        lines.append(line(t + 10.5, "reconnect", reason="exception"))
+        t, port = t + 11.5, port + 1
+    for at in (100.05, 200.05):
+        next(c for c in conns if c.opened_at <= at <= (c.closed_at or 0.0)).data_server.append(at)
+    lines += [seen(100.05, "v1"), seen(200.05, "v2")]
+    return dataclasses.replace(watch_pass(), profile=DIRECT, lb=LbSummary(), pcap=Pcap(conns),
+                               watcher_lines=sorted(lines, key=lambda ln: ln["ts"]))
+
+
 # (case id, inputs, expected verdict, substrings the reason must contain)
 CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
     ("pass", watch_pass, Verdict.PASS, ("2/2 rounds seen", "flow idle 30 s < 45 s")),
@@ -223,10 +275,87 @@ CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
         ("no capture facts",),
     ),
     (
-        "reset and re-watched",
-        reset_then_rewatch,
+        "reset by the LB (its record), the library re-watched by itself",
+        lb_reset_silent_rewatch,
         Verdict.RECOVERED,
-        ("2/2 rounds seen", "2 RSTs received", "reconnected 2×"),
+        ("2/2 rounds seen", "2 RSTs received from the LB (its record)", "reconnected 2×"),
+    ),
+    (
+        "reset, an error line, then the application's loop re-watched",
+        reset_then_rewatch,
+        Verdict.APP_RECOVERED,
+        ("2/2 rounds seen", "re-watched 2× after errors the library raised",
+         "first: 'Connection reset by peer'", "2 RSTs received from the LB"),
+    ),
+    (
+        "an RST on a flow the LB's record says expired first: caused by the LB",
+        lambda: dataclasses.replace(lb_reset_silent_rewatch(), lb=LbSummary(expired=2), lb_flows=[
+            LbFlow(client="198.18.1.2:40000", expired_at=45.5, last_activity=1.0),
+            LbFlow(client="198.18.1.2:40001", expired_at=145.5, last_activity=100.05)]),
+        Verdict.RECOVERED,
+        ("2 RSTs received from the LB (its record)",),
+    ),
+    (
+        "an error no re-watch followed, after an LB reset: not RECOVERED",
+        lambda: dataclasses.replace(lb_reset_silent_rewatch(),
+                                    watcher_lines=lines_plus(line(150.0, "error", message="eh"))),
+        Verdict.ERROR,
+        ("1 error nothing explains (no re-watch followed)",),
+    ),
+    (
+        "direct: the client's FIN first, the server's RST within a millisecond: an endpoint's close",
+        lambda: direct_idle_close([(91.0, "client"), (91.0004, "server")], (91.0008, "server"), lb=LbSummary()),
+        Verdict.PASS,
+        ("1/1 rounds seen", "1 RST at an endpoint's close (a FIN just before), not a reset"),
+    ),
+    (
+        "direct: the server's FIN first, the client's RST: still an endpoint's close",
+        lambda: direct_idle_close([(91.0, "server")], (91.002, "client"), lb=LbSummary()),
+        Verdict.PASS,
+        ("1 RST at an endpoint's close",),
+    ),
+    (
+        "direct: the server's own FIN, then its RST after the window: the tail of its close",
+        lambda: direct_idle_close([(91.0, "server")], (95.0, "server"), lb=LbSummary()),
+        Verdict.PASS,
+        ("1 RST at an endpoint's close",),
+    ),
+    (
+        "direct: an RST with no FIN before it while the LB's record says it did not act: not PASS",
+        lambda: direct_idle_close([], (91.0, "server"), lb=LbSummary()),
+        Verdict.ERROR,
+        ("1 RST received (first at 91.000 on flow 198.18.1.2:40000)", "does not show it sending or causing"),
+    ),
+    (
+        "direct: the client's FIN 2 s before the server's RST is no close of that RST",
+        lambda: direct_idle_close([(89.0, "client")], (91.0, "server"), lb=LbSummary()),
+        Verdict.ERROR,
+        ("who reset the connection is unknown",),
+    ),
+    (
+        "kubernetes cluster (no LB record): an RST of unknown origin is a cut, never PASS",
+        lambda: direct_idle_close([], (91.0, "server"), lb=None, profile=None),
+        Verdict.RECOVERED,
+        ("1 RST received, RST of unknown origin (no LB record here)", "1 new connection after the reset"),
+    ),
+    (
+        "kubernetes cluster (no LB record): an endpoint's close is still no reset",
+        lambda: direct_idle_close([(91.0, "client")], (91.0008, "server"), lb=None, profile=None),
+        Verdict.PASS,
+        ("1 RST at an endpoint's close",),
+    ),
+    (
+        "read timeouts and re-watches after errors on a provider's LB: no claim that no LB acted",
+        lambda: dataclasses.replace(read_timeout_loop_direct(), profile=None, lb=None),
+        Verdict.APP_RECOVERED,
+        ("re-watched 18× after errors", "no RST seen"),
+    ),
+    (
+        "java-plain-apiclient behind direct: read timeouts, errors, the watcher's loop re-watches",
+        read_timeout_loop_direct,
+        Verdict.APP_RECOVERED,
+        ("2/2 rounds seen", "re-watched 18× after errors the library raised (18 errors, first: "
+         "'java.net.SocketTimeoutException: timeout')", "no RST and no LB act: not the LB's doing"),
     ),
     (
         "reset seen in the capture without a reconnect line",
@@ -739,6 +868,7 @@ def test_an_rst_after_the_senders_own_fin_is_the_tail_of_a_close_not_a_reset() -
                               lb=None, pcap=Pcap([reset, Conn(opened_at=270.0, data_client=[270.0])]))
     got, reason = verdict(inp)
     assert got is Verdict.RECOVERED, reason
+    assert "RST of unknown origin (no LB record here)" in reason
 
 
 # --- idle-request: the watcher must really idle (issue 13) -------------------------------------------
@@ -814,3 +944,127 @@ def test_lb_flows_are_read_per_pod_flow_until_the_deadline() -> None:
                drops=2),
         LbFlow(client="198.18.1.2:40001", rst_to_client=1),
     ]
+
+
+# --- every legend line holds for every cell that carries its grade (issue 16 §3) -------------------
+
+
+def _re_watch_after_error(lines: list[dict[str, Any]], until: float) -> bool:
+    """An `error` line (up to `until`) with a re-watch after it: `reconnect`, or a `watch-opened`
+    that is not the first."""
+    ordered = sorted(lines, key=lambda ln: ln["ts"])
+    opened = [ln["ts"] for ln in ordered if ln["event"] == "watch-opened"][1:]
+    rewatches = [ln["ts"] for ln in ordered if ln["event"] == "reconnect"] + opened
+    return any(e["event"] == "error" and e["ts"] <= until and any(r >= e["ts"] for r in rewatches) for e in ordered)
+
+
+def _fin_just_before(conn: Any, t: float, who: str) -> bool:
+    return any((side == who and ft <= t) or 0.0 <= t - ft <= 1.0 for ft, side in conn.fins)
+
+
+def _lb_owns(inp: CellInputs, conn: Any, t: float) -> bool:
+    if inp.lb is None:
+        return False
+    if not inp.lb_flows:
+        return bool(inp.lb.rst_to_client or inp.lb.expired)
+    return any(f.client == conn.client and (f.rst_to_client or (f.expired_at or 1e18) <= t + 1.0)
+               for f in inp.lb_flows)
+
+
+def legend_breaches(inp: CellInputs, v: Verdict, reason: str) -> list[str]:
+    """What in the evidence contradicts the legend of `v`, read straight from the inputs (not from
+    the verdict module's own helpers, so a rule that drifts from its legend shows here)."""
+    if v is Verdict.SKIPPED:
+        return [] if inp.skipped else ["SKIPPED without a reason to skip"]
+    if v is Verdict.ERROR:
+        return [] if reason else ["ERROR without a reason"]
+    lines = list(inp.watcher_lines or [])
+    rounds = judge_cell(inp).rounds
+    until = max((r.deadline for r in rounds), default=0.0)
+    errors = [ln for ln in lines if ln["event"] == "error" and ln["ts"] <= until]
+    conns = list(inp.pcap.connections) if inp.pcap else []
+    received = [(c, t) for c in conns for t, who in c.rsts if who == "server" and t <= until]
+    cuts = [(c, t) for c, t in received if not _fin_just_before(c, t, "server")]
+    idle = inp.idle_timeout
+    idled_out = idle is not None and (
+        any(b - a >= idle for c in conns for a, b in c.idle_gaps(0.0) if b <= until)
+        or any(r.idle_before is not None and r.idle_before >= idle for r in rounds))
+    out = []
+    all_seen = bool(rounds) and all(r.ok for r in rounds)
+    if v in (Verdict.PASS, Verdict.RECOVERED, Verdict.APP_RECOVERED) and not all_seen:
+        out.append("not every round was seen")
+    if v is Verdict.PASS:
+        if errors:
+            out.append("an error reached the application")
+        if cuts:
+            out.append("a connection was reset outside an endpoint's close")
+        if idled_out and not (inp.lb is not None and inp.lb.expired):
+            out.append("a connection idled out")
+    if v is Verdict.RECOVERED:
+        if errors:
+            out.append("an error reached the application")
+        by_lb = any(_lb_owns(inp, c, t) for c, t in cuts)
+        unknown = inp.lb is None and bool(cuts)
+        if not (by_lb or unknown or idled_out):
+            out.append("no cut: no RST the LB owns, no RST of unknown origin, no idle-out")
+        if cuts and inp.lb is not None and not by_lb:
+            out.append("an RST the LB's record does not own")
+    if v is Verdict.APP_RECOVERED and not _re_watch_after_error(lines, until):
+        out.append("no error line before a re-watch")
+    if v in (Verdict.FAIL_LOUD, Verdict.FAIL_SILENT) and all_seen:
+        out.append("every round was seen")
+    said = bool(summarize_watcher(lines, inp.watcher_exit, inp.watcher_stderr).errors) or bool(
+        count_stderr_errors(inp.watcher_stderr)) or any(
+        ln["event"] == "request-done" and ln.get("ok") is not True for ln in lines)
+    if v is Verdict.FAIL_LOUD and not said:
+        out.append("the library said nothing")
+    if v is Verdict.FAIL_SILENT and said:
+        out.append("the library raised an error")
+    return out
+
+
+def _legend_cells() -> list[tuple[str, CellInputs]]:
+    cells = [(name, make()) for name, make, _, _ in CASES]
+    cells += [("idle-request pass", honest_idle_request()),
+              ("idle-request failed request", idle_request(req(1, 1.0, 1.1) + req(1, 60.0, 60.2, ok=False,
+                                                                                   message="reset"), rounds=1)),
+              ("idle-request hang", idle_request(req(1, 1.0, 1.1) + req(1, 60.0, None)))]
+    return cells
+
+
+def test_every_legend_line_holds_for_every_cell_that_carries_it() -> None:
+    """Each grade's legend (runner.model._LEGEND) is a claim about the evidence of every cell that
+    carries it: checked over the whole verdict table, and every grade must occur in it."""
+    carried: dict[Verdict, list[str]] = {}
+    for name, inp in _legend_cells():
+        j = judge_cell(inp)
+        carried.setdefault(j.verdict, []).append(name)
+        assert not legend_breaches(inp, j.verdict, j.reason), (name, j.verdict, j.reason, j.verdict.legend)
+    assert set(carried) == set(Verdict), f"grades no case carries: {set(Verdict) - set(carried)}"
+
+
+def test_legends_hold_for_the_fixture_results() -> None:
+    """The recorded results keep no raw evidence, only their facts: what of each legend those show."""
+    from pathlib import Path
+
+    from runner.model import RunResult
+
+    fixtures = sorted((Path(__file__).parent / "fixtures" / "results").glob("*.results.json"))
+    assert fixtures
+    for path in fixtures:
+        run = RunResult.from_dict(__import__("json").loads(path.read_text()))
+        for c in run.cells:
+            seen_all = all(r.ok for r in c.rounds)
+            if c.verdict in (Verdict.PASS, Verdict.RECOVERED, Verdict.APP_RECOVERED):
+                assert seen_all, c.cell_id
+            if c.verdict in (Verdict.FAIL_LOUD, Verdict.FAIL_SILENT) and c.rounds:
+                assert not seen_all, c.cell_id
+            if c.verdict is Verdict.RECOVERED:
+                assert c.watcher is None or c.watcher.errors == 0, c.cell_id
+                assert "RST" in c.reason or "reconnected" in c.reason, c.cell_id
+                assert c.lb is None or c.lb.expired or c.lb.rst_to_client, c.cell_id
+            if c.verdict is Verdict.APP_RECOVERED:
+                assert c.watcher is not None and c.watcher.errors and (c.watcher.reconnects
+                                                                       or c.watcher.watch_opened > 1), c.cell_id
+            if c.verdict is Verdict.SKIPPED or c.verdict is Verdict.ERROR:
+                assert c.reason, c.cell_id

@@ -81,6 +81,10 @@ class ConnFacts:
     keepalive_server: list[float] = field(default_factory=list)
     rsts: list[tuple[float, str]] = field(default_factory=list)
     """(time, "client" | "server"): the sender of each RST."""
+    fins: list[tuple[float, str]] = field(default_factory=list)
+    """(time, "client" | "server"): the sender of each FIN (a retransmitted FIN is listed again).
+    The verdict reads them to tell an RST that belongs to an endpoint's orderly close (one side's
+    FIN, then the other's RST within moments) from a reset of a live connection."""
     retransmissions_client: int = 0
     """Client data segments starting below the highest sequence number already sent."""
     retransmissions_server: int = 0
@@ -382,6 +386,8 @@ class _Conn:
             facts.opened_at = ts
         if rst:
             facts.rsts.append((ts, side))
+        if fin:
+            facts.fins.append((ts, side))
         if (rst or fin) and facts.closed_at is None:
             facts.closed_at = ts
             facts.close_kind = f"rst-from-{side}" if rst else f"fin-{side}"

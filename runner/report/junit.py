@@ -2,9 +2,12 @@
 
 One <testcase> per cell: classname is the matrix entry (the client column key), name is
 `cluster/scenario`. FAIL-LOUD and FAIL-SILENT become <failure>, ERROR becomes <error>, SKIPPED
-becomes <skipped>, each with the cell's reason as `message` and the verdict as `type`; PASS and
-RECOVERED pass. The body of a failure lists the rounds, so a CI page shows what was missed without
-opening the run directory, and <system-out> points at the cell's page and evidence.
+becomes <skipped>, each with the cell's reason as `message` and the verdict as `type`; PASS,
+RECOVERED and APP-RECOVERED pass (every round was seen), APP-RECOVERED with its legend in
+<system-out>: a CI page should not turn red for a library that raised an error the watcher's loop
+answered, but the note says the application's code must do the same. The body of a failure lists
+the rounds, so a CI page shows what was missed without opening the run directory, and
+<system-out> points at the cell's page and evidence.
 
 The file follows the common JUnit report format that Jenkins, GitLab and others read;
 docs/junit.xsd is a schema of it written for this project, and the tests validate against it.
@@ -71,6 +74,8 @@ def _testcase(cell: CellResult) -> ET.Element:
     elif v is Verdict.SKIPPED:
         ET.SubElement(case, "skipped", attrs)
     out = [f"{v.value}: {cell.reason}", f"page: cells/{cell.cell_id}/index.html"]
+    if v is Verdict.APP_RECOVERED:
+        out.insert(1, f"note: {v.legend}")
     if cell.profile is not None:
         out.append(f"profile: {cell.profile.describe()}")
     if cell.keepalive:

@@ -211,7 +211,7 @@ def _watcher(cell: CellResult, ev: Evidence) -> list[Sentence]:
             return [[counts, _w(" (first: "), _v(first), _w(").")]]
         return [[counts, _w(".")]]
     last = lines[-1]
-    passed = cell.verdict in (Verdict.PASS, Verdict.RECOVERED)
+    passed = cell.verdict in (Verdict.PASS, Verdict.RECOVERED, Verdict.APP_RECOVERED)
     return [[_w("Watcher: "), Span("no error and no reconnect", "ok" if passed else "bad"),
              _w("; its last line was "), _code(last.get("event")),
              _w(f" at {rel_time(float(last['ts']), cell.started)}.")]]
