@@ -107,7 +107,9 @@ TIMER_RESOURCES: Obj = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": 
 # The interface is the one with the default route (read from /proc/net/route: the image needs no
 # iproute2), eth0 when there is none. Not `-i any`: with --immediate-mode, libpcap 1.10's `any`
 # device loses packets ("dropped by kernel"; 5 of 8 loopback runs in tests/test_k8s_backend.py's
-# sandbox), while a named interface never did.
+# sandbox), while a named interface never did. `-B 8192` (KiB): the sidecar is held to 250m of CPU,
+# and with 33 pods starting at once on 2 cores a watcher's first LIST burst overran libpcap's default
+# 2 MiB ring (kopf: "5 packets dropped by kernel", a cell ERROR in local run 811654).
 CAPTURE_SCRIPT = """\
 set -u
 cd /capture
@@ -118,7 +120,8 @@ done </proc/net/route
 iface=${iface:-eth0}
 echo "capturing on $iface" >/capture/iface
 prlimit --fsize="${WATCHDROP_CAPTURE_MAX:-67108864}" -- \
-  tcpdump -i "$iface" -n -U --immediate-mode -w /capture/pod.pcap "$WATCHDROP_CAPTURE_FILTER" 2>/capture/tcpdump.log &
+  tcpdump -i "$iface" -n -U --immediate-mode -B 8192 -w /capture/pod.pcap "$WATCHDROP_CAPTURE_FILTER" \
+    2>/capture/tcpdump.log &
 pid=$!
 echo "$$" >/capture/capture.pid
 trap 'touch /capture/stop' TERM INT
