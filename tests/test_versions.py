@@ -14,6 +14,7 @@ from runner.build import registries
 from runner.build.registries import REGISTRIES, Registry, RegistryError
 from runner.build.releases import Status, compare, newest_stable
 from runner.cli import build_parser, main
+from runner.config.descriptor import load_descriptor
 from runner.versions_cli import versions_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,9 +187,14 @@ def test_status_text() -> None:
 
 # --- the command -----------------------------------------------------------------------------------
 
+#: client-go's pin as the repository has it; the fake Go proxy serves one minor above it (and the
+#: old v1.5.x line, which is another major).
+GO_PIN = load_descriptor(CLIENTS / "client-go").version
+GO_NEXT = f"v0.{int(GO_PIN.split('.')[1]) + 1}"
+
 #: What the fake registries serve: newer releases for some libraries, NuGet unreachable.
 SERVED: dict[tuple[str, str], list[str]] = {
-    ("go", "k8s.io/client-go"): ["v0.34.4", "v0.35.0-rc.1", "v0.35.2", "v1.5.2"],
+    ("go", "k8s.io/client-go"): [GO_PIN, f"{GO_NEXT}.0-rc.1", f"{GO_NEXT}.2", "v1.5.2"],
     ("pypi", "kubernetes"): ["37.0.2", "38.0.0b1"],
     ("pypi", "kubernetes_asyncio"): ["36.1.0", "36.1.2"],
     ("pypi", "kopf"): ["1.45.2"],
@@ -220,7 +226,7 @@ def test_every_folder_prints_with_its_status_and_a_registry_failure_hides_nothin
     out = run_versions(capsys, "--clients", str(CLIENTS))
     rows = rows_by_client(out)
     assert rows["client"].split() == ["client", "registry", "library", "pinned", "newest", "stable", "status"]
-    assert "Go proxy" in rows["client-go"] and "v0.35.2" in rows["client-go"]
+    assert "Go proxy" in rows["client-go"] and f"{GO_NEXT}.2" in rows["client-go"]
     assert rows["client-go"].endswith("behind (1 minor)")  # v1.5.2 is another major line
     assert rows["client-python"].endswith("current")  # 38.0.0b1 is a pre-release
     assert rows["kubernetes-asyncio"].endswith("behind (2 patch)")
@@ -305,7 +311,7 @@ def test_a_matrix_lists_its_pins_and_a_variant_shows_its_own(
     assert [(r["client"], r["columns"], r["pinned"]) for r in records] == [
         ("javascript", ["javascript", "javascript-informer"], "2.0.1"),
         ("javascript-1x", ["javascript-1x"], "1.0.0"),
-        ("client-go", ["client-go", "client-go-watch"], "v0.34.4"),
+        ("client-go", ["client-go", "client-go-watch"], GO_PIN),
     ]
 
 
