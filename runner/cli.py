@@ -17,7 +17,7 @@ from runner.host.procs import REGISTRY
 if TYPE_CHECKING:
     from runner.kube.manifests import Subject
 
-COMMANDS = ("run", "cluster", "lb-probe", "report", "clean", "kube-rbac", "versions")
+COMMANDS = ("run", "cluster", "lb-probe", "report", "clean", "kube-rbac", "versions", "bisect")
 
 DESCRIPTION = """\
 watchdrop: which Kubernetes API client libraries silently lose their watches when a load
@@ -39,6 +39,9 @@ commands:
                          runner's identity on a real cluster (`| kubectl apply -f -`)
   versions [MATRIX.yaml] each client's pinned library version beside the newest stable release
                          its registry serves (current, behind, ahead?, unknown); a report, exit 0
+  bisect MATRIX.yaml --client NAME --cluster C --scenario S [--from V1] [--to V2]
+                         the library release where the cell's grade changes: builds and runs
+                         the one cell at the versions a binary search picks
 
 exit codes: 0 ran, no ERROR cells; 1 some cell ERROR; 2 interrupted; 3 internal error;
             4 usage error or bad matrix; 5 nothing selected.
@@ -126,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="a JSON list of records instead of the table")
     ver.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the "
                                                       "matrix, or ./clients)")
+
+    bis = sub.add_parser("bisect", help="the library release where one cell's grade changes",
+                         description="List the column's library releases from its registry, build the watcher "
+                                     "at each version a binary search picks (the descriptor's version_env), run "
+                                     "the one cell, and print the release where the grade changes, each tried "
+                                     "version's grade and its evidence. A version that does not build, or whose "
+                                     "cell is ERROR or SKIPPED, stops the search (exit 1) instead of a guess.")
+    bis.add_argument("matrix", help="the matrix the column, cluster and scenario come from, e.g. matrix.quick.yaml")
+    bis.add_argument("--client", required=True, help="the matrix column, e.g. javascript")
+    bis.add_argument("--cluster", required=True, help="the matrix cluster, e.g. azure-slb-no-reset-quick")
+    bis.add_argument("--scenario", required=True, help="watch or idle-request")
+    bis.add_argument("--from", dest="first", metavar="V1",
+                     help="the oldest release to try (default: the oldest stable release)")
+    bis.add_argument("--to", dest="last", metavar="V2",
+                     help="the newest release to try (default: the newest stable release)")
+    bis.add_argument("--out", help="where each version's run goes (default: results/bisect-<id>/)")
+    bis.add_argument("--format", choices=["plain", "github"], default="plain")
+    bis.add_argument("--json", action="store_true", help="print the record (also written as OUT/bisect.json)")
+    bis.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the matrix)")
     return p
 
 
@@ -186,6 +208,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "versions":
         from runner.versions_cli import versions_main
         return versions_main(args)
+    if args.command == "bisect":
+        from runner.bisect.cli import bisect_main
+        return bisect_main(args)
     if args.command == "run":
         from runner import pipeline as run_matrix
         return run_matrix.main(args)

@@ -87,7 +87,7 @@ class EmbeddedBackend:
             desc = ctx.descriptors[cell.folder]
             assert cell.src is not None
             log = ctx.run_dir / "builds" / f"{cell.client}.log"
-            ctx.say(f"build {cell.folder} ({desc.library} {desc.version})")
+            ctx.say(f"build {cell.folder} ({desc.library} {desc.version_for(cell.build_env)})")
             try:
                 built[key] = build_client(cell.src, desc, cell.build_env, log, stop=ctx.stop)
             except BuildError as exc:
