@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +19,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from runner.build.registries import Registry, RegistryError, fetch_released, registry_for
+from runner.build.registries import Fetch, Registry, RegistryError, fetch_released, registry_for
 from runner.build.releases import Status, compare, newest_stable, release_tuple
 from runner.config.descriptor import DESCRIPTOR_FILE, Descriptor, load_descriptor
 from runner.errors import UsageError
-
-#: (registry, library) -> every released version; raises RegistryError when the registry cannot say.
-Fetch = Callable[[Registry, str], list[str]]
 
 #: Registry requests in flight at once: enough to overlap their latency, few enough to be polite.
 WORKERS = 4

@@ -23,14 +23,11 @@ from tabulate import tabulate
 
 from runner.bisect.search import Bisection, Outcome, RunOne, bisect, max_runs
 from runner.bisect.versions import select_range
-from runner.build.registries import Registry, RegistryError, fetch_released, registry_for
+from runner.build.registries import Fetch, Registry, RegistryError, fetch_released, registry_for
 from runner.config.descriptor import DESCRIPTOR_FILE, Descriptor
 from runner.config.matrix import ClientEntry, Matrix, load_matrix
 from runner.errors import ExitCode, PrerequisiteError, UsageError
 from runner.safetext import printable
-
-#: (registry, library) -> every released version; raises RegistryError when the registry cannot say.
-Fetch = Callable[[Registry, str], list[str]]
 
 #: A reason longer than this is cut in the table (the evidence has all of it).
 REASON_WIDTH = 90

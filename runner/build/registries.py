@@ -27,6 +27,7 @@ class RegistryError(Exception):
     """A registry could not say which versions exist; the message is shown as the row's reason."""
 
 
+
 # --- URLs: where each registry lists a package's versions -------------------------------------------
 
 
@@ -148,6 +149,11 @@ LANGUAGE_REGISTRY: dict[str, str] = {
     "go": "go",
     "csharp": "nuget",
 }
+
+
+#: (registry, library) -> every released version; raises RegistryError when the registry cannot say.
+#: `fetch_released` is the real one; `versions` and `bisect` take another in tests.
+Fetch = Callable[[Registry, str], list[str]]
 
 
 def registry_for(language: str) -> Registry | None:

@@ -128,4 +128,5 @@ def pod_lb_record(events_path: Path, pod_ip: str | None, until: float | None, ou
     events = [e for e in read(events_path)
               if pod_ip is not None and str(e.get("flow", "")).startswith(pod_ip + ":")]
     out.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
-    return summarize_lb_events(events, pod_ip=pod_ip, until=until), lb_flows(events, pod_ip=pod_ip, until=until)
+    # Already the pod's events: the summaries need not filter them again.
+    return summarize_lb_events(events, until=until), lb_flows(events, until=until)
