@@ -131,17 +131,6 @@ def run_rounds(runs: Sequence[HarnessRun], ctx: RunContext) -> None:
             f.result()
 
 
-def teardown_steps(steps: Iterable[tuple[str, Callable[[], object]]]) -> list[str]:
-    """Run every step even when one fails; each failure becomes one problem line."""
-    problems: list[str] = []
-    for what, step in steps:
-        try:
-            step()
-        except Exception as exc:
-            problems.append(f"{what}: {exc.__class__.__name__}: {exc}")
-    return problems
-
-
 def run_backend(backend: Backend, ctx: RunContext, results: dict[str, CellResult],
                 rounds: Callable[[Sequence[HarnessRun], RunContext], None] = run_rounds) -> list[str]:
     """One backend through the steps, filling `results` in place (an interrupted run keeps what it

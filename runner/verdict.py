@@ -101,9 +101,6 @@ IDLE_SLACK = 1.0
 #: An API error that refuses the watcher's credentials: HTTP 401/403 as a status or in a message.
 _AUTH_REFUSED = re.compile(r"\b(401|403)\b|unauthori[sz]ed|forbidden", re.IGNORECASE)
 
-#: The trigger ConfigMap's name (clients/README.md): events for other objects never count.
-
-
 
 class ConnLike(Protocol):
     """The parts of runner.evidence.pcap.ConnFacts the verdict reads (one TCP connection of the pod)."""
@@ -450,6 +447,12 @@ def lb_disagreements(inp: CellInputs, conns: Sequence[ConnLike]) -> list[str]:
             if busy:
                 out.append(f"the LB log says flow {f.client} was idle from {f.last_activity:.3f} until it expired "
                            f"at {f.expired_at:.3f}, but the pod's capture shows a packet on it at {busy[0]:.3f}")
+            # The grades read "idle X > timeout": the LB must have forgotten the flow after the
+            # profile's timeout, not after some other one its agent happened to run with.
+            idled = f.expired_at - f.last_activity
+            if inp.idle_timeout is not None and abs(idled - inp.idle_timeout) > LB_SLACK:
+                out.append(f"the LB log says it forgot flow {f.client} after {fmt_secs(idled)} idle, but the "
+                           f"cell's LB profile forgets flows after {fmt_secs(inp.idle_timeout)}")
     return out
 
 
@@ -475,6 +478,21 @@ def auth_refusal(lines: Sequence[Mapping[str, Any]], until: float) -> str | None
                 when = "after its first success" if success is not None else "before any success"
                 return (f"the API server refused the watcher's credentials {when} ({_short(text)!r}): the "
                         "credentials, not the LB, ended the cell")
+    return None
+
+
+#: stderr has no timestamps and carries log lines with milliseconds ("01.403"): only the words count there.
+_AUTH_REFUSED_STDERR = re.compile(r"\b(unauthori[sz]ed|forbidden)\b", re.IGNORECASE)
+
+
+def stderr_auth_refusal(stderr: str) -> str | None:
+    """A refusal of the watcher's credentials that only its stderr shows (a library that logs the
+    401/403 and goes on, no `error` line): ERROR too, since the credentials may have ended the cell."""
+    for text in stderr.splitlines():
+        if m := _AUTH_REFUSED_STDERR.search(text):
+            near = text[max(0, m.start() - 40):]  # the refusal itself, not the log line's prefix
+            return (f"the watcher's stderr shows the API server refusing its credentials ({_short(near)!r}): "
+                    "the credentials, not the LB, may have ended the cell")
     return None
 
 
@@ -757,7 +775,7 @@ def _doubts(inp: CellInputs, lines: Sequence[Mapping[str, Any]], conns: Sequence
     doubts = []
     if inp.scenario == IDLE_REQUEST and inp.idle is not None:
         doubts += idle_problems(lines, inp.idle, conns)
-    refused = auth_refusal(lines, window_end)
+    refused = auth_refusal(lines, window_end) or stderr_auth_refusal(inp.watcher_stderr)
     if refused:
         doubts.append(refused)
     return doubts + lb_disagreements(inp, conns)

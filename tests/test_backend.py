@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.backend import RunContext, run_backend, teardown_steps, unfinished
+from runner.backend import RunContext, run_backend, unfinished
 from runner.config.descriptor import load_descriptor
 from runner.config.plan import Cell
 from runner.errors import Interrupted, PrerequisiteError
 from runner.harness import HarnessRun
+from runner.host.lifetime import teardown_steps
 from runner.model import CellResult, Verdict
 
 REPO = Path(__file__).resolve().parent.parent

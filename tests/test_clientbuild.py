@@ -115,3 +115,18 @@ def test_a_cache_hit_counts_as_use(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert build_client(src, desc, {}, tmp_path / "b2.log").out == first.out
     assert prune_builds() == []
     assert (first.out / COMPLETE).exists()
+
+
+def test_a_build_that_prints_without_end_is_cut_at_its_log_limit(tmp_path: Path) -> None:
+    import sys
+
+    from runner.build.clients import _run_step
+
+    flood = "import sys\nfor _ in range(4096): sys.stdout.write('x' * 1023 + '\\n')\nprint('done')"
+    log_path = tmp_path / "build.log"
+    with log_path.open("w") as log:
+        rc = _run_step([sys.executable, "-c", flood], tmp_path, dict(os.environ), log, None, log_max=1 << 20)
+    assert rc == 0
+    text = log_path.read_text()
+    assert log_path.stat().st_size < (1 << 20) + 4096, "the build's output was not cut at its limit"
+    assert f"{(4 << 20) + 5 - (1 << 20)} more bytes of build output cut at the 1 MiB log limit" in text

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runner.errors import ClusterError
+from runner.errors import ClusterError, CommandError
 from runner.host import cleanup, netns
 from runner.host.commands import CommandLog
 from tests.conftest import needs_root_tools
@@ -74,3 +74,27 @@ def test_a_runs_routes_are_marked_and_go_with_it() -> None:
     finally:
         topo.close()
     assert str(block.net) not in _routes()
+
+
+class _HangingNetnsDelete(CommandLog):
+    """`ip netns delete` times out (CommandLog.run raises CommandError then, even with check=False)."""
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def,override]
+        if list(argv[:3]) == ["ip", "netns", "delete"]:
+            self.note("$ " + " ".join(argv))
+            raise CommandError(list(argv), -1, "timed out after 60s")
+        return super().run(argv, **kw)
+
+
+def test_a_namespace_that_will_not_go_does_not_keep_the_routes_and_claim(routes: list[list[str]]) -> None:
+    topo = netns.Topology(netns.new_run_id(), _HangingNetnsDelete())
+    topo.claim()
+    spec = ["unreachable", "198.19.254.0/24", "proto", netns.ROUTE_PROTO]
+    _ip("route", "add", *spec)
+    routes.append(spec)
+    topo.root_routes.append("198.19.254.0/24")
+    topo.namespaces += [topo.ns_name("a"), topo.ns_name("b")]   # never made: deleting them "hangs"
+    problems = topo.close(grace=0)
+    assert len(problems) == 2 and all("ip netns delete" in p for p in problems), problems
+    assert "198.19.254.0/24" not in _routes(), "a failed netns delete kept the run's route"
+    assert not (netns.RUNS_DIR / topo.run_id).exists(), "a failed netns delete kept the run's claim"

@@ -33,3 +33,38 @@ def test_a_hung_conntrack_does_not_hold_up_the_agent(tmp_path: Path, monkeypatch
     assert time.monotonic() - t0 < 10
     (rec,) = [json.loads(x) for x in a.out.getvalue().splitlines() if '"conntrack-delete"' in x]
     assert rec["rc"] == -1 and "timed out" in rec["error"]
+
+
+def test_the_admin_api_client_gives_up_on_a_server_that_never_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded and local clusters' admin client (harness writes, RBAC setup, churn, waits):
+    an API server that accepts and then stalls must not hold up the run."""
+    import socket
+
+    import urllib3
+    from kubernetes import client
+
+    from runner.kube import api
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)                                   # accepts (the kernel does), never answers
+    port = listener.getsockname()[1]
+    kubeconfig = tmp_path / "admin.kubeconfig"
+    kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    monkeypatch.setattr(api, "REQUEST_TIMEOUT", (1.0, 1.0))
+    admin = api.bounded_client_from_config(kubeconfig)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(urllib3.exceptions.HTTPError, match="Read timed out"):
+            client.CoreV1Api(admin).list_namespace()
+        assert time.monotonic() - t0 < 10
+    finally:
+        admin.close()
+        listener.close()

@@ -64,15 +64,40 @@ def test_a_cached_binary_is_checked_against_its_recorded_sha256(tmp_path: Path,
     target.write_text("#!/bin/sh\necho 'etcd Version: test'\n")
     target.chmod(0o755)
     log = CommandLog()
-    # Cached before hashes were kept: proven by --version, then its hash is recorded (no rebuild).
-    assert gobuild.ensure_binary(gobuild.ETCD, log, progress=lambda _: None) == target
-    assert gobuild.sha256_path(target).exists()
-    assert any("--version" in line for line in log.lines)
+    # No hash recorded at build time: not trusted on first use (the caller builds it again), and
+    # no hash is recorded for whatever happens to be there.
+    assert gobuild.verify_cached(target, log) is False
+    assert not gobuild.sha256_path(target).exists()
+    gobuild.record_sha256(target, target)                  # what a build does before moving it in place
+    assert gobuild.verify_cached(target, log) is True
     assert gobuild.ensure_binary(gobuild.ETCD, log, progress=lambda _: None) == target
     target.write_text("#!/bin/sh\necho pwned\n")
     with pytest.raises(BuildError, match="recorded when it was built") as info:
         gobuild.ensure_binary(gobuild.ETCD, log, progress=lambda _: None)
     assert str(target.parent) in (info.value.fix or "")
+
+
+def test_the_local_clusters_lock_and_ledger_refuse_planted_symlinks(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.local import cluster as local_cluster
+    from runner.local import hoststate
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    lock = tmp_path / "watchdrop-local.lock"
+    lock.symlink_to(victim)
+    monkeypatch.setattr(local_cluster, "LOCK_PATH", lock)
+    holder = local_cluster.LocalCluster.__new__(local_cluster.LocalCluster)
+    with pytest.raises(errors.UnsafePathError, match="symlink"):
+        holder._take_lock()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setattr(hoststate, "RUNS_DIR", runs)
+    ledger = hoststate.Ledger(run_id="abc123", workdir=str(tmp_path))
+    hoststate.Ledger.path_for("abc123").symlink_to(victim)
+    with pytest.raises(errors.UnsafePathError, match="symlink"):
+        ledger.save()
+    assert victim.read_text() == "precious\n"
 
 
 def test_the_allocation_lock_refuses_a_planted_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,8 +141,10 @@ def test_a_client_build_lock_refuses_a_planted_symlink(tmp_path: Path, monkeypat
     assert victim.read_text() == "precious\n"
 
 
-def test_no_message_suggests_sudo_minus_e() -> None:
-    """`sudo -E` would keep the user's HOME (so their ~/.cache) and their whole environment."""
-    proc = subprocess.run(["grep", "-rn", "sudo -E", "runner", "README.md", "clients/README.md"], cwd=REPO,
+@pytest.mark.parametrize("advice", ["sudo -E", 'PATH=\\"$PATH\\"', 'PATH="$PATH"'])
+def test_no_message_suggests_sudo_with_the_users_environment(advice: str) -> None:
+    """`sudo -E` would keep the user's HOME (so their ~/.cache) and their whole environment; the
+    user's PATH would let root run whatever the user can write first in it."""
+    proc = subprocess.run(["grep", "-rnF", advice, "runner", "README.md", "clients/README.md", "docs"], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.stdout == "", proc.stdout

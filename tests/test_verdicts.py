@@ -516,6 +516,15 @@ CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
         ("was idle from 1.000 until it expired at 46.000", "packet on it at 30.000"),
     ),
     (
+        "the LB's record says it forgot a flow after another idle time than the cell's profile",
+        lambda: dataclasses.replace(
+            silent_drop_missed(),
+            lb_flows=[LbFlow(client="198.18.1.2:40000", expired_at=31.0, last_activity=1.0)],
+        ),
+        Verdict.ERROR,
+        ("forgot flow 198.18.1.2:40000 after 30 s idle", "forgets flows after 45 s"),
+    ),
+    (
         "the LB's record per flow agrees with the capture",
         lambda: dataclasses.replace(
             silent_drop_missed(),
@@ -555,6 +564,23 @@ CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
         ),
         Verdict.FAIL_LOUD,
         ("4030",),
+    ),
+    (
+        "a refusal only stderr shows (the library logged it and went on): the credentials, not the LB",
+        lambda: dataclasses.replace(
+            silent_drop_missed(),
+            watcher_stderr="W1201 12:00:01.403 reflector.go:561] failed to list *v1.ConfigMap: Unauthorized\n",
+        ),
+        Verdict.ERROR,
+        ("stderr shows the API server refusing its credentials", "Unauthorized"),
+    ),
+    (
+        "a log line's milliseconds (01.403) on stderr are no refusal",
+        lambda: dataclasses.replace(
+            silent_drop_missed(), watcher_stderr="I1201 12:00:01.403 watch.go:12] watching configmaps\n",
+        ),
+        Verdict.FAIL_SILENT,
+        ("no event in time for 2/2 rounds",),
     ),
     # -- what the runner cut from the evidence ----------------------------------------------------
     (

@@ -8,6 +8,7 @@ the end; a failed or interrupted build is removed, never reused.
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import hashlib
 import json
@@ -34,6 +35,8 @@ from runner.host.safefiles import open_nofollow
 IGNORED = {"node_modules", "target", "__pycache__", "bin", "obj", ".venv", "dist", "build"}
 COMPLETE = ".watchdrop-complete"
 BUILD_TIMEOUT = 1800
+#: A build step's log beyond this is cut (and the cut said): far above any real build's output.
+BUILD_LOG_MAX = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,38 @@ def build_key(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]) -
     return h.hexdigest()[:16]
 
 
-def _run_step(argv: list[str], cwd: Path, env: dict[str, str], log: IO[str], stop: threading.Event | None) -> int:
-    """One build command in its own process group, so an interrupted run can stop all of it."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _copy_capped(src: IO[bytes], log: IO[str], limit: int) -> None:
+    """Copy a build's output into its log up to `limit` bytes; the rest is counted and said at the end."""
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    written = cut = 0
+    for chunk in iter(lambda: src.read1(1 << 16), b""):  # type: ignore[attr-defined]
+        keep = chunk[:max(0, limit - written)]
+        if keep:
+            log.write(decode.decode(keep))
+            log.flush()
+        written += len(keep)
+        cut += len(chunk) - len(keep)
+    if cut:
+        log.write(f"\n[watchdrop: {cut} more bytes of build output cut at the {limit >> 20} MiB log limit]\n")
+
+
+def _run_step(argv: list[str], cwd: Path, env: dict[str, str], log: IO[str], stop: threading.Event | None,
+              log_max: int = BUILD_LOG_MAX) -> int:
+    """One build command in its own process group, so an interrupted run can stop all of it. Its
+    output goes through the runner, capped: a dependency that prints without end cannot fill the disk."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    copier = threading.Thread(target=_copy_capped, args=(proc.stdout, log, log_max), daemon=True)
+    copier.start()
+    try:
+        return _wait_step(proc, log, stop)
+    finally:
+        # A daemon the build left behind may hold the pipe: the log is what arrived until then.
+        copier.join(timeout=10)
+
+
+def _wait_step(proc: subprocess.Popen[bytes], log: IO[str], stop: threading.Event | None) -> int:
     deadline = time.monotonic() + BUILD_TIMEOUT
     while proc.poll() is None:
         if (stop is not None and stop.is_set()) or time.monotonic() > deadline:

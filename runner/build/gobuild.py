@@ -202,8 +202,7 @@ def ensure_binary(binary: GoBinary, log: CommandLog | None = None, progress: Pro
     """Return the cached binary, building it first when it is not in the cache."""
     log = log or CommandLog()
     target = binary.cached_path()
-    if target.exists():
-        verify_cached(target, log)
+    if target.exists() and verify_cached(target, log):
         return target
     check_go()
     progress(f"building {binary.name} {binary.version} from {binary.module} "
@@ -262,20 +261,19 @@ def record_sha256(binary: Path, target: Path) -> str:
     return digest
 
 
-def verify_cached(target: Path, log: CommandLog) -> None:
-    """Root runs this binary: it must be the one built. A binary cached before hashes were recorded
-    gets its hash once it proves it runs (`--version`); a mismatch is refused with the fix."""
+def verify_cached(target: Path, log: CommandLog) -> bool:
+    """Root runs this binary: it must be the one built. A binary with no hash recorded at build time
+    is not trusted on first use: False, and the caller builds it again. A mismatch is refused with the fix."""
     recorded = sha256_path(target)
     if not recorded.exists():
-        version_check(target, log)
-        digest = record_sha256(target, target)
-        log.note(f"recorded sha256 {digest} for {target} (cached before hashes were kept)")
-        return
+        log.note(f"{target} has no sha256 recorded at build time: building it again")
+        return False
     want = (recorded.read_text().split() or [""])[0]
     got = _sha256(target)
     if got != want:
         raise BuildError(f"cached {target} has sha256 {got[:16]}…, not the {want[:16]}… recorded when it was built",
                          fix=f"delete {target.parent} and run again to rebuild it")
+    return True
 
 
 def ensure_control_plane_binaries(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from runner.backend import RunContext, teardown_steps
+from runner.backend import RunContext
 from runner.build.clients import KEEP_UNUSED_DAYS, BuiltClient, build_client, prune_builds
 from runner.config.plan import Cell
 from runner.contract import API_PORT
@@ -30,6 +30,7 @@ from runner.errors import BuildError, Interrupted, UsageError
 from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
 from runner.harness import CellSetupError, HarnessRun, base_result
 from runner.host import signals
+from runner.host.lifetime import teardown_steps
 from runner.host.procs import Child
 from runner.model import CellResult, Verdict
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubernetes import client, config
+from kubernetes import client
 
 from runner.build import gobuild
 from runner.contract import API_PORT
@@ -35,9 +35,10 @@ from runner.embedded.churn import Churn
 from runner.errors import ClusterError
 from runner.host import sandbox
 from runner.host.commands import CommandLog, in_netns
-from runner.host.lifetime import StartStop
+from runner.host.lifetime import StartStop, teardown_steps
 from runner.host.netns import Block, Topology, new_run_id
 from runner.host.procs import Child, wait_until
+from runner.kube.api import bounded_client_from_config
 
 APISERVER_PORT = API_PORT
 ETCD_CLIENT = "http://127.0.0.1:2379"
@@ -162,7 +163,7 @@ class EmbeddedCluster(StartStop):
             self.workdir / "admin.kubeconfig", server=self.server_url(),
             ca_pem=p.ca_cert.read_bytes(),
             user=admin_user(p.admin_cert.read_bytes(), p.admin_key.read_bytes()))
-        self._api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        self._api = bounded_client_from_config(self.admin_kubeconfig)
 
         t0 = time.monotonic()
         self.churn = Churn(self._api, self.churn_interval)
@@ -173,24 +174,32 @@ class EmbeddedCluster(StartStop):
         """Tear everything down; return the problems met (never raises for them)."""
         problems: list[str] = []
         t0 = time.monotonic()
-        if self.churn:
-            self.churn.stop()
+        # Independent steps: a child that will not die or a namespace that will not go must not keep
+        # the workdir (admin kubeconfig, PKI) or the routes from being removed.
+        problems += teardown_steps([
+            ("churn", lambda: self.churn and self.churn.stop()),
+            ("admin API client", self._close_api),
+            *((f"stop {child.name}", lambda child=child: child.stop(grace=10))
+              for child in (self.apiserver, self.etcd) if child is not None),
+            ("network", lambda: problems.extend(self.topology.close())),
+            ("workdir", self._remove_workdir),
+        ])
+        self.phases.append(("teardown", time.monotonic() - t0))
+        return problems
+
+    def _close_api(self) -> None:
         if self._api is not None:
             self._api.close()
             self._api = None
-        for child in (self.apiserver, self.etcd):
-            if child is not None:
-                child.stop(grace=10)
-        problems += self.topology.close()
+
+    def _remove_workdir(self) -> None:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-        else:
-            for sub in ("etcd", "pki", "cells"):
-                shutil.rmtree(self.workdir / sub, ignore_errors=True)
-            for kc in self.workdir.glob("*.kubeconfig"):
-                kc.unlink(missing_ok=True)
-        self.phases.append(("teardown", time.monotonic() - t0))
-        return problems
+            return
+        for sub in ("etcd", "pki", "cells"):
+            shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        for kc in self.workdir.glob("*.kubeconfig"):
+            kc.unlink(missing_ok=True)
 
     # -- waiting ------------------------------------------------------------------------------
     def _wait_etcd(self) -> None:

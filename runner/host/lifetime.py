@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -44,3 +44,17 @@ class StartStop:
         took = time.monotonic() - t0
         self.phases.append((name, took))
         self.progress(f"{name}: {took:.2f} s")
+
+
+def teardown_steps(steps: Iterable[tuple[str, Callable[[], object]]]) -> list[str]:
+    """Run every step even when one fails; each failure becomes one problem line.
+
+    Teardown's steps are independent undo actions: a namespace that will not go away must not keep
+    the routes, the run's claim or the admin credentials' folder from being removed after it."""
+    problems: list[str] = []
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            problems.append(f"{what}: {exc.__class__.__name__}: {exc}")
+    return problems

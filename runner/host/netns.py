@@ -38,6 +38,7 @@ from pathlib import Path
 
 from runner.errors import ClusterError
 from runner.host.commands import CommandLog, in_netns
+from runner.host.lifetime import teardown_steps
 from runner.host.procs import escalate
 from runner.host.safefiles import open_nofollow, write_nofollow
 
@@ -324,23 +325,39 @@ class Topology:
 
     # -- teardown ---------------------------------------------------------------------------
     def close(self, grace: float = 5.0) -> list[str]:
-        """Kill whatever still runs in our namespaces, delete them, drop our routes. Returns problems."""
+        """Kill whatever still runs in our namespaces, delete them, drop our routes. Returns problems.
+
+        Each namespace, the host link and the routes are separate steps: one that hangs or fails
+        (a CommandError on a timeout) is reported and the others still run."""
         problems: list[str] = []
-        for ns in reversed(self.namespaces):
-            problems += kill_netns_pids(ns, self.log, grace)
-            proc = self.log.run(["ip", "netns", "delete", ns], check=False)
-            if proc.returncode != 0 and Path("/run/netns", ns).exists():
-                problems.append(f"could not delete netns {ns}: {proc.stderr.strip()}")
-        self.namespaces.clear()
+        steps = [(f"netns {ns}", lambda ns=ns: problems.extend(self._delete_netns(ns, grace)))
+                 for ns in reversed(self.namespaces)]
         if self.host_link:
-            self.log.run(["ip", "link", "delete", self.host_link], check=False)
+            steps.append((f"link {self.host_link}",
+                          lambda: self.log.run(["ip", "link", "delete", self.host_link], check=False)))
+        steps.append(("routes and run claim", self._drop_routes_and_claim))
+        problems += teardown_steps(steps)
+        self.namespaces.clear()
+        return problems
+
+    def _delete_netns(self, ns: str, grace: float) -> list[str]:
+        problems = kill_netns_pids(ns, self.log, grace)
+        proc = self.log.run(["ip", "netns", "delete", ns], check=False)
+        if proc.returncode != 0 and Path("/run/netns", ns).exists():
+            problems.append(f"could not delete netns {ns}: {proc.stderr.strip()}")
+        return problems
+
+    def _drop_routes_and_claim(self) -> None:
         with _alloc_lock():
-            for dst in reversed(self.root_routes):
-                self.log.run(["ip", "route", "del", dst, "proto", ROUTE_PROTO], check=False)
+            problems = teardown_steps(
+                (f"route {dst}", lambda dst=dst: self.log.run(["ip", "route", "del", dst, "proto", ROUTE_PROTO],
+                                                               check=False))
+                for dst in reversed(self.root_routes))
             self.root_routes.clear()
             (RUNS_DIR / self.run_id).unlink(missing_ok=True)
             drop_guard_if_unused(self.log)
-        return problems
+        if problems:
+            raise RuntimeError("; ".join(problems))
 
 
 def drop_guard_if_unused(log: CommandLog) -> None:

@@ -55,8 +55,8 @@ def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise PrerequisiteError(
             f"{what} needs root: it creates network namespaces, nftables rules and captures",
-            fix="run it as root, e.g. `sudo env PATH=\"$PATH\" python -m runner ...` "
-                "(your PATH, not the rest of your environment)")
+            # Root's own environment: a user's PATH would let files the user can write run as root.
+            fix="run it as root with root's environment: `sudo python -m runner ...`")
 
 
 def ensure_tools(progress=print, tools: dict[str, str] | None = None) -> None:  # type: ignore[no-untyped-def]

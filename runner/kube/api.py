@@ -300,6 +300,25 @@ def describe_obj(obj: Obj) -> str:
     return f"{obj['kind']} {meta.get('namespace', '') + '/' if meta.get('namespace') else ''}{meta['name']}"
 
 
+class BoundedApiClient(client.ApiClient):
+    """An ApiClient whose every call has a timeout unless the caller gives its own.
+
+    The admin clients of the embedded and local clusters are used from teardown, waits and the
+    harness; a call that never returns there (an API server that accepts and stalls) would hold up
+    the whole run, so none may wait forever. Streams pass their own `_request_timeout`."""
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None and len(args) < 6:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return super().call_api(*args, **kwargs)
+
+
+def bounded_client_from_config(kubeconfig: Path) -> client.ApiClient:
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg, persist_config=False)
+    return BoundedApiClient(configuration=cfg)
+
+
 class FreshCoreV1Api(client.CoreV1Api):
     """The harness's writes (trigger updates, failure ConfigMaps), each on a new ApiClient.
 

@@ -48,7 +48,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runner.backend import RunContext, teardown_steps
+from runner.backend import RunContext
 from runner.build.clients import BuiltClient
 from runner.build.images import Images, resolve_images
 from runner.config.descriptor import Descriptor
@@ -59,6 +59,7 @@ from runner.errors import PrerequisiteError
 from runner.evidence.lb_events import RecordingLb
 from runner.harness import CellSetupError, HarnessRun, base_result, error_result
 from runner.host import signals
+from runner.host.lifetime import teardown_steps
 from runner.kube import leftovers as kube_leftovers
 from runner.kube import manifests as m
 from runner.kube.api import (

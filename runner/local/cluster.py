@@ -33,6 +33,7 @@ from runner.host.commands import CommandLog
 from runner.host.lifetime import StartStop
 from runner.host.netns import Block, new_run_id
 from runner.host.procs import Child, wait_until
+from runner.host.safefiles import open_nofollow
 from runner.kube.api import apply_all
 from runner.local import configs, containerd, controlplane, dns, node
 from runner.local import docker as dockermod
@@ -115,7 +116,7 @@ class LocalCluster(StartStop):
 
     # -- lifetime -------------------------------------------------------------------------------
     def _take_lock(self) -> None:
-        self._lock = LOCK_PATH.open("w")
+        self._lock = open_nofollow(LOCK_PATH)  # /run is root's, but a planted link must not be truncated
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from runner.host.commands import CommandLog
 from runner.host.netns import RUNS_DIR
+from runner.host.safefiles import write_nofollow
 
 #: what the kubelet (setupKernelTunables) and the CNI bridge (isGateway) rewrite on every start
 SYSCTLS = ("kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "vm.panic_on_oom",
@@ -104,7 +105,7 @@ class Ledger:
 
     def save(self) -> None:
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
-        self.path_for(self.run_id).write_text(json.dumps(asdict(self), indent=1))
+        write_nofollow(self.path_for(self.run_id), json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> Ledger:

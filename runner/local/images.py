@@ -21,6 +21,7 @@ from pathlib import Path
 
 import docker
 
+from runner.build import gobuild
 from runner.build.cache import cache_root
 from runner.errors import BuildError
 from runner.host.commands import CommandLog
@@ -48,7 +49,8 @@ def base_tag(packages: tuple[str, ...] = BASE_PACKAGES) -> str:
 def build_pause_binary(log: CommandLog) -> Path:
     """A static pause binary, cached by the hash of its source."""
     target = cache_root() / "local" / f"pause-{pause_tag()}" / "pause"
-    if target.exists():
+    # Every pod's sandbox runs it: checked against the hash recorded at its build, as the Go binaries are.
+    if target.exists() and gobuild.verify_cached(target, log):
         return target
     with tempfile.TemporaryDirectory(prefix="pause-", dir=cache_root()) as tmp:
         work = Path(tmp)
@@ -63,6 +65,7 @@ def build_pause_binary(log: CommandLog) -> Path:
                              fix="check `go version` works and retry") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(work / "pause"), target.with_suffix(".partial"))
+        gobuild.record_sha256(target.with_suffix(".partial"), target)
         os.replace(target.with_suffix(".partial"), target)
     return target
 

@@ -21,13 +21,14 @@ from pathlib import Path
 
 from kubernetes import config
 
-from runner.backend import RunContext, teardown_steps
+from runner.backend import RunContext
 from runner.config.matrix import KubernetesCluster
 from runner.config.matrix import LocalCluster as LocalSpec
 from runner.config.plan import Cell
 from runner.credentials.kubeconfig import admin_user, write_kubeconfig
 from runner.credentials.pki import issue
 from runner.harness import HarnessRun
+from runner.host.lifetime import teardown_steps
 from runner.host.netns import new_run_id
 from runner.kube import manifests as m
 from runner.kube.api import apply_all, excess_permissions
