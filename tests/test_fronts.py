@@ -99,11 +99,16 @@ def test_the_tcp_front_passes_the_servers_close_on(run) -> None:
 
 def test_results_name_the_front(run) -> None:
     _, run_dir, _ = run
-    profiles = {p["name"]: p for p in json.loads((run_dir / "results.json").read_text())["profiles"]}
-    fronts = {p["front"] for p in profiles.values()}
-    assert fronts == {"tcp", "http"}, profiles
+    # One named profile behind two fronts: two entries, each as it ran (not one per name).
+    profiles = json.loads((run_dir / "results.json").read_text())["profiles"]
+    assert sorted(p["front"] for p in profiles) == ["http", "tcp"], profiles
+    assert {p["name"] for p in profiles} == {"azure-slb-no-reset-quick"}
     report = (run_dir / "report.md").read_text()
-    assert "front http [overridden: idle_timeout=100, front=http]" in report
+    assert "front http [overridden: front=http, idle_timeout=100]" in report
+    assert "front tcp [overridden: front=tcp, idle_timeout=100]" in report
+    # The http front logs each request it carried (no header, so no token).
+    log = (run_dir / "lbs" / "drop-http-front" / "front.log").read_text()
+    assert '"GET /api/v1/namespaces/' in log and "Bearer" not in log
 
 
 def _curl_watch(pod_ns: str, url: str, ca: Path, header: Path, http: str, out: Path, log: CommandLog) -> Child:
