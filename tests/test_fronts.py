@@ -10,7 +10,7 @@ its request into the void and hangs (FAIL-SILENT).
 
 The LB here forgets after 100 s, not the quick profiles' 45 s: behind a 45 s LB the server's FIN at
 90 s would arrive after the flow was forgotten and be dropped by the LB, and the `tcp` front could
-not show what it passes on. About 4 minutes for the cells, 20 s for the watch.
+not show what it passes on. About 2.5 minutes for the cells, 10 s for the watch.
 """
 
 from __future__ import annotations
@@ -109,6 +109,11 @@ def test_results_name_the_front(run) -> None:
     # The http front logs each request it carried (no header, so no token).
     log = (run_dir / "lbs" / "drop-http-front" / "front.log").read_text()
     assert '"GET /api/v1/namespaces/' in log and "Bearer" not in log
+    # The front's key stays in the cluster's work dir, never in the results.
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".pcap":
+            text = path.read_text(errors="replace")
+            assert "PRIVATE KEY" not in text and "eyJhbGciOi" not in text, path
 
 
 def _curl_watch(pod_ns: str, url: str, ca: Path, header: Path, http: str, out: Path, log: CommandLog) -> Child:
