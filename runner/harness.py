@@ -76,6 +76,12 @@ def _is_event_for(value: str, line: dict[str, Any]) -> bool:
     return line.get("event") == "event-seen" and line.get("name") == TRIGGER and line.get("value") == value
 
 
+def _done_event() -> threading.Event:
+    done = threading.Event()
+    done.set()
+    return done
+
+
 @dataclass
 class HarnessRun:
     index: int
@@ -85,6 +91,9 @@ class HarnessRun:
     run_dir: Path
     stop: threading.Event
     setup_error: str | None = None
+    #: Set once the backend has set this cell up (or failed to). A backend may return its cells
+    #: while setting them up, so that setups overlap the rounds of cells already running.
+    setup_done: threading.Event = field(default_factory=_done_event, repr=False)
     namespace: str = ""
     watcher: Watched | None = None
     watcher_exit: int | None = None
@@ -176,6 +185,12 @@ class HarnessRun:
         return self.stop.wait(seconds)
 
     def run_rounds(self, say: Callable[[str, bool], None]) -> None:
+        while not self.setup_done.wait(0.2):
+            if self.stop.is_set():
+                return
+        if self.setup_error is not None:
+            say(f"  {self.cell.id}: setup failed: {self.setup_error}", False)
+            return
         try:
             if self.cell.scenario == WATCH:
                 self._run_watch(say)

@@ -56,6 +56,7 @@ class EmbeddedBackend:
         self.timer: Child | None = None
         self.lbs: dict[str, LoadBalancer] = {}
         self.runs: list[CellRun] = []
+        self._setups: ThreadPoolExecutor | None = None
 
     # -- prepare ----------------------------------------------------------------------------------
     def prepare(self) -> dict[str, CellResult]:
@@ -134,22 +135,38 @@ class EmbeddedBackend:
         # Pods attach to their LB's bridge one by one (names and addresses are handed out in order);
         # the API calls and process starts of the setup then overlap.
         pods = [run.lb.add_pod(log=run.log) for run in self.runs]
+        for run in self.runs:
+            run.setup_done.clear()
 
-        def setup(item: tuple[CellRun, Pod]) -> None:
-            run, pod = item
+        def setup(run: CellRun, pod: Pod) -> None:
             try:
-                run.setup(pod)
+                if ctx.stop.is_set():
+                    run.setup_error = "interrupted before its watcher started"
+                else:
+                    run.setup(pod)
             except CellSetupError as exc:
                 run.setup_error = str(exc)
+            finally:
+                run.setup_done.set()
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(setup, zip(self.runs, pods, strict=True)))
+        # The longest cells first, and each cell's rounds start as soon as its own setup is over
+        # (HarnessRun.setup_done): the start-up of the short cells overlaps the long ones' first
+        # idle period instead of delaying every cell's rounds until the last watcher runs.
+        self._setups = ThreadPoolExecutor(max_workers=4)
+        for run, pod in sorted(zip(self.runs, pods, strict=True), key=lambda rp: -rp[0].cell.estimated_seconds):
+            self._setups.submit(setup, run, pod)
         return self.runs
+
+    def _finish_setups(self) -> None:
+        if self._setups is not None:
+            self._setups.shutdown(wait=True, cancel_futures=self.ctx.stop.is_set())
+            self._setups = None
 
     # -- collect ----------------------------------------------------------------------------------
     def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
         if self.cluster is None:  # every build failed: those cells have their results from prepare()
             return {}
+        self._finish_setups()
         self._stop_cells()
         facts = read_pcaps([run.pcap_path for run in self.runs])
         alive = self.cluster.alive()
@@ -175,7 +192,8 @@ class EmbeddedBackend:
 
     # -- close ------------------------------------------------------------------------------------
     def close(self) -> list[str]:
-        steps: list[tuple[str, object]] = [("stopping the cells", self._stop_cells)]
+        steps: list[tuple[str, object]] = [("cell setups", self._finish_setups),
+                                           ("stopping the cells", self._stop_cells)]
         steps += [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
         if self.timer is not None:
             steps.append(("timer server", self.timer.stop))
