@@ -18,8 +18,8 @@ This module collects plain data (strings, numbers, small dataclasses) and render
 templates in `templates/`, autoescape on: no markup is built here, so no value can reach a page
 unescaped by being forgotten. Pages are self-contained: inline CSS, the timeline linked by a
 relative path (an `<img>`, where an SVG's scripts never run), no script, no web font. The index's
-filters are radio buttons and `:has()` rules; the ids and classes those rules name are made here
-from the verdicts and row positions, never from a name in the results. Like report.py,
+filters are radio buttons and `:has()` rules; the ids and classes those rules name are made from
+the verdicts and row positions (grid.py), never from a name in the results. Like report.py,
 everything is a function of the RunResult and the evidence files, so rendering twice gives the same bytes.
 """
 
@@ -41,16 +41,12 @@ from runner.contract import WATCH
 from runner.evidence import lb_events
 from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
-from runner.report.compact import says_something, short_label
+from runner.report.grid import VERDICT_CLASS, HeadCell, Option, grid
 from runner.report.junit import write_junit
 
 # The matrix's rows, columns and labels are report.py's, so the page and the text table always agree.
 from runner.report.render import (
-    cell_text,
-    entry_label,
-    keepalive_text,
     mitigation_lines,
-    ordered_entries,
     profiles_used,
     rel_time,
     table_columns,
@@ -64,9 +60,6 @@ from runner.text import plural
 WATCHER_TAIL = 40
 STDERR_TAIL = 20
 TIMELINE_FILE = "timeline.svg"
-
-_VERDICT_CLASS = {v: "v-" + v.value.lower() for v in Verdict}
-
 
 def _escape(value: object) -> object:
     """Every `{{ value }}` of the templates, escaped as html.escape does (quotes included).
@@ -129,63 +122,6 @@ def reproduce_command(run: RunResult, cell: CellResult) -> str:
 
 
 @dataclass(frozen=True)
-class GridCell:
-    """One cell of the index's grid: its grade only; the reason is the hover text (`title`), its note
-    under the grid and the cell's page."""
-
-    verdict: str
-    css: str
-    #: `VERDICT: reason`, the whole text (shown on hover).
-    title: str
-    #: The cell page's link, or None when the cell got no page.
-    href: str | None
-    #: The number of the note under the grid that gives its reason, or None for a plain PASS.
-    note: int | None
-
-
-@dataclass(frozen=True)
-class GridRow:
-    #: The compact label: the entry's name, `↳ name` for a variant under its default.
-    label: str
-    #: The full label (what a variant changes) and its library, on hover.
-    title: str
-    #: The client folder's position among the filter's options (the row's class `client-N`).
-    group: int
-    #: One per column; None where this entry has no cell.
-    cells: list[GridCell | None]
-
-
-@dataclass(frozen=True)
-class ClientRow:
-    label: str
-    library: str
-    keepalive: str
-
-
-@dataclass(frozen=True)
-class Note:
-    number: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Option:
-    """One choice of the grid's filters: `key` goes into ids and CSS (made here from an enum or a
-    position, never from a name in the results); `label` is the text a person reads."""
-
-    key: str
-    css: str
-    label: str
-    count: int
-
-
-@dataclass(frozen=True)
-class HeadCell:
-    text: str
-    span: int
-
-
-@dataclass(frozen=True)
 class LegendEntry:
     css: str
     value: str
@@ -204,40 +140,6 @@ _RUN_FILES = (("results.json", "every cell's verdict and evidence facts"),
               ("junit.xml", "one test case per cell, for CI"))
 
 
-def _grid(run: RunResult, linkable: set[str], columns: list[tuple[str, str]]
-          ) -> tuple[list[GridRow], list[Note], list[ClientRow], list[Option]]:
-    """The grid's rows (report.md's rows and columns, one grade a cell), the notes their marks point
-    to (numbered in reading order; cells with the same text share one, as in the compact table), the
-    clients' full labels with library and keepalive, and the client filter's options (one per folder)."""
-    defaults = {c.folder: c for c in run.cells if not c.is_variant}
-    notes: dict[str, int] = {}
-    folders: dict[str, int] = {}
-    rows, clients = [], []
-    for name, cells in ordered_entries(run.cells):
-        by_col = {(c.cluster, c.scenario): c for c in cells}
-        row_cells: list[GridCell | None] = []
-        for col in columns:
-            c = by_col.get(col)
-            if c is None:
-                row_cells.append(None)
-                continue
-            text = cell_text(c)
-            note = notes.setdefault(text, len(notes) + 1) if says_something(c) and c.reason else None
-            row_cells.append(GridCell(verdict=c.verdict.value, css=_VERDICT_CLASS[c.verdict], title=text,
-                                      href=_href(cell_page_path(c)) if c.cell_id in linkable else None, note=note))
-        first = cells[0]
-        label = entry_label(name, cells, defaults)
-        library = f"{first.library} {first.library_version}"
-        group = folders.setdefault(first.folder, len(folders) + 1)
-        rows.append(GridRow(label=short_label(name, cells, set(defaults)), title=f"{label} · {library}",
-                            group=group, cells=row_cells))
-        clients.append(ClientRow(label=label, library=library, keepalive=keepalive_text(cells)))
-    per_folder = Counter(r.group for r in rows)
-    options = [Option(key=str(n), css=f"client-{n}", label=folder, count=per_folder[n])
-               for folder, n in folders.items()]
-    return rows, [Note(n, text) for text, n in notes.items()], clients, options
-
-
 def render_index(run: RunResult, linkable: set[str]) -> str:
     """index.html: run facts, the grid of grades with links to the cell pages and filters, the notes
     with each cell's reason, the clients, profiles, legend, mitigations."""
@@ -246,7 +148,7 @@ def render_index(run: RunResult, linkable: set[str]) -> str:
     scenarios = list(dict.fromkeys(sc for _, sc in columns))
     many = len(scenarios) > 1
     counts = Counter(c.verdict for c in run.cells)
-    rows, notes, clients, client_options = _grid(run, linkable, columns)
+    g = grid(run, columns, lambda c: _href(cell_page_path(c)) if c.cell_id in linkable else None)
     return _ENV.get_template("index.html.j2").render(
         title=f"watchdrop run {run.run_id}",
         run_id=run.run_id,
@@ -260,14 +162,15 @@ def render_index(run: RunResult, linkable: set[str]) -> str:
         # Several scenarios: a row of clusters over a row of scenarios; one: the clusters alone.
         column_heads=[HeadCell(cl, len(scenarios)) for cl in clusters],
         scenario_heads=[sc for _, sc in columns] if many else [],
-        rows=rows,
-        notes=notes,
-        clients=clients,
-        grade_options=[Option(key=v.value.lower(), css=_VERDICT_CLASS[v], label=v.value, count=counts[v])
+        group_size=len(scenarios),
+        rows=g.rows,
+        notes=g.notes,
+        clients=g.clients,
+        grade_options=[Option(key=v.value.lower(), css=VERDICT_CLASS[v], label=v.value, count=counts[v])
                        for v in Verdict if counts[v]],
-        client_options=client_options,
+        client_options=g.client_options,
         profiles=profiles_used(run),
-        legend=[LegendEntry(_VERDICT_CLASS[v], v.value, v.legend) for v in Verdict],
+        legend=[LegendEntry(VERDICT_CLASS[v], v.value, v.legend) for v in Verdict],
         mitigations=mitigation_lines(run),
         files=[FileLink(_href(name), name, what) for name, what in _RUN_FILES],
     )
@@ -498,7 +401,7 @@ def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Eviden
         run_id=run.run_id,
         up=_href(os.path.relpath(run_dir / "index.html", page_dir).replace(os.sep, "/")),
         cell=cell,
-        verdict_css=_VERDICT_CLASS[cell.verdict],
+        verdict_css=VERDICT_CLASS[cell.verdict],
         story=story(cell, ev),
         timeline=_timeline_view(cell, page_dir, timeline),
         watch=cell.scenario == WATCH,
