@@ -455,7 +455,7 @@ def _pixels_near(png: Path, rgb: tuple[int, int, int], tol: int = 3) -> int:
 def test_browser_renders_the_matrix_and_a_cell_page_with_its_timeline(rendered, browser) -> None:
     run, run_dir = rendered
     index_dom = Page(_chrome(browser, "--dump-dom", (run_dir / "index.html").as_uri()))
-    tables = [a for a in index_dom.all("table") if "matrix" in a.get("class", "")]
+    tables = [a for a in index_dom.all("table") if "grid" in a.get("class", "").split()]
     assert len(tables) == 1
     links = [a["href"] for a in index_dom.all("a") if a["href"].startswith("cells/")]
     assert sorted(links) == sorted(cell_page_path(c) for c in run.cells)
@@ -482,3 +482,71 @@ def test_browser_renders_the_matrix_and_a_cell_page_with_its_timeline(rendered, 
     # (its idle-past-timeout shading only exists inside the SVG).
     assert _pixels_near(index_png, (0xFF, 0xCF, 0xD2)) > 2000
     assert _pixels_near(cell_png, (254, 245, 222), tol=4) > 5000
+
+
+#: The quick matrix of run 9303c0 (matrix.quick.yaml, 2026-12-01): its entries (name, folder, library,
+#: what a variant sets) and grades, one letter a cell, in report.md's columns (each cluster's watch,
+#: then idle-request): P PASS, R RECOVERED, A APP-RECOVERED, L FAIL-LOUD, S FAIL-SILENT, K SKIPPED.
+QUICK_CLUSTERS = ("azure-slb-quick", "azure-slb-no-reset-quick", "aws-nlb-quick", "direct")
+QUICK_GRADES = (
+    ("client-go", "client-go", "k8s.io/client-go", {}, "PPPPPPPP"),
+    ("client-go-watch", "client-go", "k8s.io/client-go", {"WATCHDROP_STYLE": "watch"}, "PPPPPPPP"),
+    ("client-go-no-http2", "client-go", "k8s.io/client-go", {"DISABLE_HTTP2": "1"}, "PPPPPPPP"),
+    ("client-python", "client-python", "kubernetes", {}, "ARSSSRPP"),
+    ("client-python-keepalive", "client-python", "kubernetes", {"WATCHDROP_TCP_KEEPALIVE": "30"}, "PPPPPPPP"),
+    ("client-python-timeout", "client-python", "kubernetes", {"WATCHDROP_REQUEST_TIMEOUT": "30"}, "PRPSPRPP"),
+    ("kubernetes-asyncio", "kubernetes-asyncio", "kubernetes_asyncio", {}, "APSPSPPP"),
+    ("kubernetes-asyncio-timeout", "kubernetes-asyncio", "kubernetes_asyncio", {"WATCHDROP_REQUEST_TIMEOUT": "30"},
+     "PPPPPPPP"),
+    ("kopf", "kopf", "kopf", {}, "RKRKRKPK"),
+    ("dotnet", "dotnet", "KubernetesClient", {}, "KKKKKKKK"),
+    ("java", "java", "io.kubernetes:client-java", {}, "ARLSARPP"),
+    ("java-plain-apiclient", "java", "io.kubernetes:client-java", {"WATCHDROP_STYLE": "plain-apiclient"}, "ARALARAP"),
+    ("fabric8", "fabric8", "io.fabric8:kubernetes-client", {}, "PRPLPRPP"),
+    ("fabric8-informer", "fabric8", "io.fabric8:kubernetes-client", {"WATCHDROP_STYLE": "informer"}, "RRPPRRPP"),
+    ("javascript", "javascript", "@kubernetes/client-node", {}, "PPPPPPPP"),
+    ("javascript-informer", "javascript", "@kubernetes/client-node", {"WATCHDROP_STYLE": "informer"}, "PPPPPPPP"),
+    ("javascript-1x", "javascript", "@kubernetes/client-node", {"WATCHDROP_STYLE": "1x"}, "APSPSPPP"),
+    ("kube-rs", "kube-rs", "kube", {}, "ARSSSLPP"),
+)
+_LETTER = {"P": Verdict.PASS, "R": Verdict.RECOVERED, "A": Verdict.APP_RECOVERED, "L": Verdict.FAIL_LOUD,
+           "S": Verdict.FAIL_SILENT, "K": Verdict.SKIPPED}
+
+
+def quick_shaped_run() -> RunResult:
+    """A model-built run with the quick matrix's rows, columns and grades; its reasons as long as the
+    real ones, one per grade, cluster and scenario (the real run's 30 notes become about as many)."""
+    from tests.test_junit import _cell
+
+    cells = []
+    for name, folder, library, env, grades in QUICK_GRADES:
+        cols = [(cl, sc) for cl in QUICK_CLUSTERS for sc in ("watch", "idle-request")]
+        for (cluster, scenario), letter in zip(cols, grades, strict=True):
+            v = _LETTER[letter]
+            reason = (f"2/2 rounds seen, re-watched 2× after errors the library raised (2 errors, first: 'Response "
+                      f"ended prematurely'), 2 RSTs received from the LB (its record), flow idle 45 s > 45 s on "
+                      f"{cluster} {scenario} {v.value}")
+            cells.append(_cell(name, cluster, v, reason, folder=folder, library=library, variant_env=env,
+                               scenario=scenario))
+    run = synthetic_run()
+    return run.model_copy(update={"cells": cells, "profiles": []})
+
+
+@pytest.mark.slow
+def test_grid_fits_a_laptop_and_filters_in_chromium(browser, tmp_path) -> None:
+    """bench/html_grid.py on the quick matrix's shape: no sideways scrolling at 1440 and 1280 px, and
+    each grade's filter leaves exactly the rows that hold it. The screenshots stay in tmp_path/shots."""
+    from PIL import Image  # pillow comes with matplotlib
+
+    import bench.html_grid as bench_grid
+
+    exe, _ = browser
+    (tmp_path / "results.json").write_text(quick_shaped_run().to_json(), encoding="utf-8")
+    checks = bench_grid.check(tmp_path / "results.json", tmp_path / "shots", [1440, 1280], exe=exe)
+    assert [c.name for c in checks][:2] == ["width 1440", "width 1280"]
+    assert len(checks) == 2 + 6  # every grade of the matrix but ERROR
+    for c in checks:
+        assert c.ok, (c.name, c.detail)
+        assert c.png is not None
+        with Image.open(c.png) as im:
+            assert im.size[0] == (1440 if c.name == "width 1440" else 1280), c.png
