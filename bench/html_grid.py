@@ -7,8 +7,10 @@ touched, and the cells' links point to pages that are not rendered there). For e
 Chromium (Debian's `chromium`) takes a screenshot (`index-WIDTH.png`) and the page measures itself:
 the document's scroll width against the window's, scrollbar included, so "fits" means no sideways
 scrolling. Then, at the narrowest width, one copy of the page per grade present with that grade's
-filter checked: the rows left must be exactly those holding that grade (`filter-GRADE.png`). The
-probes are a small script added to copies of the page (`probe-*.html`); index.html itself has none.
+filter checked: the rows left must be exactly those holding that grade (`filter-GRADE.png`). Last,
+in a 900 x 400 window scrolled right as far as it goes and down to the grid's last row, the headers
+must have stayed: the first header row at the window's top, the client column at its left. The probes are a small script
+added to copies of the page (`probe-*.html`); index.html itself has none.
 Prints one line per check; exits 1 when any fails.
 """
 
@@ -40,6 +42,15 @@ document.body.setAttribute('data-probe',[e.scrollWidth,e.clientWidth,
 rows.filter(r=>r.offsetParent!==null).length,want].join(' '))})</script>"""
 
 
+#: The sticky headers: scrolled right as far as it goes and down until the grid's last row sits at the
+#: window's bottom, where are the header row and the client column?
+STICKY = """<script>addEventListener('load',()=>{const rows=document.querySelectorAll('.grid tbody tr'),
+last=rows[rows.length-1];scrollTo(1e5,last.getBoundingClientRect().bottom+scrollY-innerHeight);
+requestAnimationFrame(()=>{const head=document.querySelector('.grid thead th').getBoundingClientRect(),
+client=last.querySelector('th').getBoundingClientRect();document.body.setAttribute('data-probe',
+[scrollX,scrollY,head.top,client.left].map(Math.round).join(' '))})})</script>"""
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -58,12 +69,13 @@ def _run(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str
 
 
 def _probe(exe: str, profile: Path, page: Path, width: int, height: int) -> tuple[int, int, int, int]:
+    """The four numbers the page's probe script wrote."""
     proc = _run(exe, profile, f"--window-size={width},{height}", "--dump-dom", page.as_uri())
-    m = re.search(r'data-probe="(\d+) (\d+) (\d+) (\d+)"', proc.stdout)
+    m = re.search(r'data-probe="(-?\d+) (-?\d+) (-?\d+) (-?\d+)"', proc.stdout)
     if proc.returncode != 0 or m is None:
         raise RuntimeError(f"chromium exit {proc.returncode}, no probe: {proc.stderr.strip()[-500:]}")
-    scroll, client, shown, want = (int(x) for x in m.groups())
-    return scroll, client, shown, want
+    a, b, c, d = (int(x) for x in m.groups())
+    return a, b, c, d
 
 
 def _shot(exe: str, profile: Path, page: Path, png: Path, width: int, height: int) -> None:
@@ -104,6 +116,12 @@ def check(results: Path, out: Path, widths: list[int], height: int = 900, exe: s
             _, _, shown, want = _probe(exe, profile, probe, narrow, height)
             checks.append(Check(f"filter {grade.upper()}", shown == want and want > 0,
                                 f"{shown} rows shown, {want} hold it", png))
+        probe = out / "probe-sticky.html"
+        probe.write_text(page.replace("</body>", STICKY + "</body>"), encoding="utf-8")
+        x, y, head_top, client_left = _probe(exe, profile, probe, 900, 400)
+        checks.append(Check("sticky headers", x > 0 and y > 0 and head_top == 0 and client_left == 0,
+                            f"scrolled to {x},{y} in 900 x 400: header row at top {head_top}, "
+                            f"client column at left {client_left}"))
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     return checks

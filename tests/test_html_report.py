@@ -534,8 +534,9 @@ def quick_shaped_run() -> RunResult:
 
 @pytest.mark.slow
 def test_grid_fits_a_laptop_and_filters_in_chromium(browser, tmp_path) -> None:
-    """bench/html_grid.py on the quick matrix's shape: no sideways scrolling at 1440 and 1280 px, and
-    each grade's filter leaves exactly the rows that hold it. The screenshots stay in tmp_path/shots."""
+    """bench/html_grid.py on the quick matrix's shape: no sideways scrolling at 1440 and 1280 px, each
+    grade's filter leaves exactly the rows that hold it, and the headers stay when the page scrolls both
+    ways. The screenshots stay in tmp_path/shots."""
     from PIL import Image  # pillow comes with matplotlib
 
     import bench.html_grid as bench_grid
@@ -544,9 +545,11 @@ def test_grid_fits_a_laptop_and_filters_in_chromium(browser, tmp_path) -> None:
     (tmp_path / "results.json").write_text(quick_shaped_run().to_json(), encoding="utf-8")
     checks = bench_grid.check(tmp_path / "results.json", tmp_path / "shots", [1440, 1280], exe=exe)
     assert [c.name for c in checks][:2] == ["width 1440", "width 1280"]
-    assert len(checks) == 2 + 6  # every grade of the matrix but ERROR
+    assert len(checks) == 2 + 6 + 1  # every grade of the matrix but ERROR, then the sticky headers
+    assert checks[-1].name == "sticky headers"
     for c in checks:
         assert c.ok, (c.name, c.detail)
-        assert c.png is not None
+        if c.png is None:
+            continue
         with Image.open(c.png) as im:
             assert im.size[0] == (1440 if c.name == "width 1440" else 1280), c.png
