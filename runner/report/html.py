@@ -1,8 +1,10 @@
 """The run as web pages a person can read: the matrix, and one page per cell with its timeline.
 
 `write_extras(run, run_dir)` is the one entry point the runner calls after `write_reports`. It
-writes `index.html` (the matrix table in runner/report.render_table's layout, each cell linking to
-its page, the profiles' real numbers, the legend), one `cells/<client>/<cluster>/<scenario>/index.html`
+writes `index.html` (the matrix as a grid of coloured grades in report.md's rows and columns, one
+grade a cell as the compact table has it, each linking to its page, its reason on hover and in the
+numbered notes under the grid; sticky headers, a CSS-only filter by grade and by client; then the
+clients, the profiles' real numbers, the legend), one `cells/<client>/<cluster>/<scenario>/index.html`
 per cell next to that cell's evidence, each cell's `timeline.svg` (runner/report/timeline.py), and
 `junit.xml` (runner/report/junit.py).
 
@@ -15,7 +17,9 @@ log, links to every evidence file (pcaps included) and the one command that reru
 This module collects plain data (strings, numbers, small dataclasses) and renders it with the jinja2
 templates in `templates/`, autoescape on: no markup is built here, so no value can reach a page
 unescaped by being forgotten. Pages are self-contained: inline CSS, the timeline linked by a
-relative path (an `<img>`, where an SVG's scripts never run), no script, no web font. Like report.py,
+relative path (an `<img>`, where an SVG's scripts never run), no script, no web font. The index's
+filters are radio buttons and `:has()` rules; the ids and classes those rules name are made from
+the verdicts and row positions (grid.py), never from a name in the results. Like report.py,
 everything is a function of the RunResult and the evidence files, so rendering twice gives the same bytes.
 """
 
@@ -37,16 +41,12 @@ from runner.contract import WATCH
 from runner.evidence import lb_events
 from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
+from runner.report.grid import VERDICT_CLASS, HeadCell, Option, grid
 from runner.report.junit import write_junit
 
 # The matrix's rows, columns and labels are report.py's, so the page and the text table always agree.
 from runner.report.render import (
-    cell_text,
-    column_title,
-    entry_label,
-    keepalive_text,
     mitigation_lines,
-    ordered_entries,
     profiles_used,
     rel_time,
     table_columns,
@@ -60,9 +60,6 @@ from runner.text import plural
 WATCHER_TAIL = 40
 STDERR_TAIL = 20
 TIMELINE_FILE = "timeline.svg"
-
-_VERDICT_CLASS = {v: "v-" + v.value.lower() for v in Verdict}
-
 
 def _escape(value: object) -> object:
     """Every `{{ value }}` of the templates, escaped as html.escape does (quotes included).
@@ -125,25 +122,6 @@ def reproduce_command(run: RunResult, cell: CellResult) -> str:
 
 
 @dataclass(frozen=True)
-class MatrixCell:
-    verdict: str
-    css: str
-    title: str
-    #: The cell page's link, or None when the cell got no page.
-    href: str | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class MatrixRow:
-    label: str
-    library: str
-    keepalive: str
-    #: One per column; None where this entry has no cell.
-    cells: list[MatrixCell | None]
-
-
-@dataclass(frozen=True)
 class LegendEntry:
     css: str
     value: str
@@ -162,29 +140,15 @@ _RUN_FILES = (("results.json", "every cell's verdict and evidence facts"),
               ("junit.xml", "one test case per cell, for CI"))
 
 
-def _matrix_rows(run: RunResult, linkable: set[str], columns: list[tuple[str, str]]) -> list[MatrixRow]:
-    defaults = {c.folder: c for c in run.cells if not c.is_variant}
-    rows = []
-    for name, cells in ordered_entries(run.cells):
-        by_col = {(c.cluster, c.scenario): c for c in cells}
-        row_cells: list[MatrixCell | None] = []
-        for col in columns:
-            c = by_col.get(col)
-            row_cells.append(None if c is None else MatrixCell(
-                verdict=c.verdict.value, css=_VERDICT_CLASS[c.verdict], title=cell_text(c),
-                href=_href(cell_page_path(c)) if c.cell_id in linkable else None, reason=c.reason))
-        first = cells[0]
-        rows.append(MatrixRow(label=entry_label(name, cells, defaults),
-                              library=f"{first.library} {first.library_version}",
-                              keepalive=keepalive_text(cells), cells=row_cells))
-    return rows
-
-
 def render_index(run: RunResult, linkable: set[str]) -> str:
-    """index.html: run facts, the matrix with links to the cell pages, profiles, legend, mitigations."""
+    """index.html: run facts, the grid of grades with links to the cell pages and filters, the notes
+    with each cell's reason, the clients, profiles, legend, mitigations."""
     columns = table_columns(run.cells)
-    many = len({sc for _, sc in columns}) > 1
+    clusters = list(dict.fromkeys(cl for cl, _ in columns))
+    scenarios = list(dict.fromkeys(sc for _, sc in columns))
+    many = len(scenarios) > 1
     counts = Counter(c.verdict for c in run.cells)
+    g = grid(run, columns, lambda c: _href(cell_page_path(c)) if c.cell_id in linkable else None)
     return _ENV.get_template("index.html.j2").render(
         title=f"watchdrop run {run.run_id}",
         run_id=run.run_id,
@@ -195,10 +159,18 @@ def render_index(run: RunResult, linkable: set[str]) -> str:
         interrupted=run.interrupted,
         n_cells=len(run.cells),
         summary=", ".join(f"{counts[v]} {v.value}" for v in Verdict if counts[v]),
-        heads=["client", "library", "keepalive (observed)", *(column_title(cl, sc, many) for cl, sc in columns)],
-        rows=_matrix_rows(run, linkable, columns),
+        # Several scenarios: a row of clusters over a row of scenarios; one: the clusters alone.
+        column_heads=[HeadCell(cl, len(scenarios)) for cl in clusters],
+        scenario_heads=[sc for _, sc in columns] if many else [],
+        group_size=len(scenarios),
+        rows=g.rows,
+        notes=g.notes,
+        clients=g.clients,
+        grade_options=[Option(key=v.value.lower(), css=VERDICT_CLASS[v], label=v.value, count=counts[v])
+                       for v in Verdict if counts[v]],
+        client_options=g.client_options,
         profiles=profiles_used(run),
-        legend=[LegendEntry(_VERDICT_CLASS[v], v.value, v.legend) for v in Verdict],
+        legend=[LegendEntry(VERDICT_CLASS[v], v.value, v.legend) for v in Verdict],
         mitigations=mitigation_lines(run),
         files=[FileLink(_href(name), name, what) for name, what in _RUN_FILES],
     )
@@ -429,7 +401,7 @@ def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Eviden
         run_id=run.run_id,
         up=_href(os.path.relpath(run_dir / "index.html", page_dir).replace(os.sep, "/")),
         cell=cell,
-        verdict_css=_VERDICT_CLASS[cell.verdict],
+        verdict_css=VERDICT_CLASS[cell.verdict],
         story=story(cell, ev),
         timeline=_timeline_view(cell, page_dir, timeline),
         watch=cell.scenario == WATCH,
