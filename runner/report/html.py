@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import html
 import json
+import multiprocessing
 import os
 import shlex
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -426,11 +428,10 @@ def _has_evidence(ev: Evidence) -> bool:
     return ev.pcap is not None or bool(ev.watcher or ev.lb_flows or ev.harness)
 
 
-def write_html(run: RunResult, run_dir: Path) -> Path:
-    """Write run_dir/index.html and each cell's page and timeline; returns index.html's path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    linkable: set[str] = set()
-    for cell in run.cells:
+def _write_cell_pages(run: RunResult, run_dir: Path, cell_ids: list[str]) -> list[str]:
+    """Draw the timeline and write the page of each of `cell_ids`; returns those that got a page."""
+    written = []
+    for cell in (c for c in run.cells if c.cell_id in set(cell_ids)):
         cell_dir = _safe_cell_dir(run_dir, cell)
         if cell_dir is None:
             continue
@@ -446,7 +447,28 @@ def write_html(run: RunResult, run_dir: Path) -> Path:
         else:
             timeline = None
         write_atomic(cell_dir / "index.html", render_cell_page(run, run_dir, cell, ev, timeline))
-        linkable.add(cell.cell_id)
+        written.append(cell.cell_id)
+    return written
+
+
+def write_html(run: RunResult, run_dir: Path, workers: int | None = None) -> Path:
+    """Write run_dir/index.html and each cell's page and timeline; returns index.html's path.
+
+    Drawing the timelines is most of a report's time and each page stands alone, so the cells are
+    split across one process per CPU (the pages are the same bytes as drawn one by one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ids = [c.cell_id for c in run.cells]
+    if workers is None:  # a process is worth its start-up (imports) from a few cells on
+        workers = min(os.cpu_count() or 1, len(ids) // 8)
+    workers = max(1, min(workers, len(ids)))
+    if workers == 1:
+        linkable = set(_write_cell_pages(run, run_dir, ids))
+    else:
+        # spawn, not fork: the runner has threads (progress, signal handling) a fork would copy mid-state.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = pool.map(_write_cell_pages, [run] * workers, [run_dir] * workers,
+                             [ids[i::workers] for i in range(workers)])
+            linkable = {cell_id for part in parts for cell_id in part}
     index = run_dir / "index.html"
     write_atomic(index, render_index(run, linkable))
     return index
