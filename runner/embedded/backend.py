@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from runner.errors import BuildError, Interrupted, UsageError
 from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
 from runner.harness import CellSetupError, HarnessRun, base_result
 from runner.host import signals
-from runner.host.lifetime import teardown_steps
+from runner.host.lifetime import teardown_concurrently, teardown_steps
 from runner.host.procs import Child
 from runner.model import CellResult, Verdict
 
@@ -192,14 +192,21 @@ class EmbeddedBackend:
 
     # -- close ------------------------------------------------------------------------------------
     def close(self) -> list[str]:
-        steps: list[tuple[str, object]] = [("cell setups", self._finish_setups),
-                                           ("stopping the cells", self._stop_cells)]
-        steps += [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        problems: list[str] = []
+        # The LBs' agents, fronts and captures stop independently; each mostly waits (capture settling).
+        lbs = [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("cell setups", self._finish_setups),
+            ("stopping the cells", self._stop_cells),
+            ("load balancers", lambda: problems.extend(teardown_concurrently(lbs))),
+        ]
         if self.timer is not None:
             steps.append(("timer server", self.timer.stop))
-        if self.cluster is not None:
-            steps.append(("embedded cluster", self.cluster.close))
-        return teardown_steps(steps)  # type: ignore[arg-type]
+        cluster = self.cluster
+        if cluster is not None:
+            # Its own problems (a namespace that would not go) are the run's too.
+            steps.append(("embedded cluster", lambda: problems.extend(cluster.close())))
+        return teardown_steps(steps) + problems
 
 
 def shared_churn(ready: Sequence[tuple[Cell, BuiltClient]]) -> float:
