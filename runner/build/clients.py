@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from runner.config.descriptor import Descriptor
 from runner.config.matrix import VERSION_RE
 from runner.errors import BuildError
 from runner.host import sandbox
-from runner.host.procs import escalate
+from runner.host.procs import escalate, signal_pid
 from runner.host.safefiles import open_nofollow
 
 #: Folders a build creates inside the client folder itself; never part of the key.
@@ -72,14 +71,7 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str], log: IO[str], sto
         if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
             why = "interrupted" if stop is not None and stop.is_set() else f"timed out after {BUILD_TIMEOUT} s"
             log.write(f"{why}: stopping the build\n")
-
-            def send(sig: signal.Signals) -> None:
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-
-            escalate(send, lambda: proc.poll() is not None, grace=5.0)
+            escalate(lambda sig: signal_pid(proc.pid, sig, group=True), lambda: proc.poll() is not None, grace=5.0)
             return -1
         time.sleep(0.1)
     return proc.returncode
