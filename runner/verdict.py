@@ -63,7 +63,17 @@ from typing import Any, Protocol
 from runner.contract import IDLE_REQUEST, SCENARIOS, TRIGGER, WATCH
 from runner.evidence.lb_events import LbFlow
 from runner.evidence.watcher_log import summarize_watcher
-from runner.model import CaptureFacts, Cut, LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
+from runner.model import (
+    CaptureFacts,
+    Cut,
+    LbSummary,
+    ProfileFacts,
+    RoundFailure,
+    RoundResult,
+    Verdict,
+    WatcherFacts,
+    fmt_secs,
+)
 from runner.text import plural
 
 _RST_CLOSES = ("rst-from-client", "rst-from-server")
@@ -337,7 +347,7 @@ def _judge_idle_request(
                     ok=False,
                     idle_before=None,
                     note=NEVER_SENT,
-                )
+                ).failed_as(RoundFailure.NEVER_SENT)
             )
             continue
         dones = [e for e in evs if e.get("event") == "request-done"]
@@ -385,7 +395,7 @@ def _judge_idle_request(
                 ok=ok,
                 idle_before=idle_before(conns, update_at),
                 note=note,
-            )
+            ).failed_as(RoundFailure.BEFORE_IDLE if control else None)
         )
     return rounds
 
@@ -742,10 +752,10 @@ def _rounds_problem(inp: CellInputs, rounds: Sequence[RoundResult]) -> str:
     # A round the watcher never sent is the library's doing only if an earlier round hung or failed
     # (the watcher was stuck in it); after rounds that all went well it is a broken watcher.
     for i, r in enumerate(rounds):
-        if r.note == NEVER_SENT and all(prev.ok for prev in rounds[:i]):
+        if r.failure is RoundFailure.NEVER_SENT and all(prev.ok for prev in rounds[:i]):
             return f"the watcher stopped before round {r.index} with no failed round"
     for r in rounds:
-        if r.note.startswith(BEFORE_IDLE):
+        if r.failure is RoundFailure.BEFORE_IDLE:
             return f"round {r.index}: {r.note}: a fresh connection failed, so nothing about idle flows can be concluded"
     return ""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from scapy.packet import Packet
 
-from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, median_interval, read_pcap
+from runner.evidence.pcap import ConnFacts, KeepaliveSign, PcapError, PcapFacts, median_interval, read_pcap
 
 needs_capture = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("tcpdump") is None,
@@ -281,6 +281,8 @@ def test_summary_filter_and_json(client_keepalive_pcap: dict[str, object]) -> No
     assert summary.startswith("TCP keepalive from client after 1 s idle"), summary
     assert "TCP keepalive from server" not in summary
     assert "small records from client" in summary
+    signs = KeepaliveSign.parse(summary)
+    assert "; ".join(str(s) for s in signs) == summary == "; ".join(str(s) for s in facts.keepalive_signs())
 
     text = json.dumps(facts.to_dict(), sort_keys=True)
     assert json.dumps(read_pcap(pcap).to_dict(), sort_keys=True) == text  # deterministic
@@ -569,3 +571,11 @@ def test_median_interval() -> None:
     assert median_interval([]) is None
     assert median_interval([5.0]) is None
     assert median_interval([30.0, 0.0, 60.0, 90.0, 95.0]) == 30.0
+
+
+def test_keepalive_signs_parse() -> None:
+    summary = "TCP keepalive from client after 30 s idle (8 probes); small records from server (2 bursts, 3 records)"
+    signs = KeepaliveSign.parse(summary)
+    assert [str(s) for s in signs] == summary.split("; ")
+    assert [s.short() for s in signs if s.periodic] == ["TCP keepalive from client after 30 s idle"]
+    assert KeepaliveSign.parse("none seen") == KeepaliveSign.parse("") == []

@@ -14,7 +14,6 @@ legend, and "mitigation proven" lines where a variant PASSes where its folder's 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from tabulate import tabulate
 
 from runner.contract import WATCH
 from runner.errors import UsageError
+from runner.evidence.pcap import NONE_SEEN, KeepaliveSign
 from runner.files import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 from runner.safetext import markdown_text, printable
@@ -101,9 +101,8 @@ def keepalive_text(cells: list[CellResult]) -> str:
     candidates = sorted((c for c in cells if c.pcap is not None and c.keepalive), key=rank)
     if not candidates:
         return "—"
-    parts = [re.sub(r"\s*\([^)]*\)", "", p).strip() for p in candidates[0].keepalive.split(";")]
-    periodic = [p for p in parts if " idle" in p]
-    return "; ".join(periodic) if periodic else "none seen"
+    periodic = [s.short() for s in KeepaliveSign.parse(candidates[0].keepalive) if s.periodic]
+    return "; ".join(periodic) if periodic else NONE_SEEN
 
 
 def cell_text(c: CellResult | None) -> str:
