@@ -314,18 +314,54 @@ def _round_key(value: Any) -> int | None:
     return None
 
 
-def _judge_idle_request(
-    lines: Sequence[Mapping[str, Any]], expected_rounds: int, timeout: float, conns: Sequence[ConnLike]
-) -> list[RoundResult]:
-    # A round is "list, stay idle, list again": it may print several request-sent lines with the
-    # same `round`. Each sent is paired with the next done of that round; the round is judged on the
-    # request after the idle period (its last sent), and every request of it must succeed in time.
+def _idle_request_rounds(lines: Sequence[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
+    """The watcher's request-sent and request-done lines by the round number they carry."""
     by_round: dict[int, list[Mapping[str, Any]]] = {}
     for ln in lines:
         if ln.get("event") in ("request-sent", "request-done"):
             key = _round_key(ln.get("round"))
             if key is not None:
                 by_round.setdefault(key, []).append(ln)
+    return by_round
+
+
+def _judge_requests(
+    sent: Sequence[Mapping[str, Any]], dones: list[Mapping[str, Any]], timeout: float
+) -> tuple[list[str], list[str], float | None]:
+    """Each request of a round paired with the next done: the problems of the request after the idle
+    period (the last), those of the requests before it, and when the last was answered in time."""
+    problems: list[str] = []
+    control: list[str] = []
+    last_done: float | None = None
+    for n, s in enumerate(sent, start=1):
+        t_sent = _ts(s)
+        later = [d for d in dones if _ts(d) >= t_sent]
+        if not later:
+            (problems if n == len(sent) else control).append(f"request {n}: no response")
+            continue
+        done = later[0]
+        dones.remove(done)
+        took = _ts(done) - t_sent
+        if done.get("ok") is not True:
+            msg = done.get("message", done.get("status", ""))
+            (problems if n == len(sent) else control).append(f"request {n} failed after {fmt_secs(took)}: {msg}")
+        elif took > timeout and n == len(sent):
+            # Only the request after the idle period meets the stale pooled connection; the
+            # first one may include the process's own warm-up (a cold JVM), so only its
+            # success counts.
+            problems.append(f"request {n} took {fmt_secs(took)} > {fmt_secs(timeout)}")
+        elif n == len(sent):
+            last_done = _ts(done)
+    return problems, control, last_done
+
+
+def _judge_idle_request(
+    lines: Sequence[Mapping[str, Any]], expected_rounds: int, timeout: float, conns: Sequence[ConnLike]
+) -> list[RoundResult]:
+    # A round is "list, stay idle, list again": it may print several request-sent lines with the
+    # same `round`. Each sent is paired with the next done of that round; the round is judged on the
+    # request after the idle period (its last sent), and every request of it must succeed in time.
+    by_round = _idle_request_rounds(lines)
     # The contract does not fix the first round's number; follow what the watcher printed.
     first = min(by_round, default=1)
     first = first if first in (0, 1) else 1
@@ -351,28 +387,7 @@ def _judge_idle_request(
             )
             continue
         dones = [e for e in evs if e.get("event") == "request-done"]
-        problems: list[str] = []
-        last_done: float | None = None
-        control: list[str] = []
-        for n, s in enumerate(sent, start=1):
-            t_sent = _ts(s)
-            later = [d for d in dones if _ts(d) >= t_sent]
-            if not later:
-                (problems if n == len(sent) else control).append(f"request {n}: no response")
-                continue
-            done = later[0]
-            dones.remove(done)
-            took = _ts(done) - t_sent
-            if done.get("ok") is not True:
-                msg = done.get("message", done.get("status", ""))
-                (problems if n == len(sent) else control).append(f"request {n} failed after {fmt_secs(took)}: {msg}")
-            elif took > timeout and n == len(sent):
-                # Only the request after the idle period meets the stale pooled connection; the
-                # first one may include the process's own warm-up (a cold JVM), so only its
-                # success counts.
-                problems.append(f"request {n} took {fmt_secs(took)} > {fmt_secs(timeout)}")
-            elif n == len(sent):
-                last_done = _ts(done)
+        problems, control, last_done = _judge_requests(sent, dones, timeout)
         if control:
             problems.insert(0, f"{BEFORE_IDLE} failed ({'; '.join(control)})")
         update_at = _ts(sent[-1])
