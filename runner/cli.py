@@ -88,6 +88,9 @@ def _add_run(sub: _Sub) -> None:
     run.add_argument("--pause-at", metavar="PHASE", help=argparse.SUPPRESS)
     # Test seam, not for users: this client's captures fail to start (a cell without packet evidence).
     run.add_argument("--break-capture", metavar="CLIENT", help=argparse.SUPPRESS)
+    # Test seam, not for users: smaller size caps (MiB) for the watcher's logs and the pod's capture.
+    run.add_argument("--limit-log-mib", type=float, metavar="MIB", help=argparse.SUPPRESS)
+    run.add_argument("--limit-pcap-mib", type=float, metavar="MIB", help=argparse.SUPPRESS)
 
 
 def _add_report(sub: _Sub) -> None:

@@ -31,9 +31,16 @@ def test_no_file_references_a_path_outside_the_repository() -> None:
 def test_production_code_reads_no_test_hook_from_the_environment() -> None:
     """Test seams are explicit (hidden CLI options passed down as data), never environment variables
     that production code paths look up."""
-    hooks = re.compile(r"WATCHDROP_(TEST|PAUSE)\w*")
-    hits = [f"{p.relative_to(REPO)}:{i}" for p in sorted((REPO / "runner").rglob("*.py"))
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if hooks.search(line)]
+    hooks = re.compile(r"WATCHDROP_(TEST|PAUSE|LIMIT)\w*")
+    # Every WATCHDROP_ variable production code looks up must be a user's setting, listed here.
+    lookups = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](WATCHDROP_\w+)""")
+    users_settings = {"WATCHDROP_CACHE"}
+    hits = []
+    for p in sorted((REPO / "runner").rglob("*.py")):
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            looked_up = set(lookups.findall(line)) - users_settings
+            if hooks.search(line) or looked_up:
+                hits.append(f"{p.relative_to(REPO)}:{i}")
     assert not hits, hits
 
 
