@@ -219,17 +219,11 @@ def readme_images(result: RunResult, run_dir: Path) -> dict[str, str]:
     return images
 
 
-
-
-
-
 def _display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return path.name
-
-
 
 
 def _link_latest(out: Path, run_id: str) -> None:
@@ -238,8 +232,6 @@ def _link_latest(out: Path, run_id: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_id)
     os.replace(tmp, latest)
-
-
 
 
 def main(args: argparse.Namespace) -> int:

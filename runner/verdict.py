@@ -76,8 +76,6 @@ from runner.model import (
 )
 from runner.text import plural
 
-_RST_CLOSES = ("rst-from-client", "rst-from-server")
-
 #: Watch events are accepted this many seconds *before* the recorded update time. The trigger's
 #: value is unique to its round, so an event carrying it can only come from this round's write;
 #: the slack only absorbs the harness taking its timestamp a little after the request left.
@@ -607,7 +605,6 @@ class _Packets:
     rst_endpoint: int
     #: RSTs the pod itself sent on a live connection (e.g. exiting with unread data).
     rst_sent: int
-    closed_by_rst: int
     #: Longest silence between two packets of one connection that ended inside the judged window.
     longest_gap: float
     #: When the first cut (an RST from the LB or of unknown origin) reached the pod; None: no cut.
@@ -654,7 +651,7 @@ def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _
     """Attribute every RST up to `window_end`: to the LB (its own record), to an endpoint's close
     (a FIN just before), or, left over, to nobody the evidence names (unknown where no LB keeps a
     record, a contradiction where one does and says it did not act)."""
-    lb = unknown = endpoint = sent = closed = 0
+    lb = unknown = endpoint = sent = 0
     unexplained: list[tuple[float, str]] = []
     cuts: list[float] = []
     longest = 0.0
@@ -674,14 +671,12 @@ def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _
                 cuts.append(t)
             else:
                 unexplained.append((t, c.client))
-        if c.close_kind in _RST_CLOSES and (c.closed_at or 0.0) <= window_end:
-            closed += 1
         # Only gaps that ended before the last deadline were tested by some round; a gap that
         # runs into teardown says nothing about the rounds.
         for start, end in c.idle_gaps(0.0):
             if end <= window_end:
                 longest = max(longest, end - start)
-    return _Packets(lb, unknown, unexplained, endpoint, sent, closed, longest, min(cuts, default=None))
+    return _Packets(lb, unknown, unexplained, endpoint, sent, longest, min(cuts, default=None))
 
 
 def _idle_text(rounds: Sequence[RoundResult], idle_timeout: float | None, gap: float) -> str | None:

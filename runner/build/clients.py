@@ -43,11 +43,7 @@ class BuiltClient:
     src: Path
 
     def run_argv(self) -> list[str]:
-        return [substitute(a, self.src, self.out) for a in self.descriptor.run]
-
-
-def substitute(arg: str, src: Path, out: Path) -> str:
-    return arg.replace("{src}", str(src)).replace("{out}", str(out))
+        return self.descriptor.run_argv(self.src, self.out)
 
 
 def build_key(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]) -> str:
@@ -107,8 +103,7 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
             env = {**os.environ, **build_env, "GOTOOLCHAIN": "local"}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:
-            for step in descriptor.build:
-                argv = [substitute(a, built.src, out) for a in step]
+            for argv in descriptor.build_argvs(built.src, out):
                 log.write("$ " + " ".join(argv) + (f"  (as uid {box.uid})" if box else "") + "\n")
                 log.flush()
                 if box is not None:

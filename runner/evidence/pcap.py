@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import statistics
 import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -205,14 +204,6 @@ class KeepaliveSign:
 
 def _fmt_idle(idle: float | None) -> str | None:
     return _fmt_seconds(idle) if idle is not None else None
-
-
-def median_interval(times: list[float]) -> float | None:
-    """Median of the gaps between consecutive times (sorted first); None for fewer than 2 times."""
-    ordered = sorted(times)
-    if len(ordered) < 2:
-        return None
-    return statistics.median(b - a for a, b in itertools.pairwise(ordered))
 
 
 def read_pcap(path: Path, server_ports: set[int] | None = None) -> PcapFacts:

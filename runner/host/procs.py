@@ -33,7 +33,6 @@ class Child:
                  log: CommandLog | None = None, inherit_env: bool = True):
         self.name = name
         self.argv = [str(a) for a in argv]
-        self.stdout_path = stdout
         self.stderr_path = stderr or stdout
         stdout.parent.mkdir(parents=True, exist_ok=True)
         if log:
@@ -47,7 +46,6 @@ class Child:
         self.popen = subprocess.Popen(self.argv, stdout=self._out, stderr=self._err, env=full_env,
                                       cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.popen.pid
-        self.started_at = time.time()
         REGISTRY.add(self)
 
     def alive(self) -> bool:

@@ -20,8 +20,6 @@ from runner.host.commands import CommandLog
 from runner.host.procs import Child
 from runner.local import configs, dns
 
-KUBELET_PORT = 10250
-
 
 @dataclass(frozen=True)
 class NodeNet:
