@@ -57,6 +57,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from runner.config.profiles import PROFILES, Profile
+from runner.text import plural
 
 #: Bump when a field changes meaning or disappears; readers refuse versions they do not know.
 SCHEMA_VERSION = 1
@@ -206,7 +207,7 @@ def _explain(exc: ValidationError, where: str) -> str:
     path = where
     for part in first["loc"]:
         path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    more = f" (and {plural(len(errors) - 1, 'more problem')})" if len(errors) > 1 else ""
     return f"{path}: {_wording(first)}{more}"
 
 
@@ -396,7 +397,7 @@ class WatcherFacts(_Model):
 
 class LbSummary(_Model):
     """What the LB emulator's event log says it did to this cell's flows, up to the last round's
-    deadline (runner.verdict.summarize_lb_events)."""
+    deadline (runner.evidence.lb_events.summarize_lb_events)."""
 
     model_config = ConfigDict(frozen=True)
     _where: ClassVar[str] = "lb"

@@ -421,7 +421,7 @@ class Scenarios(_Strict):
         default=None, description="{interval: idle+30, detection_timeout: 10, rounds: 2}"
     )
     idle_request: IdleRequestScenario | None = Field(
-        default=None, alias="idle-request", description="{idle: idle+30, detection_timeout: 10, rounds: 1}"
+        default=None, alias=IDLE_REQUEST, description="{idle: idle+30, detection_timeout: 10, rounds: 1}"
     )
 
     @model_validator(mode="after")
@@ -709,7 +709,7 @@ def _check_token_lifetime(marked: MarkedYaml, matrix: Matrix) -> list[tuple[int,
             f"{cluster_name}, so the watcher's token ({TOKEN_MAX_SECONDS // 3600} h at most, "
             f"{TOKEN_MARGIN // 60} min kept in reserve) would expire inside the cell and a 401 would be judged "
             "instead of the LB",
-            f"at most {most} rounds, or a shorter {'interval' if name == 'watch' else 'idle'}")))
+            f"at most {most} rounds, or a shorter {'interval' if name == WATCH else 'idle'}")))
     return found
 
 
