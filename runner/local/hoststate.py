@@ -13,12 +13,11 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from runner.host.commands import CommandLog
+from runner.host.commands import CommandLog, query
 from runner.host.netns import RUNS_DIR
 from runner.host.procs import escalate, pid_alive, signal_pid
 
@@ -56,7 +55,7 @@ def iptables_chains() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for binary in ("iptables", "ip6tables"):
         try:
-            proc = subprocess.run([f"{binary}-save"], capture_output=True, text=True, timeout=30, check=False)
+            proc = query([f"{binary}-save"])
         except FileNotFoundError:
             continue
         table = ""
@@ -70,7 +69,7 @@ def iptables_chains() -> dict[str, list[str]]:
 
 
 def nft_tables() -> list[str]:
-    proc = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30, check=False)
+    proc = query(["nft", "list", "tables"])
     return sorted(line.removeprefix("table ").strip() for line in proc.stdout.splitlines() if line.strip())
 
 
@@ -211,7 +210,7 @@ def restore_sysctls(ledger: Ledger, log: CommandLog, problems: list[str]) -> Non
 
 
 def _save(binary: str, table: str) -> list[str]:
-    proc = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True, timeout=30, check=False)
+    proc = query([f"{binary}-save", "-t", table])
     return proc.stdout.splitlines()
 
 
