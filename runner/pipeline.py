@@ -41,7 +41,7 @@ from runner.report.compact import render_compact
 from runner.report.html import write_extras
 from runner.report.readme import readme_examples, render_readme_section
 from runner.report.render import update_readme, write_reports
-from runner.safetext import printable
+from runner.text import printable
 
 REPO = Path(__file__).resolve().parent.parent
 

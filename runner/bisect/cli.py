@@ -28,7 +28,7 @@ from runner.config.descriptor import DESCRIPTOR_FILE, Descriptor
 from runner.config.matrix import ClientEntry, Matrix, load_matrix
 from runner.errors import ExitCode, PrerequisiteError, UsageError
 from runner.model import BUILD_LOG
-from runner.safetext import printable
+from runner.text import printable
 
 #: A reason longer than this is cut in the table (the evidence has all of it).
 REASON_WIDTH = 90

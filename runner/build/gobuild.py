@@ -27,8 +27,8 @@ from pathlib import Path
 from runner.build import versions
 from runner.build.cache import cache_root
 from runner.errors import BuildError, CommandError, PrerequisiteError
-from runner.files import write_atomic
 from runner.host.commands import CommandLog
+from runner.host.safefiles import write_atomic
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\S+\s*$", re.M)
 

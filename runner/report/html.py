@@ -35,7 +35,7 @@ from markupsafe import Markup
 
 from runner.contract import WATCH
 from runner.evidence import lb_events
-from runner.files import write_atomic
+from runner.host.safefiles import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 from runner.report.junit import write_junit
 

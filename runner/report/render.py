@@ -24,10 +24,9 @@ from tabulate import tabulate
 from runner.contract import WATCH
 from runner.errors import UsageError
 from runner.evidence.pcap import NONE_SEEN, KeepaliveSign
-from runner.files import write_atomic
+from runner.host.safefiles import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
-from runner.safetext import markdown_text, printable
-from runner.text import plural
+from runner.text import markdown_text, plural, printable
 
 README_BEGIN = "<!-- watchdrop:matrix:begin -->"
 README_END = "<!-- watchdrop:matrix:end -->"
@@ -113,7 +112,7 @@ def cell_text(c: CellResult | None) -> str:
 
 def table_cell(text: str, fmt: Format) -> str:
     # One line per row whatever a reason contains, and a bare `|` would end a Markdown cell; a
-    # library's text can carry terminal escapes or `<!--` (runner/safetext.py).
+    # library's text can carry terminal escapes or `<!--` (runner/text.py).
     return markdown_text(text) if fmt == "github" else " ".join(printable(text).split())
 
 

@@ -214,7 +214,7 @@ def dispatch(args: argparse.Namespace) -> int:
             sysdeps.require_root("the embedded cluster")
             sysdeps.ensure_tools()
         # Imported only now: as a non-root user the Kubernetes client may not even be importable.
-        from runner import cluster_cli
+        from runner.cli import cluster as cluster_cli
         if args.kind == "local":
             return cluster_cli.up_local()
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
@@ -233,7 +233,7 @@ def dispatch(args: argparse.Namespace) -> int:
             _subject(args), pull_secrets=args.pull_secret, secrets_namespace=args.secrets_namespace)), end="")
         return 0
     if args.command == "versions":
-        from runner.versions_cli import versions_main
+        from runner.cli.versions import versions_main
         return versions_main(args)
     if args.command == "bisect":
         from runner.bisect.cli import bisect_main
