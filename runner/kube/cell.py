@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.collect import BackendEvidence, collect_cell
 from runner.evidence.lb_events import RecordingLb, pod_lb_record
 from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
 from runner.evidence.pcap import PcapFacts
