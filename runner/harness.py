@@ -101,7 +101,6 @@ class HarnessRun:
     harness_errors: list[str] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
-    rounds_done: int = 0
     #: Lines of the watcher's stdout longer than the line cap (cut), as the readers found them.
     stdout_long_lines: int = 0
     #: One reader per cell: each poll reads only what the watcher wrote since the last one.
@@ -226,7 +225,6 @@ class HarnessRun:
             self.updates.append(Update(at=at, value=value))
             self.harness(f"round {r}: set {TRIGGER}={value}", "update", round=r, value=value)
             seen = self._wait_line(partial(_is_event_for, value), c.detection_timeout)
-            self.rounds_done = r
             if seen is not None:
                 after = round(float(seen["ts"]) - at, 3)
                 self.harness(f"round {r}: seen after {after:.3f} s", "seen", round=r, after=after)

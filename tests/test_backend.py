@@ -139,9 +139,10 @@ def test_both_backends_have_the_protocols_steps_with_its_signatures() -> None:
     from runner.backend import Backend
     from runner.embedded.backend import EmbeddedBackend
     from runner.kube.backend import KubernetesBackend
+    from runner.local.provider import LocalProvidedBackend
 
     steps = ["prepare", "start", "cells", "collect", "hold", "close"]
-    for impl in (EmbeddedBackend, KubernetesBackend):
+    for impl in (EmbeddedBackend, KubernetesBackend, LocalProvidedBackend):
         for step in steps:
             want = list(inspect.signature(getattr(Backend, step)).parameters)
             assert list(inspect.signature(getattr(impl, step)).parameters) == want, (impl.__name__, step)

@@ -32,7 +32,7 @@ from runner.harness import CellSetupError, HarnessRun, base_result
 from runner.host import signals
 from runner.host.lifetime import teardown_concurrently, teardown_steps
 from runner.host.procs import Child
-from runner.model import CellResult, Verdict
+from runner.model import BUILD_LOG, CellResult, Verdict
 
 BuildKey = tuple[str, str]
 
@@ -67,7 +67,7 @@ class EmbeddedBackend:
             if isinstance(b, BuildError):
                 r = base_result(cell, self.ctx.descriptors[cell.folder], Verdict.ERROR, f"build failed: {b.message}")
                 r.errors.append(b.render())
-                r.evidence["build_log"] = f"builds/{cell.client}.log"
+                r.evidence[BUILD_LOG] = f"builds/{cell.client}.log"
                 results[cell.id] = r
             else:
                 self.ready.append((cell, b))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from runner.config.profiles import Profile
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
+from runner.evidence.jsonl import read_timed
 from runner.evidence.lb_events import LbProblem
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
@@ -210,7 +211,7 @@ class LoadBalancer:
         self.agent = Child(f"lb agent {self.slot}", in_netns(self.netns, argv),
                            stdout=self.evidence_dir / "lb-agent.log", log=self.log,
                            cwd=Path(__file__).resolve().parents[2])
-        wait_until(lambda: self.events_path.exists() and '"ready"' in self.events_path.read_text(), self.agent, 20,
+        wait_until(lambda: any(e.get("event") == "ready" for e in read_timed(self.events_path)), self.agent, 20,
                    f"ready (its event log's `ready` line, profile {self.profile.name})")
 
     def _wait_listening(self, ns: str, addr: str, port: int, child: Child) -> None:

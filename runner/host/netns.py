@@ -39,7 +39,7 @@ from pathlib import Path
 from runner.errors import ClusterError
 from runner.host.commands import CommandLog, in_netns
 from runner.host.lifetime import teardown_steps
-from runner.host.procs import escalate
+from runner.host.procs import escalate, pid_alive, signal_pid
 from runner.host.safefiles import open_nofollow, write_nofollow
 
 PREFIX = "wd-"
@@ -195,16 +195,6 @@ def live_run_blocks() -> list[ipaddress.IPv4Network]:
             except ValueError:
                 continue
     return blocks
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def list_project_netns() -> list[str]:
@@ -389,15 +379,8 @@ def kill_netns_pids(ns: str, log: CommandLog, grace: float = 5.0) -> list[str]:
         now = netns_pids(ns)
         log.note(f"{sig.name} to pids {now} in {ns}")
         for pid in now:
-            _signal(pid, sig)
+            signal_pid(pid, sig)
 
     escalate(send, lambda: not netns_pids(ns), grace=grace)
     left = netns_pids(ns)
     return [f"pids {left} survived SIGKILL in {ns}"] if left else []
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

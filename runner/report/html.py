@@ -41,13 +41,14 @@ from markupsafe import Markup
 
 from runner.contract import WATCH
 from runner.evidence import lb_events
-from runner.files import write_atomic
+from runner.host.safefiles import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 from runner.report.grid import VERDICT_CLASS, HeadCell, Option, grid
 from runner.report.junit import write_junit
 
 # The matrix's rows, columns and labels are report.py's, so the page and the text table always agree.
 from runner.report.render import (
+    cell_facts,
     mitigation_lines,
     profiles_used,
     rel_time,
@@ -356,33 +357,15 @@ def _evidence_links(run_dir: Path, page_dir: Path, cell: CellResult) -> list[Evi
             for kind, rel in items]
 
 
+#: The page's order of render.cell_facts, and its names where they differ from report.md's.
+_PAGE_FACTS = ("library", "profile", "timings", "keepalive observed", "started", "finished", "environment", "build",
+               "watcher", "LB")
+_PAGE_NAMES = {"LB": "LB summary"}
+
+
 def _setup_facts(cell: CellResult) -> list[tuple[str, str]]:
-    t = cell.timings
-    timings = [f"interval {fmt_secs(t.interval)}"] if t.interval is not None else []
-    timings += [f"idle {fmt_secs(t.idle)}"] if t.idle is not None else []
-    timings += [f"detection timeout {fmt_secs(t.detection_timeout)}", plural(t.rounds, "round")]
-    facts = [
-        ("library", f"{cell.library} {cell.library_version} ({cell.api_style})"),
-        ("profile", cell.profile.describe() if cell.profile else f"the provider LB of {cell.cluster} (not emulated)"),
-        ("timings", ", ".join(timings)),
-        ("keepalive observed", cell.keepalive or "—"),
-        ("started", utc_time(cell.started)),
-        ("finished", utc_time(cell.finished)),
-    ]
-    if cell.variant_env:
-        facts.append(("environment", ", ".join(f"{k}={v}" for k, v in sorted(cell.variant_env.items()))))
-    if cell.build_env:
-        facts.append(("build", ", ".join(f"{k}={v}" for k, v in sorted(cell.build_env.items()))))
-    if cell.watcher is not None:
-        w = cell.watcher
-        facts.append(("watcher", f"{w.errors} error, {w.reconnects} reconnect, {w.watch_opened} watch-opened of "
-                                 f"{plural(w.lines, 'line')}; {plural(w.stderr_errors, 'error line')} on stderr; "
-                                 f"exit code {w.exit_code if w.exit_code is not None else '—'}"))
-    if cell.lb is not None:
-        lb = cell.lb
-        facts.append(("LB summary", f"{lb.expired} expired, RST to client {lb.rst_to_client}, RST to server "
-                                    f"{lb.rst_to_server}, {lb.dropped_after_expiry} dropped after expiry"))
-    return facts
+    facts = cell_facts(cell)
+    return [(_PAGE_NAMES.get(name, name), facts[name]) for name in _PAGE_FACTS if name in facts]
 
 
 def _timeline_view(cell: CellResult, page_dir: Path, timeline: str | None) -> TimelineView:

@@ -48,6 +48,10 @@ exit codes: 0 ran, no ERROR cells; 1 some cell ERROR; 2 interrupted; 3 internal 
 """
 
 
+#: What each `_add_<command>` adds its subcommand to.
+_Sub = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}", fix=f"see `{self.prog} --help`")
@@ -57,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m runner", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_run, _add_report, _add_cluster, _add_lb_probe, _add_clean, _add_kube_rbac, _add_versions,
+                _add_bisect):
+        add(sub)
+    return p
 
+
+def _add_run(sub: _Sub) -> None:
     run = sub.add_parser("run", help="run a matrix", description="Run every selected cell of a matrix.")
     run.add_argument("matrix", help="the matrix file, e.g. matrix.yaml or matrix.quick.yaml")
     run.add_argument("--plan", action="store_true", help="print the cells and what each needs; run nothing")
@@ -78,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pause-at", metavar="PHASE", help=argparse.SUPPRESS)
     # Test seam, not for users: this client's captures fail to start (a cell without packet evidence).
     run.add_argument("--break-capture", metavar="CLIENT", help=argparse.SUPPRESS)
+    # Test seam, not for users: smaller size caps (MiB) for the watcher's logs and the pod's capture.
+    run.add_argument("--limit-log-mib", type=float, metavar="MIB", help=argparse.SUPPRESS)
+    run.add_argument("--limit-pcap-mib", type=float, metavar="MIB", help=argparse.SUPPRESS)
 
+
+def _add_report(sub: _Sub) -> None:
     rep = sub.add_parser("report", help="re-render a results file")
     rep.add_argument("results", help="a results.json written by a run")
     rep.add_argument("--format", choices=["plain", "github"], default="plain")
@@ -90,19 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set the run beside another, cell by cell where both ran the same client, scenario "
                           "and LB profile (e.g. a local cluster's run beside an embedded one)")
 
+
+def _add_cluster(sub: _Sub) -> None:
     cl = sub.add_parser("cluster", help="the embedded or local cluster on its own")
     cl.add_argument("action", choices=["check", "up"])
     cl.add_argument("--kind", choices=["embedded", "local"], default="embedded",
                     help="embedded: etcd + kube-apiserver only (default); local: a real node as well (up only)")
 
+
+def _add_lb_probe(sub: _Sub) -> None:
     probe = sub.add_parser("lb-probe", help="the seed's curl experiment through one LB profile")
     probe.add_argument("--profile", required=True, help="a profile name, e.g. azure-slb")
     probe.add_argument("--idle-timeout", type=int, help="override the profile's idle timeout (s)")
     probe.add_argument("--out", default="results", help="where the evidence goes")
 
+
+def _add_clean(sub: _Sub) -> None:
     cln = sub.add_parser("clean", help="remove leftovers of crashed runs (only wd- prefixed resources)")
     cln.add_argument("matrix", nargs="?",
                      help="also delete crashed runs' namespaces on this matrix's kubernetes clusters")
+
+
+def _add_kube_rbac(sub: _Sub) -> None:
     rbac = sub.add_parser("kube-rbac", help="print the least-privilege manifests for the runner's identity",
                           description="Print the ClusterRoles, ClusterRoleBinding and ValidatingAdmissionPolicies "
                                       "that let the runner do its job on a real cluster and nothing else "
@@ -117,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     rbac.add_argument("--secrets-namespace", default="default", metavar="NS",
                       help="the kube context's namespace, where the pull secrets are read (default: default)")
 
+
+def _add_versions(sub: _Sub) -> None:
     ver = sub.add_parser("versions", help="pinned library versions beside the registries' newest releases",
                          description="Print, per client folder (or per pin a matrix's columns build), the "
                                      "registry, the library, the pinned version, the newest stable release "
@@ -130,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the "
                                                       "matrix, or ./clients)")
 
+
+def _add_bisect(sub: _Sub) -> None:
     bis = sub.add_parser("bisect", help="the library release where one cell's grade changes",
                          description="List the column's library releases from its registry, build the watcher "
                                      "at each version a binary search picks (the descriptor's version_env), run "
@@ -148,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     bis.add_argument("--format", choices=["plain", "github"], default="plain")
     bis.add_argument("--json", action="store_true", help="print the record (also written as OUT/bisect.json)")
     bis.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the matrix)")
-    return p
 
 
 def normalise(argv: Sequence[str]) -> list[str]:
@@ -187,7 +214,7 @@ def dispatch(args: argparse.Namespace) -> int:
             sysdeps.require_root("the embedded cluster")
             sysdeps.ensure_tools()
         # Imported only now: as a non-root user the Kubernetes client may not even be importable.
-        from runner import cluster_cli
+        from runner.cli import cluster as cluster_cli
         if args.kind == "local":
             return cluster_cli.up_local()
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
@@ -206,7 +233,7 @@ def dispatch(args: argparse.Namespace) -> int:
             _subject(args), pull_secrets=args.pull_secret, secrets_namespace=args.secrets_namespace)), end="")
         return 0
     if args.command == "versions":
-        from runner.versions_cli import versions_main
+        from runner.cli.versions import versions_main
         return versions_main(args)
     if args.command == "bisect":
         from runner.bisect.cli import bisect_main
