@@ -37,6 +37,11 @@ from runner.verdict import Update
 OPEN_TIMEOUT = 60.0
 #: How long the first request of an idle-request round may take before it counts as hung.
 FIRST_REQUEST_GRACE = 120.0
+#: Start-up waves: a cell holds its admission slot until its watcher has done its first piece of
+#: work (opened its watch, or had its first request answered), or this long.
+WARM_BOUND = 20.0
+#: The lines that say a watcher is past its own start-up (clients/README.md's events).
+WARM_EVENTS = frozenset({"watch-opened", "event-seen", "request-done", "error"})
 
 
 class CellSetupError(Exception):
@@ -178,6 +183,19 @@ class HarnessRun:
                 return self._take(pred)
             time.sleep(0.05)
         return None
+
+    def wait_warm(self, bound: float = WARM_BOUND) -> float:
+        """Wait until the watcher is past its start-up (a WARM_EVENTS line), has exited, or `bound`
+        passed; returns the seconds waited. Reads the file with a reader of its own, so the round
+        loop still sees every line."""
+        reader, t0 = LineReader(self.stdout), time.monotonic()
+        while time.monotonic() - t0 < bound and not self.stop.is_set():
+            if any((ln := contract_line(text)) is not None and ln["event"] in WARM_EVENTS for text in reader.read()):
+                break
+            if self.watcher is None or not self.watcher.alive():
+                break
+            time.sleep(0.05)
+        return time.monotonic() - t0
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless the run is stopping; True when it is."""

@@ -9,8 +9,10 @@ Every RST the pod received up to the last deadline is attributed first (_packets
 its own record says it sent it or caused it on that flow (the flow expired there before); to an
 endpoint's orderly close when its sender had already sent a FIN, or either side sent one at most
 ENDPOINT_CLOSE_WINDOW before it (kube-apiserver's 90 s idle close: both ends send close_notify and
-FIN within a millisecond, and one answers the other with an RST); to an unknown origin where no LB
-keeps a record (a provider's LB); and otherwise to nobody: the LB's record says it did not act.
+FIN within a millisecond, and one answers the other with an RST), or a TLS close_notify came just
+before it (a socket closed with the peer's close_notify unread sends an RST, not a FIN); to an
+unknown origin where no LB keeps a record (a provider's LB); and otherwise to nobody: the LB's
+record says it did not act.
 
 The rules, in order (the first that applies wins):
 
@@ -101,6 +103,9 @@ LB_SLACK = 1.0
 #: is generous for that and far too short for an LB, whose idle timer cannot fire within a second
 #: of a packet that refreshed the flow.
 ENDPOINT_CLOSE_WINDOW = 1.0
+#: The TCP payload of one TLS 1.3 alert record (close_notify): 5 bytes of header, 2 of alert, 1 of
+#: inner content type, 16 of AEAD tag. No HTTP/2 frame fits in it (a frame header alone is 9 bytes).
+TLS13_ALERT_RECORD = 24
 
 #: An idle-request round may idle this much less than WATCHDROP_IDLE (timer granularity, the
 #: watcher taking its timestamp after the response); any shorter is a watcher that did not idle.
@@ -619,7 +624,7 @@ class _Packets:
     #: RSTs the pod received that the LB's record does not explain and no endpoint's close does:
     #: (time, the pod's end) of each. The evidence then contradicts itself.
     rst_unexplained: list[tuple[float, str]]
-    #: RSTs (either way) that are part of an endpoint's orderly close (a FIN just before).
+    #: RSTs (either way) that are part of an endpoint's orderly close (a FIN or close_notify just before).
     rst_endpoint: int
     #: RSTs the pod itself sent on a live connection (e.g. exiting with unread data).
     rst_sent: int
@@ -649,7 +654,14 @@ def _endpoint_close(c: ConnLike, t: float, who: str) -> bool:
     client-go's and kube-apiserver's 90 s idle timers on an HTTP/1.1 connection fire together:
     whichever FIN went first, the other side's close drew an RST, and repeated runs split between
     PASS and RECOVERED on that alone. The `direct` column (no LB at all) showed both orders."""
-    return any((side == who and ft <= t) or (0.0 <= t - ft <= ENDPOINT_CLOSE_WINDOW) for ft, side in _fins(c))
+    if any((side == who and ft <= t) or (0.0 <= t - ft <= ENDPOINT_CLOSE_WINDOW) for ft, side in _fins(c)):
+        return True
+    # An endpoint that closes its socket with the peer's bytes still unread (the peer's own
+    # close_notify, in flight) sends an RST instead of a FIN: node-fetch's `Connection: close`
+    # requests against kube-apiserver end that way when the two close_notify alerts cross. The
+    # alert, sent just before, says the close was orderly.
+    records = [*c.small_records_client, *c.small_records_server]
+    return any(n == TLS13_ALERT_RECORD and 0.0 <= t - rt <= ENDPOINT_CLOSE_WINDOW for rt, n in records)
 
 
 def _lb_caused(inp: CellInputs, c: ConnLike, t: float) -> bool:
@@ -667,7 +679,7 @@ def _lb_caused(inp: CellInputs, c: ConnLike, t: float) -> bool:
 
 def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _Packets:
     """Attribute every RST up to `window_end`: to the LB (its own record), to an endpoint's close
-    (a FIN just before), or, left over, to nobody the evidence names (unknown where no LB keeps a
+    (a FIN or TLS close_notify just before), or, left over, to nobody the evidence names (unknown where no LB keeps a
     record, a contradiction where one does and says it did not act)."""
     lb = unknown = endpoint = sent = 0
     unexplained: list[tuple[float, str]] = []
@@ -872,7 +884,8 @@ def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
     no cut; one that nothing explains while the LB's record says it did not act is ERROR."""
     pk, rounds, conns, reconnects = f.packets, f.rounds, f.conns, f.reconnects
     seen = f"{len(rounds)}/{len(rounds)} rounds seen"
-    endpoint = f"{plural(pk.rst_endpoint, 'RST')} at an endpoint's close (a FIN just before), not a reset" \
+    endpoint = f"{plural(pk.rst_endpoint, 'RST')} at an endpoint's close (a FIN or close_notify just before), " \
+               "not a reset" \
         if pk.rst_endpoint else None
     if pk.rst_unexplained:
         t, flow = pk.rst_unexplained[0]

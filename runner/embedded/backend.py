@@ -148,11 +148,17 @@ class EmbeddedBackend:
                 run.setup_error = str(exc)
             finally:
                 run.setup_done.set()
+            if run.setup_error is None:
+                # Start-up waves: this slot admits the next cell only once this watcher is warm, so
+                # no watcher's start (a first request answered in time or not) competes with more
+                # than WAVE - 1 others starting, however many cells the matrix has.
+                run.harness(f"warm after {run.wait_warm():.1f} s (start-up wave of {wave})", "note")
 
         # The longest cells first, and each cell's rounds start as soon as its own setup is over
         # (HarnessRun.setup_done): the start-up of the short cells overlaps the long ones' first
         # idle period instead of delaying every cell's rounds until the last watcher runs.
-        self._setups = ThreadPoolExecutor(max_workers=4)
+        wave = 2 * (os.cpu_count() or 1)
+        self._setups = ThreadPoolExecutor(max_workers=wave)
         for run, pod in sorted(zip(self.runs, pods, strict=True), key=lambda rp: -rp[0].cell.estimated_seconds):
             self._setups.submit(setup, run, pod)
         return self.runs
