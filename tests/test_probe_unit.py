@@ -38,7 +38,7 @@ def test_rungs_get_one_port_per_path_and_the_server_speaks_at_each_interval() ->
     rs = rungs([30, 60])
     assert [(r.path, r.idle, r.port) for r in rs] == [
         ("outside", 30, 9000), ("outside", 60, 9001), ("inside", 30, 9100), ("inside", 60, 9101)]
-    assert server_ports(rs) == ["9000:30", "9001:60", "9100:30", "9101:60"]
+    assert server_ports(rs) == ["8999:5", "9000:30", "9001:60", "9100:30", "9101:60"]
 
 
 def test_the_probe_objects_are_the_backends_timer_objects_with_the_ladders_ports() -> None:
@@ -51,8 +51,8 @@ def test_the_probe_objects_are_the_backends_timer_objects_with_the_ladders_ports
     pod = next(o for o in objs if o["kind"] == "Pod")
     svc = next(o for o in objs if o["kind"] == "Service")
     timer = next(c for c in pod["spec"]["containers"] if c["name"] == m.TIMER_CONTAINER)
-    assert timer["args"][:4] == ["--listen", "0.0.0.0", "--port", "9000:30"]
-    assert [p["port"] for p in svc["spec"]["ports"]] == [9000, 9001, 9100, 9101]
+    assert timer["args"][:6] == ["--listen", "0.0.0.0", "--port", "8999:5", "--port", "9000:30"]
+    assert [p["port"] for p in svc["spec"]["ports"]] == [8999, 9000, 9001, 9100, 9101]
     assert all(len(p["name"]) <= 15 for p in svc["spec"]["ports"])
     assert svc["spec"]["loadBalancerSourceRanges"] == ["198.18.3.128/25"]
     client = client_pod(pod, address="198.18.3.8", rungs=[r for r in rs if r.path == "inside"])

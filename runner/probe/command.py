@@ -25,7 +25,7 @@ from typing import Any
 from runner.backend import RunContext
 from runner.config.matrix import KubernetesCluster, load_matrix
 from runner.config.matrix import LocalCluster as LocalSpec
-from runner.errors import UsageError
+from runner.errors import ClusterError, UsageError
 from runner.evidence.pcap import PcapError, read_pcap
 from runner.host import sysdeps
 from runner.host.netns import new_run_id
@@ -33,7 +33,7 @@ from runner.kube import manifests as m
 from runner.kube.backend import KubernetesBackend
 from runner.probe import fates as f
 from runner.probe.kube import ClusterProbe
-from runner.probe.ladder import MARGIN, PATHS, Rung, ladder, parse_ladder, rungs
+from runner.probe.ladder import MARGIN, PATHS, READY_PORT, Rung, ladder, parse_ladder, rungs
 from runner.probe.manifests import CLIENT_POD
 
 Wrap = Callable[[list[str]], list[str]]
@@ -112,6 +112,7 @@ class Probe:
         curls: dict[int, dict[str, Any]] = {}
         threads = []
         if address is not None:
+            self.wait_forwarding(address, wrap)
             for r in self.of("outside"):
                 t = threading.Thread(target=self._curl, args=(r, address, wrap, curls), daemon=True)
                 t.start()
@@ -126,6 +127,22 @@ class Probe:
         events = self.cluster.collect()
         (self.out / "outside-curl.json").write_text(json.dumps(curls, indent=2, sort_keys=True) + "\n")
         return {"curls": curls, "lines": lines, "server": events, "inside_at": inside_at}
+
+    def wait_forwarding(self, address: str, wrap: Wrap) -> None:
+        """Until the readiness port's banner comes through the external address (kube-proxy's rules, a
+        cloud LB's health checks), bounded by the cluster's start_timeout."""
+        url = f"http://{address}:{READY_PORT}/"
+        deadline = time.monotonic() + self.backend.settings.start_timeout
+        while True:
+            proc = subprocess.run(wrap(["curl", "-sS", "--no-keepalive", "--http0.9", "--max-time", "3", url]),
+                                  capture_output=True, text=True, timeout=30)
+            if proc.stdout.startswith("Hello"):
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{url} gave no banner within {self.backend.settings.start_timeout:.0f} s "
+                                   f"(last: {proc.stderr.strip()[-200:]})",
+                                   fix="check the Service's LB (`kubectl describe service`) and its source ranges")
+            time.sleep(1)
 
     def _curl(self, r: Rung, address: str, wrap: Wrap, into: dict[int, dict[str, Any]]) -> None:
         argv = ["curl", "-sS", "--no-keepalive", "--http0.9", "--max-time", str(r.idle + MARGIN),

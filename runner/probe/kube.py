@@ -134,7 +134,7 @@ class ClusterProbe:
         finally:
             api.close()
         (self.evidence / "inside-client.jsonl").write_text(log)
-        return _jsonl(log)
+        return jsonl(log)
 
     def collect(self) -> list[dict[str, Any]]:
         """The timer server's log, both pods' captures and the Service as the cluster reported it."""
@@ -161,10 +161,10 @@ class ClusterProbe:
                                               timeout=b.settings.exec_timeout).problems
             except Exception as exc:
                 self.problems.append(f"capture of {pod}: {api_error(exc)}")
-        return _jsonl(log)
+        return jsonl(log)
 
 
-def _jsonl(text: str) -> list[dict[str, Any]]:
+def jsonl(text: str) -> list[dict[str, Any]]:
     out = []
     for line in text.splitlines():
         try:

@@ -22,6 +22,9 @@ DEFAULT_MAX_IDLE = 660
 #: server's TCP_USER_TIMEOUT is this less 5 s, so its fate is logged before the probe collects).
 MARGIN = 15
 PATHS = ("outside", "inside")
+#: A port that speaks every 5 s, for the clients to wait on until the Service forwards (kube-proxy's
+#: rules, a cloud LB's health checks) before any rung's connection is made.
+READY_PORT = 8999
 _BASE = {"outside": 9000, "inside": 9100}
 
 
@@ -68,5 +71,5 @@ def rungs(idles: Sequence[int], paths: Sequence[str] = PATHS) -> list[Rung]:
 
 
 def server_ports(rs: Sequence[Rung]) -> list[str]:
-    """The timer server's `--port PORT:INTERVAL` values."""
-    return [f"{r.port}:{r.idle}" for r in rs]
+    """The timer server's `--port PORT:INTERVAL` values, the readiness port first."""
+    return [f"{READY_PORT}:5", *(f"{r.port}:{r.idle}" for r in rs)]

@@ -20,6 +20,7 @@ from runner.config.matrix import LocalCluster as LocalSpec
 from runner.host import signals
 from runner.host.capture import Capture
 from runner.host.commands import in_netns
+from runner.host.netns import new_run_id
 from runner.kube import manifests as m
 from runner.kube.backend import KubernetesBackend
 from runner.local.cluster import LocalCluster
@@ -27,6 +28,7 @@ from runner.local.lbservice import ServiceLbController
 from runner.local.provider import kube_context, runner_identity
 from runner.probe import fates as f
 from runner.probe.command import Probe, replace_cluster
+from runner.probe.kube import jsonl
 from runner.probe.ladder import Rung
 from runner.probe.manifests import CLIENT_POD
 
@@ -37,7 +39,8 @@ def run_local(spec: LocalSpec, rs: Sequence[Rung], out: Path, run_id: str) -> li
 
     profile = spec.profile()
     say(f"  local cluster {spec.name}: LoadBalancer Services behind {profile.name} ({profile.describe()})")
-    local = LocalCluster(run_id=new_cluster_id(), progress=lambda t: say(f"  {spec.name}: {t}"), lb=None)
+    local = LocalCluster(run_id=new_run_id(), progress=lambda t: say(f"  {spec.name}: {t}"), lb=None)
+    say(f"  local cluster {spec.name}: run {local.run_id}")
     docker_host = os.environ.get("DOCKER_HOST")
     controller: ServiceLbController | None = None
     capture: Capture | None = None
@@ -66,7 +69,7 @@ def run_local(spec: LocalSpec, rs: Sequence[Rung], out: Path, run_id: str) -> li
         raw = probe.hold(address, cluster_ip, lambda argv: in_netns(client.netns, argv))
         capture.stop()
         lb.close()  # the agent writes its last events and the captures close before they are read
-        events = f_jsonl(lb.events_path)
+        events = jsonl(lb.events_path.read_text()) if lb.events_path.exists() else []
         where = {"outside": f"curl from {client.addr} (its own netns) to the LB at {address}",
                  "inside": f"pod {CLIENT_POD} to the LB at {address}, hairpinning out of the node"}
         return probe.judge(raw, events, where)
@@ -90,19 +93,7 @@ def run_local(spec: LocalSpec, rs: Sequence[Rung], out: Path, run_id: str) -> li
                 say(f"  teardown problem: {problem}")
 
 
-def new_cluster_id() -> str:
-    from runner.host.netns import new_run_id
-    return new_run_id()
-
-
 def _append(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(text + "\n")
-
-
-def f_jsonl(path: Path) -> list[dict[str, object]]:
-    import json
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]

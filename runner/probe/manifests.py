@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from runner.kube import manifests as m
 from runner.kube.manifests import Obj
-from runner.probe.ladder import MARGIN, Rung, server_ports
+from runner.probe.ladder import MARGIN, READY_PORT, Rung, server_ports
 
 CLIENT_POD = "probe-client"
 CLIENT_CONTAINER = "client"
@@ -24,8 +24,23 @@ CLIENT_CONTAINER = "client"
 #: line per connection: outcome survived | reset | silent | closed | unknown, seconds since connecting.
 CLIENT_SCRIPT = r"""
 import json, socket, sys, threading, time
-host, rungs, margin = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+host, rungs, margin, ready = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 lock = threading.Lock()
+
+def wait_ready(limit=120):
+    # The readiness port's banner: the Service forwards; only then is a rung's connection made.
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, ready), timeout=3) as s:
+                s.settimeout(3)
+                if s.recv(100).startswith(b"Hello"):
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    print(json.dumps({"event": "not-ready", "error": "port %d gave no banner within %d s" % (ready, limit)}),
+          flush=True)
 
 def out(rec):
     with lock:
@@ -61,6 +76,7 @@ def one(port, idle):
     out({**rec, "outcome": outcome, "error": err, "elapsed": round(time.monotonic() - t0, 3)})
     s.close()
 
+wait_ready()
 threads = [threading.Thread(target=one, args=(r["port"], r["idle"])) for r in rungs]
 for t in threads:
     t.start()
@@ -83,12 +99,13 @@ def probe_objects(ns: str, d: m.Deployment, *, image: str, rungs: Sequence[Rung]
     # TCP_USER_TIMEOUT: a line nobody acknowledges ends in a logged `timeout` before the clients give up.
     timer["args"] = ["--listen", "0.0.0.0", *(x for p in server_ports(rungs) for x in ("--port", p)),
                      "--user-timeout", str(MARGIN - 5)]
-    timer["ports"] = [{"containerPort": r.port, "protocol": "TCP"} for r in rungs]
+    timer["ports"] = [{"containerPort": p, "protocol": "TCP"} for p in (READY_PORT, *(r.port for r in rungs))]
     capture = next(c for c in pod["spec"]["containers"] if c["name"] == m.CAPTURE_CONTAINER)
     _set_filter(capture, f"tcp portrange {min(r.port for r in rungs)}-{max(r.port for r in rungs)}")
     svc = next(o for o in objs if o["kind"] == "Service")
-    svc["spec"]["ports"] = [{"name": _port_name(r), "port": r.port, "targetPort": r.port, "protocol": "TCP"}
-                            for r in rungs]
+    svc["spec"]["ports"] = [{"name": "ready", "port": READY_PORT, "targetPort": READY_PORT, "protocol": "TCP"},
+                            *({"name": _port_name(r), "port": r.port, "targetPort": r.port, "protocol": "TCP"}
+                              for r in rungs)]
     return objs
 
 
@@ -111,5 +128,6 @@ def client_pod(timer_pod: Obj, *, address: str, rungs: Sequence[Rung]) -> Obj:
     timer.pop("ports", None)
     timer.pop("args", None)
     timer["command"] = ["python", "-c", CLIENT_SCRIPT, address,
-                        json.dumps([{"port": r.port, "idle": r.idle} for r in rungs]), str(MARGIN)]
+                        json.dumps([{"port": r.port, "idle": r.idle} for r in rungs]), str(MARGIN),
+                        str(READY_PORT)]
     return pod
