@@ -76,7 +76,7 @@ def test_rst_profile_tells_the_seeds_story(tmp_path: Path) -> None:
         assert 43 <= p["cut_after"] <= 48, p
         fate = next(x for x in p["fates"] if x["idle"] == 60)
         assert fate["server"]["outcome"] == "reset" and fate["lb"]["rst_to"] == ["client", "server"]
-    outside = next(line for line in stdout.splitlines() if line.startswith("outside"))
+    outside = stdout.split("\noutside: ", 1)[1].split("\ninside: ", 1)[0]
     assert "curl: (56) Recv failure: Connection reset by peer after 4" in outside
     assert "the server's socket was reset too" in outside and "matches azure-slb-quick" in outside
     _nothing_left(stdout, out, before)
@@ -91,6 +91,33 @@ def test_silent_profile_tells_the_silent_drop(tmp_path: Path) -> None:
         fate = next(x for x in p["fates"] if x["idle"] == 60)
         assert fate["client"]["outcome"] == "silent" and fate["server"]["outcome"] == "timeout"
         assert fate["server"]["retransmissions"] > 0 and fate["lb"]["dropped"] > 0, fate
-    outside = next(line for line in stdout.splitlines() if line.startswith("outside"))
+    outside = stdout.split("\noutside: ", 1)[1].split("\ninside: ", 1)[0]
     assert "curl: (28)" in outside and "retransmissions into the void" in outside
     _nothing_left(stdout, out, before)
+
+
+def test_ctrl_c_while_the_connections_are_held_leaves_nothing(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    before = _host_state()
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(MATRIX.format(profile="azure-slb-quick"))
+    (tmp_path / "clients").symlink_to(REPO / "clients")
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "lb-probe", "--cluster", "local-probe", "--matrix",
+                             str(matrix), "--max-idle", "60", "--out", str(tmp_path / "out")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "LoadBalancer at" in line:
+            break
+    time.sleep(10)  # the clients connected and idle
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=180)
+    stdout = "".join(lines) + rest
+    print(stdout[-4000:], err[-2000:])
+    assert proc.returncode == 2, err
+    assert "interrupted" in err
+    _nothing_left(stdout, next((tmp_path / "out").glob("lb-probe-*")), before)

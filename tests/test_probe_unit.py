@@ -187,3 +187,35 @@ def test_an_rst_to_the_server_alone_at_the_timeout_matches_no_profile() -> None:
     assert res.how == "rst-server-idle" and res.matches == []
     assert "reset after 45 s idle, before its line was due" in f.story(res, "x")
     assert "no profile behaves so" in f.story(res, "x")
+
+
+def _service_lb(profile: str = "azure-slb-no-reset-quick"):
+    import ipaddress
+    from types import SimpleNamespace
+
+    from runner.config.profiles import PROFILES
+    from runner.host.netns import Block
+    from runner.local.lbservice import ServiceLoadBalancer
+
+    cluster = SimpleNamespace(log=None, topology=None, block=Block(ipaddress.ip_network("198.18.16.0/20")),
+                              run_id="abc123")
+    return ServiceLoadBalancer(cluster, 1, PROFILES[profile], Path("/nonexistent"),  # type: ignore[arg-type]
+                               node_ip="198.18.32.1", pod_cidr="198.18.32.0/24", node_ports={9000: 30001, 8999: 30000},
+                               source_ranges=["198.18.19.128/25", "198.18.32.0/24"])
+
+
+def test_the_service_lb_dnats_its_ports_to_node_ports_for_its_source_ranges_only() -> None:
+    lb = _service_lb()
+    rules = lb._ruleset()
+    assert ("ip daddr 198.18.19.8 ip saddr { 198.18.19.128/25, 198.18.32.0/24 } tcp dport 9000 "
+            "dnat to 198.18.32.1:30001") in rules
+    assert "6443" not in rules  # no API server behind a Service's LB
+    assert "established: 45" in rules  # the profile's conntrack timeout
+    assert lb._agent_maps() == ["8999=198.18.32.1:30000", "9000=198.18.32.1:30001"]
+    assert lb.client_nets == ["198.18.19.128/25", "198.18.32.0/24"]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("nft") or __import__("os").geteuid() != 0, reason="needs nft, root")
+def test_the_service_lb_ruleset_is_valid_nftables() -> None:
+    proc = subprocess.run(["nft", "-c", "-f", "-"], input=_service_lb()._ruleset(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

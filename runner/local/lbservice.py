@@ -90,6 +90,10 @@ class ServiceLoadBalancer(LoadBalancer):
         # A scoped device route, as the API path's: it vanishes with the veth.
         self.log.run(["ip", "route", "replace", f"{self.vip}/32", "via", lb_end, "dev", self.hair_link])
 
+    def _start_front(self) -> None:
+        """No front: a profile's tcp-proxy front stands for the provider's front end of kube-apiserver;
+        a Service's LB forwards to the node's ports itself."""
+
     def _ruleset(self) -> str:
         ranges = ", ".join(self.source_ranges)
         allow = f"ip saddr {{ {ranges} }} " if ranges else ""

@@ -264,22 +264,18 @@ def _lb_sentence(f: Fate) -> str:
 
 
 def story(res: PathResult, where: str) -> str:
-    """One paragraph for a path: the window, the how from both ends, the profiles it matches."""
-    head = f"{res.path} ({where}): "
+    """A few lines for a path: where it ran, the window, the how from both ends, the profiles it matches."""
+    head = f"{res.path}: {where}"
     if res.problem and res.survived is None and res.broke is None:
-        return head + f"unknown: {res.problem}."
-    window = []
-    if res.survived is not None:
-        window.append(f"survived {res.survived} s idle")
+        return _lines(head, [f"unknown: {res.problem}"])
+    window = [f"survived {res.survived} s idle"] if res.survived is not None else []
     if res.broke is None:
         window.append("nothing broke within the ladder")
-        return head + ", ".join(window) + "; fits every profile whose timeout is longer, or no LB: " + \
-            (", ".join(res.matches) or "none") + "."
+        return _lines(head, [", ".join(window), "fits every profile whose timeout is longer, or no LB: "
+                             + (", ".join(res.matches) or "none")])
     first = next(f for f in res.fates if f.broke and f.rung.idle == res.broke)
     window.append(f"broke at {res.broke} s")
-    parts = [", ".join(window), _client_sentence(first), _server_sentence(first)]
-    if (lb := _lb_sentence(first)):
-        parts.append(lb)
+    parts = [", ".join(window), _client_sentence(first), _server_sentence(first), _lb_sentence(first)]
     if res.problem:
         parts.append(f"unknown: {res.problem}")
     else:
@@ -288,7 +284,11 @@ def story(res: PathResult, where: str) -> str:
                    else f"between {res.survived or 0} and {res.broke} s")
         parts.append(f"matches {', '.join(res.matches)} ({MODE_OF[res.how]} {between})" if res.matches
                      else f"matches no known profile ({MODE_OF[res.how]} {between})")
-    return head + "; ".join(p for p in parts if p) + "."
+    return _lines(head, parts)
+
+
+def _lines(head: str, parts: Sequence[str]) -> str:
+    return "\n".join([head, *(f"  {p}" for p in parts if p)])
 
 
 def as_record(res: PathResult) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class ClusterProbe:
         b, c = self.backend, self.backend.cluster
         assert b.images is not None
         objs = probe_objects(self.ns, b.deployment(b.images), image=b.images.timer_server,
-                             rungs=[r for r in self.rungs], service_type=c.service_type,
+                             rungs=self.rungs, service_type=c.service_type,
                              source_ranges=c.load_balancer_source_ranges, internal=c.internal_load_balancer)
         self.timer_pod = next(o for o in objs if o["kind"] == "Pod")
         (self.evidence / "probe-manifests.json").write_text(json.dumps(objs, indent=2) + "\n")
