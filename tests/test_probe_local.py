@@ -79,6 +79,9 @@ def test_rst_profile_tells_the_seeds_story(tmp_path: Path) -> None:
     outside = stdout.split("\noutside: ", 1)[1].split("\ninside: ", 1)[0]
     assert "curl: (56) Recv failure: Connection reset by peer after 4" in outside
     assert "the server's socket was reset too" in outside and "matches azure-slb-quick" in outside
+    # The runner's own identity deployed the probe, with exactly the kube-rbac role.
+    assert "may do more than its job needs" not in stdout
+    assert "runner's rights: exactly its job's" in (out / "runner-rbac.log").read_text()
     _nothing_left(stdout, out, before)
 
 

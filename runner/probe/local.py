@@ -25,7 +25,7 @@ from runner.kube import manifests as m
 from runner.kube.backend import KubernetesBackend
 from runner.local.cluster import LocalCluster
 from runner.local.lbservice import ServiceLbController
-from runner.local.provider import kube_context, runner_identity
+from runner.local.provider import _copy_evidence, kube_context, runner_identity
 from runner.probe import fates as f
 from runner.probe.command import Probe, replace_cluster
 from runner.probe.kube import jsonl
@@ -84,6 +84,10 @@ def run_local(spec: LocalSpec, rs: Sequence[Rung], out: Path, run_id: str) -> li
                 problems += backend.close()
             if controller is not None:
                 controller.close()
+            try:  # the daemons' logs, before teardown removes the cluster's directory
+                _copy_evidence(local.evidence_dir, out / "local")
+            except OSError as exc:
+                problems.append(f"local cluster evidence: {exc}")
             problems += local.close()
             if docker_host is None:
                 os.environ.pop("DOCKER_HOST", None)
