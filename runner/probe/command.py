@@ -225,9 +225,14 @@ def run_kubernetes(spec: KubernetesCluster, rs: Sequence[Rung], out: Path,
         address = probe.cluster.external_address(timeout=backend.settings.start_timeout)
         cluster_ip = str(probe.cluster.service().spec.cluster_ip)
         raw = probe.hold(address, cluster_ip, _plain)
+        ingress = (probe.cluster.service().status.load_balancer.ingress or []) if address else []
+        # Without `ipMode: Proxy`, kube-proxy answers for the LB's address inside the node itself.
+        bypass = address is not None and not any(i.ip_mode == "Proxy" for i in ingress)
         where = {"outside": f"curl from this machine to {address}" if address else
                  f"no external address: service_type {spec.service_type}",
-                 "inside": f"pod {CLIENT_POD} to {raw['inside_at']}"}
+                 "inside": f"pod {CLIENT_POD} to {raw['inside_at']}" + (
+                     " (ipMode VIP: kube-proxy short-circuits the LB's address inside the node, so this path does "
+                     "not cross the LB)" if bypass else "")}
         return probe.judge(raw, None, where)
     finally:
         probe.stop_clients()
