@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
 from runner.host import signals
 from runner.host.procs import REGISTRY
+from runner.probe.ladder import DEFAULT_LADDER, DEFAULT_MAX_IDLE
 
 if TYPE_CHECKING:
     from runner.kube.manifests import Subject
@@ -33,6 +34,9 @@ commands:
                          a real single-node Kubernetes on this machine (kubelet, containerd,
                          kube-proxy, a registry); prints the kubeconfig and context, Ctrl-C ends it
   lb-probe --profile P   the seed's curl experiment through one load-balancer profile
+  lb-probe --cluster C [--matrix M] [--max-idle S]
+                         idle connections through a local or kubernetes cluster's Service LB, from
+                         outside and from a pod: when and how each path broke, which profile fits
   clean [MATRIX.yaml]    remove leftovers (namespaces, nft tables, processes) of crashed runs;
                          with a matrix, also their namespaces on its kubernetes clusters
   kube-rbac --user NAME  print the RBAC and admission policy a cluster admin applies for the
@@ -114,9 +118,21 @@ def _add_cluster(sub: _Sub) -> None:
 
 
 def _add_lb_probe(sub: _Sub) -> None:
-    probe = sub.add_parser("lb-probe", help="the seed's curl experiment through one LB profile")
-    probe.add_argument("--profile", required=True, help="a profile name, e.g. azure-slb")
-    probe.add_argument("--idle-timeout", type=int, help="override the profile's idle timeout (s)")
+    probe = sub.add_parser("lb-probe", help="the seed's curl experiment through one LB profile, or a cluster's LB",
+                           description="With --profile: the seed's curl experiment through one LB profile on the "
+                                       "embedded cluster. With --cluster: the timer server behind a Service of "
+                                       "that cluster (local or kubernetes), connections held idle at a ladder of "
+                                       "periods from outside the cluster and from a pod, and per path after how "
+                                       "long and how the flow broke, and which profiles that matches.")
+    probe.add_argument("--profile", help="a profile name, e.g. azure-slb (the embedded cluster)")
+    probe.add_argument("--idle-timeout", type=int, help="with --profile: override the profile's idle timeout (s)")
+    probe.add_argument("--cluster", help="a matrix cluster of kind local or kubernetes, e.g. local-silent")
+    probe.add_argument("--matrix", default="matrix.yaml", help="with --cluster: the matrix naming it "
+                                                               "(default: matrix.yaml)")
+    probe.add_argument("--max-idle", type=int, default=DEFAULT_MAX_IDLE, metavar="S",
+                       help=f"with --cluster: the longest idle period held (default {DEFAULT_MAX_IDLE} s); the "
+                            f"ladder's rungs up to it: {', '.join(map(str, DEFAULT_LADDER))}")
+    probe.add_argument("--ladder", metavar="S,S,...", help="with --cluster: other rungs (seconds, comma-separated)")
     probe.add_argument("--out", default="results", help="where the evidence goes")
 
 
@@ -222,6 +238,20 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.host import cleanup
         return cleanup.main(Path(args.matrix) if args.matrix else None)
     if args.command == "lb-probe":
+        if bool(args.profile) == bool(args.cluster):
+            raise UsageError("lb-probe: give either --profile (the embedded cluster) or --cluster (a local or "
+                             "kubernetes cluster of a matrix)",
+                             fix="e.g. `lb-probe --profile azure-slb` or `lb-probe --cluster local-silent "
+                                 "--matrix matrix.local.yaml`")
+        if args.cluster:
+            if args.idle_timeout:
+                raise UsageError("lb-probe --idle-timeout applies to --profile only",
+                                 fix="with --cluster the profile is the cluster's; bound the ladder with --max-idle")
+            from runner.probe import command as probe_command
+            return probe_command.main(args)
+        if args.ladder or args.max_idle != DEFAULT_MAX_IDLE:
+            raise UsageError("lb-probe --max-idle/--ladder apply to --cluster only",
+                             fix="with --profile the slow port speaks at the profile's timeout + 10 s")
         from runner.embedded import lbprobe
         return lbprobe.main(args)
     if args.command == "report":

@@ -19,7 +19,8 @@ somewhere stops a run instead of passing for the guard.
 Addresses inside a run block B (a /20):
     B+0.0/30        host link: root end .1, api end .2 (the runner's admin path, never via an LB)
     B+1.0/24        service addresses on the api namespace's loopback (apiserver, timer, fronts)
-    B+(2+i).0/24    LB slot i: .0/30 LB↔backend link, .8 the VIP, .128/25 the pods' bridge
+    B+(2+i).0/24    LB slot i: .0/30 LB↔backend link, .4/30 root↔LB, .8 the VIP, .12/30 NAT hop↔root,
+                    .128/25 the pods' bridge
     B+15.0/24       the service cluster IP range handed to kube-apiserver
 """
 
@@ -107,6 +108,10 @@ class Block:
     def node_link(self, slot: int) -> tuple[str, str]:
         """(root end, LB end) of the root↔LB /30 that carries a local cluster's pods to the VIP."""
         return self._slot(slot, 5), self._slot(slot, 6)
+
+    def hop_link(self, slot: int) -> tuple[str, str]:
+        """(root end, hop end) of the /30 between a Service LB's NAT hop and the node (runner/local/lbservice.py)."""
+        return self._slot(slot, 13), self._slot(slot, 14)
 
     def vip(self, slot: int) -> str:
         return self._slot(slot, 8)
