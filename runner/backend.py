@@ -85,8 +85,9 @@ class Backend(Protocol):
         ...
 
     def cells(self) -> Sequence[HarnessRun]:
-        """Set up every remaining cell and wait until its watcher runs; a cell that cannot start
-        carries its `setup_error` and is judged ERROR by collect."""
+        """Set up every remaining cell; a cell that cannot start carries its `setup_error` and is
+        judged ERROR by collect. It may return while setups still run, each run's `setup_done`
+        set when its own is over: its rounds start then, overlapping the setups of the others."""
         ...
 
     def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
@@ -108,6 +109,7 @@ class Backend(Protocol):
 def run_rounds(runs: Sequence[HarnessRun], ctx: RunContext) -> None:
     """Every cell's rounds at once (or `ctx.jobs` at a time), with progress; the same for every
     backend. The main thread only waits, so Ctrl-C reaches it at once."""
+    # Cells still being set up are in: each one's rounds wait for its own setup (HarnessRun.setup_done).
     todo = [r for r in runs if r.setup_error is None]
     if not todo:
         return

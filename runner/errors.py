@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from runner.safetext import printable
+from runner.text import printable
 
 
 class ExitCode(enum.IntEnum):

@@ -37,6 +37,11 @@ from runner.verdict import Update
 OPEN_TIMEOUT = 60.0
 #: How long the first request of an idle-request round may take before it counts as hung.
 FIRST_REQUEST_GRACE = 120.0
+#: Start-up waves: a cell holds its admission slot until its watcher has done its first piece of
+#: work (opened its watch, or had its first request answered), or this long.
+WARM_BOUND = 20.0
+#: The lines that say a watcher is past its own start-up (clients/README.md's events).
+WARM_EVENTS = frozenset({"watch-opened", "event-seen", "request-done", "error"})
 
 
 class CellSetupError(Exception):
@@ -76,6 +81,12 @@ def _is_event_for(value: str, line: dict[str, Any]) -> bool:
     return line.get("event") == "event-seen" and line.get("name") == TRIGGER and line.get("value") == value
 
 
+def _done_event() -> threading.Event:
+    done = threading.Event()
+    done.set()
+    return done
+
+
 @dataclass
 class HarnessRun:
     index: int
@@ -85,6 +96,9 @@ class HarnessRun:
     run_dir: Path
     stop: threading.Event
     setup_error: str | None = None
+    #: Set once the backend has set this cell up (or failed to). A backend may return its cells
+    #: while setting them up, so that setups overlap the rounds of cells already running.
+    setup_done: threading.Event = field(default_factory=_done_event, repr=False)
     namespace: str = ""
     watcher: Watched | None = None
     watcher_exit: int | None = None
@@ -92,7 +106,6 @@ class HarnessRun:
     harness_errors: list[str] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
-    rounds_done: int = 0
     #: Lines of the watcher's stdout longer than the line cap (cut), as the readers found them.
     stdout_long_lines: int = 0
     #: One reader per cell: each poll reads only what the watcher wrote since the last one.
@@ -171,11 +184,30 @@ class HarnessRun:
             time.sleep(0.05)
         return None
 
+    def wait_warm(self, bound: float = WARM_BOUND) -> float:
+        """Wait until the watcher is past its start-up (a WARM_EVENTS line), has exited, or `bound`
+        passed; returns the seconds waited. Reads the file with a reader of its own, so the round
+        loop still sees every line."""
+        reader, t0 = LineReader(self.stdout), time.monotonic()
+        while time.monotonic() - t0 < bound and not self.stop.is_set():
+            if any((ln := contract_line(text)) is not None and ln["event"] in WARM_EVENTS for text in reader.read()):
+                break
+            if self.watcher is None or not self.watcher.alive():
+                break
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless the run is stopping; True when it is."""
         return self.stop.wait(seconds)
 
     def run_rounds(self, say: Callable[[str, bool], None]) -> None:
+        while not self.setup_done.wait(0.2):
+            if self.stop.is_set():
+                return
+        if self.setup_error is not None:
+            say(f"  {self.cell.id}: setup failed: {self.setup_error}", False)
+            return
         try:
             if self.cell.scenario == WATCH:
                 self._run_watch(say)
@@ -211,7 +243,6 @@ class HarnessRun:
             self.updates.append(Update(at=at, value=value))
             self.harness(f"round {r}: set {TRIGGER}={value}", "update", round=r, value=value)
             seen = self._wait_line(partial(_is_event_for, value), c.detection_timeout)
-            self.rounds_done = r
             if seen is not None:
                 after = round(float(seen["ts"]) - at, 3)
                 self.harness(f"round {r}: seen after {after:.3f} s", "seen", round=r, after=after)

@@ -46,6 +46,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     ModelWrapValidatorHandler,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     computed_field,
@@ -56,6 +57,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from runner.config.profiles import PROFILES, Profile
+from runner.text import plural
 
 #: Bump when a field changes meaning or disappears; readers refuse versions they do not know.
 SCHEMA_VERSION = 1
@@ -205,7 +207,7 @@ def _explain(exc: ValidationError, where: str) -> str:
     path = where
     for part in first["loc"]:
         path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    more = f" (and {plural(len(errors) - 1, 'more problem')})" if len(errors) > 1 else ""
     return f"{path}: {_wording(first)}{more}"
 
 
@@ -333,10 +335,20 @@ class Timings(_Model):
     """idle-request: seconds idle between the two requests of a round; null for watch."""
 
 
+class RoundFailure(enum.Enum):
+    """Why an idle-request round tells nothing about idle flows (runner.verdict): the watcher never
+    sent it, or the request before the idle period failed. Kept in memory while judging, never in
+    results.json (the round's note says it in words)."""
+
+    NEVER_SENT = "never-sent"
+    BEFORE_IDLE = "before-idle"
+
+
 class RoundResult(_Model):
     """One round: what the harness did, what the watcher saw, and how idle the flow was before."""
 
     _where: ClassVar[str] = "round"
+    _failure: RoundFailure | None = PrivateAttr(default=None)
 
     index: int
     scenario: str
@@ -353,6 +365,15 @@ class RoundResult(_Model):
     """Seconds the pod's flow had been idle when the update happened (from the capture), or null
     when no connection was open then or there was no capture."""
     note: str = ""
+
+    @property
+    def failure(self) -> RoundFailure | None:
+        """Set by runner.verdict while judging (`failed_as`); None once read back from results.json."""
+        return self._failure
+
+    def failed_as(self, failure: RoundFailure | None) -> RoundResult:
+        self._failure = failure
+        return self
 
 
 class WatcherFacts(_Model):
@@ -379,7 +400,7 @@ class WatcherFacts(_Model):
 
 class LbSummary(_Model):
     """What the LB emulator's event log says it did to this cell's flows, up to the last round's
-    deadline (runner.verdict.summarize_lb_events)."""
+    deadline (runner.evidence.lb_events.summarize_lb_events)."""
 
     model_config = ConfigDict(frozen=True)
     _where: ClassVar[str] = "lb"
@@ -451,6 +472,11 @@ class Cut(_Model):
         if self.capped_at is not None:
             parts.append(f"stopped at {self.capped_at / MIB:g} MiB")
         return f"{self.file}: {', '.join(parts) or 'nothing cut'}"
+
+
+#: The evidence key of a client build's log (`CellResult.evidence`): a cell whose build failed has
+#: it, and never ran.
+BUILD_LOG = "build_log"
 
 
 def make_cell_id(client: str, cluster: str, scenario: str) -> str:

@@ -28,6 +28,7 @@ from runner.config.matrix import KubernetesCluster, LocalCluster, Matrix, load_m
 from runner.config.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
 from runner.embedded.backend import EmbeddedBackend
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
+from runner.evidence.limits import Limits, use_limits
 from runner.harness import base_result
 from runner.host import cleanup, signals, sysdeps
 from runner.host.commands import CommandLog
@@ -40,7 +41,7 @@ from runner.report.compact import render_compact
 from runner.report.html import write_extras
 from runner.report.readme import readme_examples, render_readme_section
 from runner.report.render import update_readme, write_reports
-from runner.safetext import printable
+from runner.text import printable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,10 +103,11 @@ class Execution:
     jobs: int
     keep: bool = False
     images_from: str | None = None
-    #: Test seams (hidden --pause-at, --break-capture): hold the run a few seconds after entering
-    #: this phase; make this client's captures fail to start.
+    #: Test seams (hidden --pause-at, --break-capture, --limit-log-mib, --limit-pcap-mib): hold the run a
+    #: few seconds after entering this phase; make this client's captures fail to start; other size caps.
     pause_at: str | None = None
     break_capture: str | None = None
+    limits: Limits = field(default_factory=Limits)
     run_id: str = field(default_factory=new_run_id)
     results: dict[str, CellResult] = field(default_factory=dict)
     interrupted: bool = False
@@ -124,6 +126,7 @@ class Execution:
     def execute(self) -> RunResult:
         """skip → for each backend: prepare, start, cells, rounds, collect, close → report."""
         p = self.prepared
+        use_limits(self.limits)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _link_latest(self.out, self.run_id)
         phases = PhaseLog(self.run_dir / "phases.log", self.pause_at)
@@ -219,17 +222,11 @@ def readme_images(result: RunResult, run_dir: Path) -> dict[str, str]:
     return images
 
 
-
-
-
-
 def _display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return path.name
-
-
 
 
 def _link_latest(out: Path, run_id: str) -> None:
@@ -238,8 +235,6 @@ def _link_latest(out: Path, run_id: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_id)
     os.replace(tmp, latest)
-
-
 
 
 def main(args: argparse.Namespace) -> int:
@@ -264,7 +259,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be 0 (all at once) or a positive number")
     ex = Execution(prepared=prepared, out=out, jobs=args.jobs, keep=args.keep,
                    images_from=getattr(args, "images_from", None), pause_at=getattr(args, "pause_at", None),
-                   break_capture=getattr(args, "break_capture", None))
+                   break_capture=getattr(args, "break_capture", None),
+                   limits=Limits.in_mib(getattr(args, "limit_log_mib", None), getattr(args, "limit_pcap_mib", None)))
     _say(f"run {ex.run_id}: {len(prepared.cells)} cells from {matrix_path}; evidence in {ex.run_dir}")
     try:
         result = ex.execute()

@@ -9,8 +9,10 @@ Every RST the pod received up to the last deadline is attributed first (_packets
 its own record says it sent it or caused it on that flow (the flow expired there before); to an
 endpoint's orderly close when its sender had already sent a FIN, or either side sent one at most
 ENDPOINT_CLOSE_WINDOW before it (kube-apiserver's 90 s idle close: both ends send close_notify and
-FIN within a millisecond, and one answers the other with an RST); to an unknown origin where no LB
-keeps a record (a provider's LB); and otherwise to nobody: the LB's record says it did not act.
+FIN within a millisecond, and one answers the other with an RST), or a TLS close_notify came just
+before it (a socket closed with the peer's close_notify unread sends an RST, not a FIN); to an
+unknown origin where no LB keeps a record (a provider's LB); and otherwise to nobody: the LB's
+record says it did not act.
 
 The rules, in order (the first that applies wins):
 
@@ -63,10 +65,18 @@ from typing import Any, Protocol
 from runner.contract import IDLE_REQUEST, SCENARIOS, TRIGGER, WATCH
 from runner.evidence.lb_events import LbFlow
 from runner.evidence.watcher_log import summarize_watcher
-from runner.model import CaptureFacts, Cut, LbSummary, ProfileFacts, RoundResult, Verdict, WatcherFacts, fmt_secs
+from runner.model import (
+    CaptureFacts,
+    Cut,
+    LbSummary,
+    ProfileFacts,
+    RoundFailure,
+    RoundResult,
+    Verdict,
+    WatcherFacts,
+    fmt_secs,
+)
 from runner.text import plural
-
-_RST_CLOSES = ("rst-from-client", "rst-from-server")
 
 #: Watch events are accepted this many seconds *before* the recorded update time. The trigger's
 #: value is unique to its round, so an event carrying it can only come from this round's write;
@@ -93,6 +103,9 @@ LB_SLACK = 1.0
 #: is generous for that and far too short for an LB, whose idle timer cannot fire within a second
 #: of a packet that refreshed the flow.
 ENDPOINT_CLOSE_WINDOW = 1.0
+#: The TCP payload of one TLS 1.3 alert record (close_notify): 5 bytes of header, 2 of alert, 1 of
+#: inner content type, 16 of AEAD tag. No HTTP/2 frame fits in it (a frame header alone is 9 bytes).
+TLS13_ALERT_RECORD = 24
 
 #: An idle-request round may idle this much less than WATCHDROP_IDLE (timer granularity, the
 #: watcher taking its timestamp after the response); any shorter is a watcher that did not idle.
@@ -301,18 +314,54 @@ def _round_key(value: Any) -> int | None:
     return None
 
 
-def _judge_idle_request(
-    lines: Sequence[Mapping[str, Any]], expected_rounds: int, timeout: float, conns: Sequence[ConnLike]
-) -> list[RoundResult]:
-    # A round is "list, stay idle, list again": it may print several request-sent lines with the
-    # same `round`. Each sent is paired with the next done of that round; the round is judged on the
-    # request after the idle period (its last sent), and every request of it must succeed in time.
+def _idle_request_rounds(lines: Sequence[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
+    """The watcher's request-sent and request-done lines by the round number they carry."""
     by_round: dict[int, list[Mapping[str, Any]]] = {}
     for ln in lines:
         if ln.get("event") in ("request-sent", "request-done"):
             key = _round_key(ln.get("round"))
             if key is not None:
                 by_round.setdefault(key, []).append(ln)
+    return by_round
+
+
+def _judge_requests(
+    sent: Sequence[Mapping[str, Any]], dones: list[Mapping[str, Any]], timeout: float
+) -> tuple[list[str], list[str], float | None]:
+    """Each request of a round paired with the next done: the problems of the request after the idle
+    period (the last), those of the requests before it, and when the last was answered in time."""
+    problems: list[str] = []
+    control: list[str] = []
+    last_done: float | None = None
+    for n, s in enumerate(sent, start=1):
+        t_sent = _ts(s)
+        later = [d for d in dones if _ts(d) >= t_sent]
+        if not later:
+            (problems if n == len(sent) else control).append(f"request {n}: no response")
+            continue
+        done = later[0]
+        dones.remove(done)
+        took = _ts(done) - t_sent
+        if done.get("ok") is not True:
+            msg = done.get("message", done.get("status", ""))
+            (problems if n == len(sent) else control).append(f"request {n} failed after {fmt_secs(took)}: {msg}")
+        elif took > timeout and n == len(sent):
+            # Only the request after the idle period meets the stale pooled connection; the
+            # first one may include the process's own warm-up (a cold JVM), so only its
+            # success counts.
+            problems.append(f"request {n} took {fmt_secs(took)} > {fmt_secs(timeout)}")
+        elif n == len(sent):
+            last_done = _ts(done)
+    return problems, control, last_done
+
+
+def _judge_idle_request(
+    lines: Sequence[Mapping[str, Any]], expected_rounds: int, timeout: float, conns: Sequence[ConnLike]
+) -> list[RoundResult]:
+    # A round is "list, stay idle, list again": it may print several request-sent lines with the
+    # same `round`. Each sent is paired with the next done of that round; the round is judged on the
+    # request after the idle period (its last sent), and every request of it must succeed in time.
+    by_round = _idle_request_rounds(lines)
     # The contract does not fix the first round's number; follow what the watcher printed.
     first = min(by_round, default=1)
     first = first if first in (0, 1) else 1
@@ -334,32 +383,11 @@ def _judge_idle_request(
                     ok=False,
                     idle_before=None,
                     note=NEVER_SENT,
-                )
+                ).failed_as(RoundFailure.NEVER_SENT)
             )
             continue
         dones = [e for e in evs if e.get("event") == "request-done"]
-        problems: list[str] = []
-        last_done: float | None = None
-        control: list[str] = []
-        for n, s in enumerate(sent, start=1):
-            t_sent = _ts(s)
-            later = [d for d in dones if _ts(d) >= t_sent]
-            if not later:
-                (problems if n == len(sent) else control).append(f"request {n}: no response")
-                continue
-            done = later[0]
-            dones.remove(done)
-            took = _ts(done) - t_sent
-            if done.get("ok") is not True:
-                msg = done.get("message", done.get("status", ""))
-                (problems if n == len(sent) else control).append(f"request {n} failed after {fmt_secs(took)}: {msg}")
-            elif took > timeout and n == len(sent):
-                # Only the request after the idle period meets the stale pooled connection; the
-                # first one may include the process's own warm-up (a cold JVM), so only its
-                # success counts.
-                problems.append(f"request {n} took {fmt_secs(took)} > {fmt_secs(timeout)}")
-            elif n == len(sent):
-                last_done = _ts(done)
+        problems, control, last_done = _judge_requests(sent, dones, timeout)
         if control:
             problems.insert(0, f"{BEFORE_IDLE} failed ({'; '.join(control)})")
         update_at = _ts(sent[-1])
@@ -382,7 +410,7 @@ def _judge_idle_request(
                 ok=ok,
                 idle_before=idle_before(conns, update_at),
                 note=note,
-            )
+            ).failed_as(RoundFailure.BEFORE_IDLE if control else None)
         )
     return rounds
 
@@ -596,11 +624,10 @@ class _Packets:
     #: RSTs the pod received that the LB's record does not explain and no endpoint's close does:
     #: (time, the pod's end) of each. The evidence then contradicts itself.
     rst_unexplained: list[tuple[float, str]]
-    #: RSTs (either way) that are part of an endpoint's orderly close (a FIN just before).
+    #: RSTs (either way) that are part of an endpoint's orderly close (a FIN or close_notify just before).
     rst_endpoint: int
     #: RSTs the pod itself sent on a live connection (e.g. exiting with unread data).
     rst_sent: int
-    closed_by_rst: int
     #: Longest silence between two packets of one connection that ended inside the judged window.
     longest_gap: float
     #: When the first cut (an RST from the LB or of unknown origin) reached the pod; None: no cut.
@@ -627,7 +654,14 @@ def _endpoint_close(c: ConnLike, t: float, who: str) -> bool:
     client-go's and kube-apiserver's 90 s idle timers on an HTTP/1.1 connection fire together:
     whichever FIN went first, the other side's close drew an RST, and repeated runs split between
     PASS and RECOVERED on that alone. The `direct` column (no LB at all) showed both orders."""
-    return any((side == who and ft <= t) or (0.0 <= t - ft <= ENDPOINT_CLOSE_WINDOW) for ft, side in _fins(c))
+    if any((side == who and ft <= t) or (0.0 <= t - ft <= ENDPOINT_CLOSE_WINDOW) for ft, side in _fins(c)):
+        return True
+    # An endpoint that closes its socket with the peer's bytes still unread (the peer's own
+    # close_notify, in flight) sends an RST instead of a FIN: node-fetch's `Connection: close`
+    # requests against kube-apiserver end that way when the two close_notify alerts cross. The
+    # alert, sent just before, says the close was orderly.
+    records = [*c.small_records_client, *c.small_records_server]
+    return any(n == TLS13_ALERT_RECORD and 0.0 <= t - rt <= ENDPOINT_CLOSE_WINDOW for rt, n in records)
 
 
 def _lb_caused(inp: CellInputs, c: ConnLike, t: float) -> bool:
@@ -645,9 +679,9 @@ def _lb_caused(inp: CellInputs, c: ConnLike, t: float) -> bool:
 
 def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _Packets:
     """Attribute every RST up to `window_end`: to the LB (its own record), to an endpoint's close
-    (a FIN just before), or, left over, to nobody the evidence names (unknown where no LB keeps a
+    (a FIN or TLS close_notify just before), or, left over, to nobody the evidence names (unknown where no LB keeps a
     record, a contradiction where one does and says it did not act)."""
-    lb = unknown = endpoint = sent = closed = 0
+    lb = unknown = endpoint = sent = 0
     unexplained: list[tuple[float, str]] = []
     cuts: list[float] = []
     longest = 0.0
@@ -667,14 +701,12 @@ def _packets(inp: CellInputs, conns: Sequence[ConnLike], window_end: float) -> _
                 cuts.append(t)
             else:
                 unexplained.append((t, c.client))
-        if c.close_kind in _RST_CLOSES and (c.closed_at or 0.0) <= window_end:
-            closed += 1
         # Only gaps that ended before the last deadline were tested by some round; a gap that
         # runs into teardown says nothing about the rounds.
         for start, end in c.idle_gaps(0.0):
             if end <= window_end:
                 longest = max(longest, end - start)
-    return _Packets(lb, unknown, unexplained, endpoint, sent, closed, longest, min(cuts, default=None))
+    return _Packets(lb, unknown, unexplained, endpoint, sent, longest, min(cuts, default=None))
 
 
 def _idle_text(rounds: Sequence[RoundResult], idle_timeout: float | None, gap: float) -> str | None:
@@ -760,10 +792,10 @@ def _rounds_problem(inp: CellInputs, rounds: Sequence[RoundResult]) -> str:
     # A round the watcher never sent is the library's doing only if an earlier round hung or failed
     # (the watcher was stuck in it); after rounds that all went well it is a broken watcher.
     for i, r in enumerate(rounds):
-        if r.note == NEVER_SENT and all(prev.ok for prev in rounds[:i]):
+        if r.failure is RoundFailure.NEVER_SENT and all(prev.ok for prev in rounds[:i]):
             return f"the watcher stopped before round {r.index} with no failed round"
     for r in rounds:
-        if r.note.startswith(BEFORE_IDLE):
+        if r.failure is RoundFailure.BEFORE_IDLE:
             return f"round {r.index}: {r.note}: a fresh connection failed, so nothing about idle flows can be concluded"
     return ""
 
@@ -852,7 +884,8 @@ def _judge_all_seen(inp: CellInputs, f: _Facts) -> Judgement:
     no cut; one that nothing explains while the LB's record says it did not act is ERROR."""
     pk, rounds, conns, reconnects = f.packets, f.rounds, f.conns, f.reconnects
     seen = f"{len(rounds)}/{len(rounds)} rounds seen"
-    endpoint = f"{plural(pk.rst_endpoint, 'RST')} at an endpoint's close (a FIN just before), not a reset" \
+    endpoint = f"{plural(pk.rst_endpoint, 'RST')} at an endpoint's close (a FIN or close_notify just before), " \
+               "not a reset" \
         if pk.rst_endpoint else None
     if pk.rst_unexplained:
         t, flow = pk.rst_unexplained[0]

@@ -139,9 +139,10 @@ def test_both_backends_have_the_protocols_steps_with_its_signatures() -> None:
     from runner.backend import Backend
     from runner.embedded.backend import EmbeddedBackend
     from runner.kube.backend import KubernetesBackend
+    from runner.local.provider import LocalProvidedBackend
 
     steps = ["prepare", "start", "cells", "collect", "hold", "close"]
-    for impl in (EmbeddedBackend, KubernetesBackend):
+    for impl in (EmbeddedBackend, KubernetesBackend, LocalProvidedBackend):
         for step in steps:
             want = list(inspect.signature(getattr(Backend, step)).parameters)
             assert list(inspect.signature(getattr(impl, step)).parameters) == want, (impl.__name__, step)
@@ -189,3 +190,20 @@ def test_an_embedded_backend_whose_builds_all_failed_runs_nothing_and_closes(tmp
     b.start()
     assert b.cells() == [] and b.collect([]) == {} and b.close() == []
     assert b.cluster is None
+
+
+def test_concurrent_teardown_runs_every_step_at_once_and_reports_each_failure() -> None:
+    import threading
+
+    from runner.host.lifetime import teardown_concurrently
+
+    arrived = threading.Barrier(3, timeout=5)   # only passes if all three steps run at the same time
+
+    def wait_then(fail: bool) -> None:
+        arrived.wait()
+        if fail:
+            raise RuntimeError("capture would not stop")
+
+    problems = teardown_concurrently([("lb a", lambda: wait_then(True)), ("lb b", lambda: wait_then(False)),
+                                      ("lb c", lambda: wait_then(True))])
+    assert problems == ["lb a: RuntimeError: capture would not stop", "lb c: RuntimeError: capture would not stop"]

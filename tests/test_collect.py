@@ -1,4 +1,4 @@
-"""One collect for every backend (runner/evidence/collect.py): the same evidence gives the same
+"""One collect for every backend (runner/collect.py): the same evidence gives the same
 verdict, reason and rounds on the embedded and the kubernetes backend, and how the capture ended is
 judged on both. No cluster: the runs get their evidence files and stand-ins for what they would ask.
 """

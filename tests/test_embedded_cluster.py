@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from runner.cluster_cli import smoke_round
+from runner.cli.cluster import smoke_round
 from runner.credentials.rbac import service_account_can
 from runner.embedded.cluster import ApiServerOptions, EmbeddedCluster
 from runner.errors import ClusterError

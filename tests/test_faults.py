@@ -162,9 +162,8 @@ def test_lost_or_unbounded_evidence_is_error_and_bounded(tmp_path: Path) -> None
     matrix.write_text(EVIDENCE_MATRIX)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "runner", str(matrix), "--out", str(out), "--no-readme",
-            "--break-capture", "rawpy-nocapture"]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "WATCHDROP_LIMIT_LOG_MIB": "1"})
+            "--break-capture", "rawpy-nocapture", "--limit-log-mib", "1"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         log = out / "latest" / "phases.log"
         deadline = time.monotonic() + 300

@@ -136,3 +136,13 @@ def _update() -> None:
 
 if __name__ == "__main__":
     _update()
+
+
+def test_pages_drawn_in_parallel_processes_are_the_golden_bytes_timelines_included(tmp_path) -> None:
+    """write_html splits the cells across processes on a big run: the same pages and timelines."""
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    write_html(recorded_fixture(serial), serial, workers=1)
+    write_html(recorded_fixture(parallel), parallel, workers=2)
+    assert pages(parallel) == pages(serial)
+    svgs = sorted(p.relative_to(serial) for p in serial.rglob("timeline.svg"))
+    assert svgs and all((parallel / s).read_bytes() == (serial / s).read_bytes() for s in svgs)

@@ -243,6 +243,159 @@ def test_a_cell_id_that_would_leave_cells_gets_no_page(tmp_path) -> None:
     assert not list((tmp_path).glob("lb-1*"))
 
 
+# --- the index's grid ----------------------------------------------------------------------------
+
+
+class Grid(HTMLParser):
+    """The index's grid: each body row's label and cells, each cell's attributes, text and links."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: list[tuple[dict[str, str], str, list[dict[str, object]]]] = []
+        self._in_grid = False
+        self._in_body = False
+        self._cell: dict[str, object] | None = None
+        self._label: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "table" and "grid" in a.get("class", "").split():
+            self._in_grid = True
+        elif self._in_grid and tag == "tbody":
+            self._in_body = True
+        elif self._in_body and tag == "tr":
+            self.rows.append((a, "", []))
+        elif self._in_body and tag == "th":
+            self._label = []
+        elif self._in_body and tag == "td":
+            self._cell = {"attrs": a, "text": "", "links": [], "note_labels": []}
+            self.rows[-1][2].append(self._cell)
+        elif self._cell is not None and tag == "a":
+            self._cell["links"].append(a["href"])  # type: ignore[union-attr]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_grid = self._in_body = False
+        elif tag == "td":
+            self._cell = None
+        elif tag == "th" and self._label is not None:
+            attrs, _, cells = self.rows[-1]
+            self.rows[-1] = (attrs, "".join(self._label), cells)
+            self._label = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell["text"] = str(self._cell["text"]) + data
+        elif self._label is not None:
+            self._label.append(data)
+
+
+def _index(run: RunResult, tmp_path: Path) -> tuple[str, Page, Grid]:
+    write_html(run, tmp_path)
+    raw = (tmp_path / "index.html").read_text(encoding="utf-8")
+    return raw, Page(raw), Grid(raw)
+
+
+def test_grid_cells_hold_one_grade_each_and_their_reason_one_click_away(tmp_path) -> None:
+    run = hostile_run(tmp_path)
+    raw, page, grid = _index(run, tmp_path)
+    notes = {a["id"]: None for a in page.all("li") if a.get("id", "").startswith("note-")}
+    note_text = {m[0]: html.unescape(m[1]) for m in re.findall(r'<li id="(note-\d+)">(.*)</li>', raw)}
+    assert notes.keys() == note_text.keys() and notes
+    by_page = {cell_page_path(c): c for c in run.cells}
+    seen = 0
+    for _, _, cells in grid.rows:
+        for cell in cells:
+            links, attrs = cell["links"], cell["attrs"]
+            assert isinstance(links, list) and isinstance(attrs, dict)
+            if "none" in attrs["class"].split():  # this entry has no cell in the column
+                assert cell["text"] == "—" and not links
+                continue
+            c = by_page[unquote(links[0])]  # the grade links to the cell's page
+            text = str(cell["text"])
+            # The grade and at most its note's number: never the reason, whatever its length.
+            assert re.fullmatch(re.escape(c.verdict.value) + r"\d*", text), text
+            assert c.reason not in text
+            assert attrs["title"] == f"{c.verdict.value}: {c.reason}"  # the whole sentence on hover
+            assert f"v-{c.verdict.value.lower()}" in attrs["class"].split()  # coloured, and the word says it too
+            if c.verdict is Verdict.PASS:
+                assert links == [links[0]]
+            else:  # the number links to its note, which holds the sentence
+                assert len(links) == 2 and links[1].startswith("#note-")
+                assert note_text[links[1][1:]] == attrs["title"]
+            seen += 1
+    assert seen == len(run.cells)
+    assert '<span class="reason">' not in raw
+
+
+def test_cells_with_the_same_reason_share_a_note_numbered_in_reading_order(tmp_path) -> None:
+    run = synthetic_run()
+    twin = run.cells[2].model_copy(update={"client": "client-e", "folder": "client-e"})
+    run.cells.append(twin)  # client-b's FAIL-SILENT, word for word
+    _, page, grid = _index(run, tmp_path)
+    marks = [links[1] for _, _, cells in grid.rows for c in cells if len(links := c["links"]) > 1]  # type: ignore[arg-type]
+    numbers = [int(m.removeprefix("#note-")) for m in marks]
+    assert sorted(set(numbers)) == list(range(1, max(numbers) + 1))
+    first_seen = list(dict.fromkeys(numbers))
+    assert first_seen == sorted(first_seen)
+    silent = [m for _, label, cells in grid.rows for c in cells
+              if "v-fail-silent" in c["attrs"]["class"] for m in c["links"][1:]]  # type: ignore[index,union-attr]
+    assert len(silent) == 2 and silent[0] == silent[1]
+    assert len([a for a in page.all("li") if a.get("id", "").startswith("note-")]) == len(set(numbers))
+
+
+def test_grid_has_sticky_headers_and_css_only_filters(tmp_path) -> None:
+    run = synthetic_run()
+    raw, page, grid = _index(run, tmp_path)
+    style = "".join(re.findall(r"<style>(.*?)</style>", raw, re.S))
+    assert re.search(r"\.grid thead\{position:sticky;top:0", style)
+    assert re.search(r"\.grid th\.client\{position:sticky;left:0", style)
+    # No script: radio buttons, :has() rules, and the controls hidden where :has() is not understood.
+    assert "<script" not in raw.lower()
+    assert "@supports not selector(:has(*)){.filters{display:none}}" in style
+    radios = [a for a in page.all("input") if a.get("type") == "radio"]
+    grades = [a["id"] for a in radios if a["name"] == "grade"]
+    clients = [a["id"] for a in radios if a["name"] == "client"]
+    assert grades == ["grade-all", *(f"grade-{v.value.lower()}" for v in Verdict)]  # every verdict occurs once
+    assert clients == ["client-all", "client-1", "client-2", "client-3", "client-4"]
+    assert [a["id"] for a in radios if "checked" in a] == ["grade-all", "client-all"]  # all cells show at first
+    for gid in grades[1:]:
+        css = "v-" + gid.removeprefix("grade-")
+        assert f".matrix-area:has(#{gid}:checked) .grid tbody tr:not(:has(td.{css})){{display:none}}" in style
+    for cid in clients[1:]:
+        assert f".matrix-area:has(#{cid}:checked) .grid tbody tr:not(.{cid}){{display:none}}" in style
+    # Every row belongs to one client option; each option's label is its folder's name.
+    labels = {a["for"] for a in page.all("label") if "for" in a}
+    assert not labels  # the inputs sit inside their labels: a click on the text works
+    assert {a["class"] for a, _, _ in grid.rows} <= set(clients[1:])
+    assert [label for _, label, _ in grid.rows] == ["client-a", "client-b", "client-c", "client-d"]
+
+
+def test_filters_and_css_carry_no_text_from_the_results(tmp_path) -> None:
+    """Names from the results reach the labels as escaped text, never the CSS or an id."""
+    run = hostile_run(tmp_path)
+    raw, page, grid = _index(run, tmp_path)
+    style = "".join(re.findall(r"<style>(.*?)</style>", raw, re.S))
+    assert "evil" not in style and "client-a" not in style and "&" not in style
+    ids = [a["id"] for _, a in page.tags if "id" in a]
+    assert all(re.fullmatch(r"(grade|client)-[a-z0-9-]+|note-\d+|notes", i) for i in ids), ids
+    assert len(ids) == len(set(ids))
+    label = next(lbl for _, lbl, _ in grid.rows if "evil" in lbl)
+    assert label == f"↳ {HOSTILE_CLIENT}"  # the compact label; what the variant changes is on hover and below
+    assert f"↳ {HOSTILE_CLIENT} (EVIL={HOSTILE}, build PIN={HOSTILE})" in page.plain  # the clients' table
+
+
+def test_index_with_scenarios_groups_them_under_each_cluster(tmp_path) -> None:
+    run = synthetic_run()
+    run.cells.append(run.cells[0].model_copy(update={"scenario": "idle-request"}))
+    raw, _, _ = _index(run, tmp_path)
+    head = raw.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    assert re.findall(r'colspan="2">([^<]*)</th>', head) == ["lb-1", "lb-2"]
+    assert re.findall(r'<th scope="col"(?: class="group")?>([^<]*)</th>', head) == [
+        "watch", "idle-request", "watch", "idle-request"]
+
+
 # --- in a real browser ----------------------------------------------------------------------------
 
 
@@ -302,7 +455,7 @@ def _pixels_near(png: Path, rgb: tuple[int, int, int], tol: int = 3) -> int:
 def test_browser_renders_the_matrix_and_a_cell_page_with_its_timeline(rendered, browser) -> None:
     run, run_dir = rendered
     index_dom = Page(_chrome(browser, "--dump-dom", (run_dir / "index.html").as_uri()))
-    tables = [a for a in index_dom.all("table") if "matrix" in a.get("class", "")]
+    tables = [a for a in index_dom.all("table") if "grid" in a.get("class", "").split()]
     assert len(tables) == 1
     links = [a["href"] for a in index_dom.all("a") if a["href"].startswith("cells/")]
     assert sorted(links) == sorted(cell_page_path(c) for c in run.cells)
@@ -329,3 +482,74 @@ def test_browser_renders_the_matrix_and_a_cell_page_with_its_timeline(rendered, 
     # (its idle-past-timeout shading only exists inside the SVG).
     assert _pixels_near(index_png, (0xFF, 0xCF, 0xD2)) > 2000
     assert _pixels_near(cell_png, (254, 245, 222), tol=4) > 5000
+
+
+#: The quick matrix of run 9303c0 (matrix.quick.yaml, 2026-12-01): its entries (name, folder, library,
+#: what a variant sets) and grades, one letter a cell, in report.md's columns (each cluster's watch,
+#: then idle-request): P PASS, R RECOVERED, A APP-RECOVERED, L FAIL-LOUD, S FAIL-SILENT, K SKIPPED.
+QUICK_CLUSTERS = ("azure-slb-quick", "azure-slb-no-reset-quick", "aws-nlb-quick", "direct")
+QUICK_GRADES = (
+    ("client-go", "client-go", "k8s.io/client-go", {}, "PPPPPPPP"),
+    ("client-go-watch", "client-go", "k8s.io/client-go", {"WATCHDROP_STYLE": "watch"}, "PPPPPPPP"),
+    ("client-go-no-http2", "client-go", "k8s.io/client-go", {"DISABLE_HTTP2": "1"}, "PPPPPPPP"),
+    ("client-python", "client-python", "kubernetes", {}, "ARSSSRPP"),
+    ("client-python-keepalive", "client-python", "kubernetes", {"WATCHDROP_TCP_KEEPALIVE": "30"}, "PPPPPPPP"),
+    ("client-python-timeout", "client-python", "kubernetes", {"WATCHDROP_REQUEST_TIMEOUT": "30"}, "PRPSPRPP"),
+    ("kubernetes-asyncio", "kubernetes-asyncio", "kubernetes_asyncio", {}, "APSPSPPP"),
+    ("kubernetes-asyncio-timeout", "kubernetes-asyncio", "kubernetes_asyncio", {"WATCHDROP_REQUEST_TIMEOUT": "30"},
+     "PPPPPPPP"),
+    ("kopf", "kopf", "kopf", {}, "RKRKRKPK"),
+    ("dotnet", "dotnet", "KubernetesClient", {}, "KKKKKKKK"),
+    ("java", "java", "io.kubernetes:client-java", {}, "ARLSARPP"),
+    ("java-plain-apiclient", "java", "io.kubernetes:client-java", {"WATCHDROP_STYLE": "plain-apiclient"}, "ARALARAP"),
+    ("fabric8", "fabric8", "io.fabric8:kubernetes-client", {}, "PRPLPRPP"),
+    ("fabric8-informer", "fabric8", "io.fabric8:kubernetes-client", {"WATCHDROP_STYLE": "informer"}, "RRPPRRPP"),
+    ("javascript", "javascript", "@kubernetes/client-node", {}, "PPPPPPPP"),
+    ("javascript-informer", "javascript", "@kubernetes/client-node", {"WATCHDROP_STYLE": "informer"}, "PPPPPPPP"),
+    ("javascript-1x", "javascript", "@kubernetes/client-node", {"WATCHDROP_STYLE": "1x"}, "APSPSPPP"),
+    ("kube-rs", "kube-rs", "kube", {}, "ARSSSLPP"),
+)
+_LETTER = {"P": Verdict.PASS, "R": Verdict.RECOVERED, "A": Verdict.APP_RECOVERED, "L": Verdict.FAIL_LOUD,
+           "S": Verdict.FAIL_SILENT, "K": Verdict.SKIPPED}
+
+
+def quick_shaped_run() -> RunResult:
+    """A model-built run with the quick matrix's rows, columns and grades; its reasons as long as the
+    real ones, one per grade, cluster and scenario (the real run's 30 notes become about as many)."""
+    from tests.test_junit import _cell
+
+    cells = []
+    for name, folder, library, env, grades in QUICK_GRADES:
+        cols = [(cl, sc) for cl in QUICK_CLUSTERS for sc in ("watch", "idle-request")]
+        for (cluster, scenario), letter in zip(cols, grades, strict=True):
+            v = _LETTER[letter]
+            reason = (f"2/2 rounds seen, re-watched 2× after errors the library raised (2 errors, first: 'Response "
+                      f"ended prematurely'), 2 RSTs received from the LB (its record), flow idle 45 s > 45 s on "
+                      f"{cluster} {scenario} {v.value}")
+            cells.append(_cell(name, cluster, v, reason, folder=folder, library=library, variant_env=env,
+                               scenario=scenario))
+    run = synthetic_run()
+    return run.model_copy(update={"cells": cells, "profiles": []})
+
+
+@pytest.mark.slow
+def test_grid_fits_a_laptop_and_filters_in_chromium(browser, tmp_path) -> None:
+    """bench/html_grid.py on the quick matrix's shape: no sideways scrolling at 1440 and 1280 px, each
+    grade's filter leaves exactly the rows that hold it, and the headers stay when the page scrolls both
+    ways. The screenshots stay in tmp_path/shots."""
+    from PIL import Image  # pillow comes with matplotlib
+
+    import bench.html_grid as bench_grid
+
+    exe, _ = browser
+    (tmp_path / "results.json").write_text(quick_shaped_run().to_json(), encoding="utf-8")
+    checks = bench_grid.check(tmp_path / "results.json", tmp_path / "shots", [1440, 1280], exe=exe)
+    assert [c.name for c in checks][:2] == ["width 1440", "width 1280"]
+    assert len(checks) == 2 + 6 + 1  # every grade of the matrix but ERROR, then the sticky headers
+    assert checks[-1].name == "sticky headers"
+    for c in checks:
+        assert c.ok, (c.name, c.detail)
+        if c.png is None:
+            continue
+        with Image.open(c.png) as im:
+            assert im.size[0] == (1440 if c.name == "width 1440" else 1280), c.png

@@ -40,7 +40,7 @@ def _agent(mode: str = "silent-drop", timeout: float = 5.0):
 
     a = Agent.__new__(Agent)  # no sockets: only the packet logic is under test
     a.mode, a.timeout, a.vip = mode, timeout, "198.18.2.8"
-    a.pod_net = ipaddress.ip_network("198.18.2.128/25")
+    a.pod_nets = [ipaddress.ip_network("198.18.2.128/25")]
     a.backends = {6443: ("198.18.1.16", 6443)}
     a.out, a.flows, a._pod_cache = io.StringIO(), {}, {}
     return a
@@ -73,3 +73,19 @@ def test_an_idle_open_flow_expires_at_last_activity_plus_timeout() -> None:
     a.expire_due(15.6)
     (expired,) = [json.loads(x) for x in a.out.getvalue().splitlines() if '"expired"' in x]
     assert expired["ts"] == 15.5 and expired["idle"] == 5.0
+
+
+def test_a_backend_inside_a_client_network_is_still_the_server() -> None:
+    """A Service LB's backend is the node's address, which sits inside the node's pod CIDR (a client
+    network when pods hairpin through the LB): its replies must count as the server's."""
+    import ipaddress
+
+    a = _agent("rst-both-ways", 45.0)
+    a.vip = "198.18.3.8"
+    a.pod_nets = [ipaddress.ip_network("198.18.3.128/25"), ipaddress.ip_network("198.18.16.0/24")]
+    a.backends = {9001: ("198.18.16.1", 32119)}
+    a.on_packet("pod", _frame("198.18.16.3", "198.18.3.8", 40000, 9001, "S", 100), 0.0)
+    a.on_packet("backend", _frame("198.18.16.3", "198.18.16.1", 40000, 32119, "S", 100), 0.0)
+    a.on_packet("backend", _frame("198.18.16.1", "198.18.16.3", 32119, 40000, "SA", 500), 0.1)
+    flow = a.flows[("198.18.16.3", 40000)]
+    assert (flow.client_next, flow.server_next) == (101, 501)

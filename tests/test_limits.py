@@ -13,7 +13,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any, cast
 
-from runner.evidence.collect import merge_cuts
+from runner.collect import merge_cuts
 from runner.evidence.limits import LINE_MAX, LineReader, cut_of, tcpdump_dropped
 from runner.harness import HarnessRun
 from runner.kube.pods import LineSink

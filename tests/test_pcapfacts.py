@@ -9,12 +9,14 @@ are tested on small hand-built pcaps at the end.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
 import select
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 import pytest
 from scapy.packet import Packet
 
-from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, median_interval, read_pcap
+from runner.evidence.pcap import ConnFacts, KeepaliveSign, PcapError, PcapFacts, read_pcap
 
 needs_capture = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("tcpdump") is None,
@@ -33,6 +35,12 @@ needs_capture = pytest.mark.skipif(
 
 
 # -- recording helpers ----------------------------------------------------------------------------
+
+
+def median_interval(times: list[float]) -> float | None:
+    """Median of the gaps between consecutive times (sorted first); None for fewer than 2 times."""
+    ordered = sorted(times)
+    return statistics.median(b - a for a, b in itertools.pairwise(ordered)) if len(ordered) >= 2 else None
 
 
 def listen_on_random_port() -> tuple[socket.socket, int]:
@@ -281,6 +289,8 @@ def test_summary_filter_and_json(client_keepalive_pcap: dict[str, object]) -> No
     assert summary.startswith("TCP keepalive from client after 1 s idle"), summary
     assert "TCP keepalive from server" not in summary
     assert "small records from client" in summary
+    signs = KeepaliveSign.parse(summary)
+    assert "; ".join(str(s) for s in signs) == summary == "; ".join(str(s) for s in facts.keepalive_signs())
 
     text = json.dumps(facts.to_dict(), sort_keys=True)
     assert json.dumps(read_pcap(pcap).to_dict(), sort_keys=True) == text  # deterministic
@@ -565,7 +575,9 @@ def test_port_reuse_is_a_new_connection_and_trailing_silence(tmp_path: Path) -> 
     assert old.idle_gaps(10, until=facts.last_ts) == [(1.001, 101.0)]
 
 
-def test_median_interval() -> None:
-    assert median_interval([]) is None
-    assert median_interval([5.0]) is None
-    assert median_interval([30.0, 0.0, 60.0, 90.0, 95.0]) == 30.0
+def test_keepalive_signs_parse() -> None:
+    summary = "TCP keepalive from client after 30 s idle (8 probes); small records from server (2 bursts, 3 records)"
+    signs = KeepaliveSign.parse(summary)
+    assert [str(s) for s in signs] == summary.split("; ")
+    assert [s.short() for s in signs if s.periodic] == ["TCP keepalive from client after 30 s idle"]
+    assert KeepaliveSign.parse("none seen") == KeepaliveSign.parse("") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -31,9 +32,16 @@ def test_no_file_references_a_path_outside_the_repository() -> None:
 def test_production_code_reads_no_test_hook_from_the_environment() -> None:
     """Test seams are explicit (hidden CLI options passed down as data), never environment variables
     that production code paths look up."""
-    hooks = re.compile(r"WATCHDROP_(TEST|PAUSE)\w*")
-    hits = [f"{p.relative_to(REPO)}:{i}" for p in sorted((REPO / "runner").rglob("*.py"))
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if hooks.search(line)]
+    hooks = re.compile(r"WATCHDROP_(TEST|PAUSE|LIMIT)\w*")
+    # Every WATCHDROP_ variable production code looks up must be a user's setting, listed here.
+    lookups = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](WATCHDROP_\w+)""")
+    users_settings = {"WATCHDROP_CACHE"}
+    hits = []
+    for p in sorted((REPO / "runner").rglob("*.py")):
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            looked_up = set(lookups.findall(line)) - users_settings
+            if hooks.search(line) or looked_up:
+                hits.append(f"{p.relative_to(REPO)}:{i}")
     assert not hits, hits
 
 
@@ -42,3 +50,27 @@ def test_a_module_over_500_lines_says_why_at_its_top() -> None:
     unexplained = [str(p.relative_to(REPO)) for p in long
                    if "Why one long module" not in p.read_text(encoding="utf-8").split('"""')[1]]
     assert not unexplained, unexplained
+
+
+#: Functions allowed past the limits below, each with its reason ("path:name": "why"). Empty: none is.
+LONG_FUNCTIONS_ALLOWED: dict[str, str] = {}
+MAX_FUNCTION_LINES = 80
+MAX_PARAMETERS = 8  # self and cls not counted
+
+
+def test_no_function_is_too_long_or_takes_too_many_parameters() -> None:
+    """A newcomer reads a function whole: none over MAX_FUNCTION_LINES lines (docstring included) or
+    MAX_PARAMETERS parameters (bundle them in a dataclass), unless LONG_FUNCTIONS_ALLOWED says why."""
+    found = []
+    for p in sorted((REPO / "runner").rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            a = node.args
+            params = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg)
+                      if x is not None and x.arg not in ("self", "cls")]
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            key = f"{p.relative_to(REPO)}:{node.name}"
+            if (lines > MAX_FUNCTION_LINES or len(params) > MAX_PARAMETERS) and key not in LONG_FUNCTIONS_ALLOWED:
+                found.append(f"{key}: {lines} lines, {len(params)} parameters")
+    assert not found, found

@@ -131,3 +131,30 @@ def test_certificates_outlive_the_longest_cell_a_matrix_may_have() -> None:
 
     longest_cell = rbac.TOKEN_MAX_SECONDS - rbac.TOKEN_MARGIN
     assert pki._VALID.total_seconds() > longest_cell + 3600
+
+
+def test_a_token_the_api_server_caps_below_the_cell_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API server whose --service-account-max-token-expiration is below what the cell needs: the
+    token would expire mid-cell and a 401 would read as a finding about the LB, so setup refuses."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from runner.credentials import rbac
+
+    class _Api:
+        def __init__(self, _api: object) -> None:
+            pass
+
+        def __getattr__(self, name: str):  # namespace, service account, role, binding: accepted
+            return lambda *a, **k: None
+
+        def create_namespaced_service_account_token(self, *a: object, **k: object) -> SimpleNamespace:
+            capped = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=600)
+            return SimpleNamespace(status=SimpleNamespace(token="t", expiration_timestamp=capped))
+
+    monkeypatch.setattr(rbac.client, "CoreV1Api", _Api)
+    monkeypatch.setattr(rbac.client, "RbacAuthorizationV1Api", _Api)
+    with pytest.raises(RuntimeError, match=r"token valid for \d+ s; the cell needs 3600 s"):
+        rbac.create_watcher_access(object(), "cell-000", server="https://x", ca_pem=b"", seconds=3600,
+                                   kubeconfig_path=tmp_path / "kc")
+    assert not (tmp_path / "kc").exists(), "a kubeconfig was written for a token that expires mid-cell"

@@ -194,6 +194,15 @@ def direct_idle_close(fins: list[tuple[float, str]], rst: tuple[float, str], *, 
     return dataclasses.replace(inp, profile=profile, lb=lb, pcap=Pcap([pooled, fresh]))
 
 
+def _with_alerts(inp: CellInputs, *, client: float | None, server: float | None) -> CellInputs:
+    """The pooled connection of `inp` with TLS 1.3 alert records (24-byte payloads) at those times."""
+    assert inp.pcap is not None
+    pooled, *rest = inp.pcap.connections
+    pooled = dataclasses.replace(pooled, small_records_client=[(client, 24)] if client is not None else [],
+                                 small_records_server=[(server, 24)] if server is not None else [])
+    return dataclasses.replace(inp, pcap=Pcap([pooled, *rest]))
+
+
 def read_timeout_loop_direct() -> CellInputs:
     """java-plain-apiclient behind `direct`: OkHttp's 10 s read timeout ends every watch, the
     library raises, and the watcher's loop (the application) prints `error`, `reconnect`, and
@@ -306,7 +315,7 @@ CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
         "direct: the client's FIN first, the server's RST within a millisecond: an endpoint's close",
         lambda: direct_idle_close([(91.0, "client"), (91.0004, "server")], (91.0008, "server"), lb=LbSummary()),
         Verdict.PASS,
-        ("1/1 rounds seen", "1 RST at an endpoint's close (a FIN just before), not a reset"),
+        ("1/1 rounds seen", "1 RST at an endpoint's close (a FIN or close_notify just before), not a reset"),
     ),
     (
         "direct: the server's FIN first, the client's RST: still an endpoint's close",
@@ -319,6 +328,19 @@ CASES: list[tuple[str, Callable[[], CellInputs], Verdict, tuple[str, ...]]] = [
         lambda: direct_idle_close([(91.0, "server")], (95.0, "server"), lb=LbSummary()),
         Verdict.PASS,
         ("1 RST at an endpoint's close",),
+    ),
+    (
+        "direct: both close_notify alerts cross, the server closes with the client's unread and resets",
+        lambda: _with_alerts(direct_idle_close([], (1.2547, "server"), lb=LbSummary()),
+                             client=1.2543, server=1.2545),
+        Verdict.PASS,
+        ("1/1 rounds seen", "1 RST at an endpoint's close (a FIN or close_notify just before)"),
+    ),
+    (
+        "direct: a 24-byte record 2 s before the RST closes nothing",
+        lambda: _with_alerts(direct_idle_close([], (91.0, "server"), lb=LbSummary()), client=None, server=89.0),
+        Verdict.ERROR,
+        ("who reset the connection is unknown",),
     ),
     (
         "direct: an RST with no FIN before it while the LB's record says it did not act: not PASS",
@@ -985,7 +1007,11 @@ def _re_watch_after_error(lines: list[dict[str, Any]], until: float) -> bool:
 
 
 def _fin_just_before(conn: Any, t: float, who: str) -> bool:
-    return any((side == who and ft <= t) or 0.0 <= t - ft <= 1.0 for ft, side in conn.fins)
+    """An endpoint's close: a FIN (the sender's own, or either within 1 s), or a TLS 1.3 alert
+    record (24-byte payload: close_notify) within 1 s before the RST."""
+    alerts = [rt for rt, n in [*conn.small_records_client, *conn.small_records_server] if n == 24]
+    return (any((side == who and ft <= t) or 0.0 <= t - ft <= 1.0 for ft, side in conn.fins)
+            or any(0.0 <= t - rt <= 1.0 for rt in alerts))
 
 
 def _lb_owns(inp: CellInputs, conn: Any, t: float) -> bool:

@@ -14,8 +14,8 @@ from runner.build import registries
 from runner.build.registries import REGISTRIES, Registry, RegistryError
 from runner.build.releases import Status, compare, newest_stable
 from runner.cli import build_parser, main
+from runner.cli.versions import versions_main
 from runner.config.descriptor import load_descriptor
-from runner.versions_cli import versions_main
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTS = REPO / "clients"

@@ -27,7 +27,8 @@ from runner.build.registries import Fetch, Registry, RegistryError, fetch_releas
 from runner.config.descriptor import DESCRIPTOR_FILE, Descriptor
 from runner.config.matrix import ClientEntry, Matrix, load_matrix
 from runner.errors import ExitCode, PrerequisiteError, UsageError
-from runner.safetext import printable
+from runner.model import BUILD_LOG
+from runner.text import printable
 
 #: A reason longer than this is cut in the table (the evidence has all of it).
 REASON_WIDTH = 90
@@ -131,8 +132,8 @@ def pipeline_runner(target: Target, out: Path, say: Callable[[str], None]) -> Ru
         result = ex.execute()
         (cell,) = result.cells
         evidence = ex.run_dir / "cells" / cell.cell_id
-        if cell.reason.startswith("build failed") and "build_log" in cell.evidence:
-            return Outcome(version, None, cell.reason, str(ex.run_dir / cell.evidence["build_log"]))
+        if BUILD_LOG in cell.evidence:  # the version did not build: no grade
+            return Outcome(version, None, cell.reason, str(ex.run_dir / cell.evidence[BUILD_LOG]))
         return Outcome(version, cell.verdict.value, cell.reason, str(evidence))
 
     return run_one

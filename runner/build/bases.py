@@ -25,7 +25,6 @@ HTTP, as apt is configured here) and the local toolchains, so they need no extra
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from typing import Any
 
 from runner.build.cache import cache_root
 from runner.errors import BuildError, PrerequisiteError
+from runner.host.commands import query, run_into
 
 REPO = Path(__file__).resolve().parents[2]
 BASES_DIR = REPO / "images" / "bases"
@@ -78,7 +78,7 @@ class Base:
 
 def _output(argv: list[str]) -> str:
     try:
-        return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+        return query(argv, timeout=60, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         raise PrerequisiteError(f"`{' '.join(argv)}` failed ({exc.__class__.__name__}): no local toolchain to copy",
                                 fix=f"install {argv[0]} on this machine, or give `base_images:` a mapping "
@@ -208,8 +208,8 @@ def _mmdebstrap() -> str:
     if found:
         return found
     try:
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "mmdebstrap"], check=True,
-                       capture_output=True, timeout=600, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        query(["apt-get", "install", "-y", "--no-install-recommends", "mmdebstrap"], check=True, timeout=600,
+              env={"DEBIAN_FRONTEND": "noninteractive"})
     except (OSError, subprocess.SubprocessError) as exc:
         raise PrerequisiteError(f"mmdebstrap is missing and could not be installed ({exc.__class__.__name__})",
                                 fix="apt-get install mmdebstrap (as root), or give `base_images:` a mapping "
@@ -230,7 +230,7 @@ def _import_debian(api: Any, ref: str, log_path: Path) -> None:
             log.write("$ " + " ".join(argv) + "\n")
             log.flush()
             try:
-                subprocess.run(argv, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=MMDEBSTRAP_TIMEOUT)
+                run_into(argv, log, timeout=MMDEBSTRAP_TIMEOUT)
             except (OSError, subprocess.SubprocessError) as exc:
                 raise BuildError(f"mmdebstrap {SUITE} failed ({exc.__class__.__name__})",
                                  fix=f"see {log_path}; check that `apt-get update` reaches the mirror") from None

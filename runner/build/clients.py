@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ from runner.config.descriptor import Descriptor
 from runner.config.matrix import VERSION_RE
 from runner.errors import BuildError
 from runner.host import sandbox
-from runner.host.procs import escalate
+from runner.host.procs import escalate, signal_pid
 from runner.host.safefiles import open_nofollow
 
 #: Folders a build creates inside the client folder itself; never part of the key.
@@ -47,11 +46,7 @@ class BuiltClient:
     src: Path
 
     def run_argv(self) -> list[str]:
-        return [substitute(a, self.src, self.out) for a in self.descriptor.run]
-
-
-def substitute(arg: str, src: Path, out: Path) -> str:
-    return arg.replace("{src}", str(src)).replace("{out}", str(out))
+        return self.descriptor.run_argv(self.src, self.out)
 
 
 def build_key(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]) -> str:
@@ -104,14 +99,7 @@ def _wait_step(proc: subprocess.Popen[bytes], log: IO[str], stop: threading.Even
         if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
             why = "interrupted" if stop is not None and stop.is_set() else f"timed out after {BUILD_TIMEOUT} s"
             log.write(f"{why}: stopping the build\n")
-
-            def send(sig: signal.Signals) -> None:
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-
-            escalate(send, lambda: proc.poll() is not None, grace=5.0)
+            escalate(lambda sig: signal_pid(proc.pid, sig, group=True), lambda: proc.poll() is not None, grace=5.0)
             return -1
         time.sleep(0.1)
     return proc.returncode
@@ -147,8 +135,7 @@ def build_client(src: Path, descriptor: Descriptor, build_env: Mapping[str, str]
             env = {**os.environ, **build_env, "GOTOOLCHAIN": "local"}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:
-            for step in descriptor.build:
-                argv = [substitute(a, built.src, out) for a in step]
+            for argv in descriptor.build_argvs(built.src, out):
                 log.write("$ " + " ".join(argv) + (f"  (as uid {box.uid})" if box else "") + "\n")
                 log.flush()
                 if box is not None:

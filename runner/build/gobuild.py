@@ -28,6 +28,7 @@ from runner.build import versions
 from runner.build.cache import cache_root
 from runner.errors import BuildError, CommandError, PrerequisiteError
 from runner.host.commands import CommandLog
+from runner.host.safefiles import write_atomic
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\S+\s*$", re.M)
 
@@ -249,15 +250,7 @@ def record_sha256(binary: Path, target: Path) -> str:
     digest = _sha256(binary)
     # Written beside and renamed: a parallel run never reads half a record (rename replaces a
     # planted symlink itself, never what it points to).
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.sha256.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{digest}  {target.name}\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, sha256_path(target))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(sha256_path(target), f"{digest}  {target.name}\n")
     return digest
 
 

@@ -56,7 +56,7 @@ from runner.config.yamlmarks import (
     short_repr,
     unique_in_file_order,
 )
-from runner.contract import IDLE_REQUEST, SCENARIOS, WATCH
+from runner.contract import IDLE_REQUEST, WATCH
 from runner.credentials.rbac import TOKEN_MARGIN, TOKEN_MAX_SECONDS
 from runner.errors import MatrixError
 
@@ -66,7 +66,6 @@ _HELP = "the comments in matrix.yaml"
 MAX_SECONDS = 86_400
 
 #: Scenario names, in the order cells are planned; the watcher contract (clients/README.md) defines them.
-SCENARIO_NAMES = SCENARIOS
 
 #: Environment variables the harness sets for every watcher (clients/README.md); a variant setting
 #: one of them would silently change the scenario under the watcher's feet.
@@ -443,7 +442,7 @@ class Scenarios(_Strict):
         default=None, description="{interval: idle+30, detection_timeout: 10, rounds: 2}"
     )
     idle_request: IdleRequestScenario | None = Field(
-        default=None, alias="idle-request", description="{idle: idle+30, detection_timeout: 10, rounds: 1}"
+        default=None, alias=IDLE_REQUEST, description="{idle: idle+30, detection_timeout: 10, rounds: 1}"
     )
 
     @model_validator(mode="after")
@@ -487,12 +486,6 @@ class Matrix(_Strict):
     def descriptors(self) -> dict[str, Descriptor]:
         """Client folder name -> its checked descriptor (filled by `load_matrix`)."""
         return dict(self._descriptors)
-
-    def client_folder(self, client: ClientEntry) -> Path:
-        """The client's folder on disk (needs a matrix from `load_matrix`)."""
-        if self._clients_dir is None:
-            raise ValueError("matrix was not loaded with load_matrix(); no clients_dir known")
-        return self._clients_dir / client.folder_name
 
     def cluster(self, name: str) -> EmbeddedCluster | KubernetesCluster | LocalCluster:
         for cluster in self.clusters:
@@ -737,7 +730,7 @@ def _check_token_lifetime(marked: MarkedYaml, matrix: Matrix) -> list[tuple[int,
             f"{cluster_name}, so the watcher's token ({TOKEN_MAX_SECONDS // 3600} h at most, "
             f"{TOKEN_MARGIN // 60} min kept in reserve) would expire inside the cell and a 401 would be judged "
             "instead of the LB",
-            f"at most {most} rounds, or a shorter {'interval' if name == 'watch' else 'idle'}")))
+            f"at most {most} rounds, or a shorter {'interval' if name == WATCH else 'idle'}")))
     return found
 
 

@@ -7,7 +7,7 @@ the plain Python data from it, and then walks both together once to record `loca
 Everything that can go wrong with the file itself (missing, a directory, empty, not UTF-8, binary,
 too big, not YAML, duplicate keys, aliases that explode) becomes a `MatrixError` whose problems are
 single lines `PATH:LINE: what is wrong; fix: how`, never a traceback: these files are typed by
-hand, and the first thing a user sees must point at the line to change. `validation_problems`
+hand, and the first thing a user sees must point at the line to change. `located_problems`
 turns pydantic's errors for the loaded data into the same lines, using the recorded marks.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import reprlib
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -271,12 +271,6 @@ def load_marked(path: Path) -> MarkedYaml:
     return MarkedYaml(path=path, data=data, lines=lines)
 
 
-def load_with_marks(path: Path) -> tuple[Any, Callable[[Sequence[int | str]], int | None]]:
-    """`(data, line_of)` where `line_of(loc) -> int | None`, for callers that want just the two."""
-    marked = load_marked(path)
-    return marked.data, marked.line_of
-
-
 # --- pydantic errors -> located one-line problems ------------------------------------------------
 
 #: Error type of the `PydanticCustomError`s that the schemas raise themselves; their ctx carries
@@ -472,11 +466,6 @@ def located_problems(
         line = marked.line_of(loc)
         found.append((line or 0, problem(marked.path, line, format_loc(loc), what, fix)))
     return found
-
-
-def validation_problems(exc: ValidationError, marked: MarkedYaml, schema: type[BaseModel], help_ref: str) -> list[str]:
-    """One `PATH:LINE: field: what; fix: how` line per pydantic error, in file order."""
-    return unique_in_file_order(located_problems(exc, marked, schema, help_ref))
 
 
 def unique_in_file_order(found: Sequence[tuple[int, str]]) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,9 +30,9 @@ from runner.errors import BuildError, Interrupted, UsageError
 from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
 from runner.harness import CellSetupError, HarnessRun, base_result
 from runner.host import signals
-from runner.host.lifetime import teardown_steps
+from runner.host.lifetime import teardown_concurrently, teardown_steps
 from runner.host.procs import Child
-from runner.model import CellResult, Verdict
+from runner.model import BUILD_LOG, CellResult, Verdict
 
 BuildKey = tuple[str, str]
 
@@ -56,6 +56,7 @@ class EmbeddedBackend:
         self.timer: Child | None = None
         self.lbs: dict[str, LoadBalancer] = {}
         self.runs: list[CellRun] = []
+        self._setups: ThreadPoolExecutor | None = None
 
     # -- prepare ----------------------------------------------------------------------------------
     def prepare(self) -> dict[str, CellResult]:
@@ -66,7 +67,7 @@ class EmbeddedBackend:
             if isinstance(b, BuildError):
                 r = base_result(cell, self.ctx.descriptors[cell.folder], Verdict.ERROR, f"build failed: {b.message}")
                 r.errors.append(b.render())
-                r.evidence["build_log"] = f"builds/{cell.client}.log"
+                r.evidence[BUILD_LOG] = f"builds/{cell.client}.log"
                 results[cell.id] = r
             else:
                 self.ready.append((cell, b))
@@ -134,22 +135,44 @@ class EmbeddedBackend:
         # Pods attach to their LB's bridge one by one (names and addresses are handed out in order);
         # the API calls and process starts of the setup then overlap.
         pods = [run.lb.add_pod(log=run.log) for run in self.runs]
+        for run in self.runs:
+            run.setup_done.clear()
 
-        def setup(item: tuple[CellRun, Pod]) -> None:
-            run, pod = item
+        def setup(run: CellRun, pod: Pod) -> None:
             try:
-                run.setup(pod)
+                if ctx.stop.is_set():
+                    run.setup_error = "interrupted before its watcher started"
+                else:
+                    run.setup(pod)
             except CellSetupError as exc:
                 run.setup_error = str(exc)
+            finally:
+                run.setup_done.set()
+            if run.setup_error is None:
+                # Start-up waves: this slot admits the next cell only once this watcher is warm, so
+                # no watcher's start (a first request answered in time or not) competes with more
+                # than WAVE - 1 others starting, however many cells the matrix has.
+                run.harness(f"warm after {run.wait_warm():.1f} s (start-up wave of {wave})", "note")
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(setup, zip(self.runs, pods, strict=True)))
+        # The longest cells first, and each cell's rounds start as soon as its own setup is over
+        # (HarnessRun.setup_done): the start-up of the short cells overlaps the long ones' first
+        # idle period instead of delaying every cell's rounds until the last watcher runs.
+        wave = 2 * (os.cpu_count() or 1)
+        self._setups = ThreadPoolExecutor(max_workers=wave)
+        for run, pod in sorted(zip(self.runs, pods, strict=True), key=lambda rp: -rp[0].cell.estimated_seconds):
+            self._setups.submit(setup, run, pod)
         return self.runs
+
+    def _finish_setups(self) -> None:
+        if self._setups is not None:
+            self._setups.shutdown(wait=True, cancel_futures=self.ctx.stop.is_set())
+            self._setups = None
 
     # -- collect ----------------------------------------------------------------------------------
     def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
         if self.cluster is None:  # every build failed: those cells have their results from prepare()
             return {}
+        self._finish_setups()
         self._stop_cells()
         facts = read_pcaps([run.pcap_path for run in self.runs])
         alive = self.cluster.alive()
@@ -175,13 +198,21 @@ class EmbeddedBackend:
 
     # -- close ------------------------------------------------------------------------------------
     def close(self) -> list[str]:
-        steps: list[tuple[str, object]] = [("stopping the cells", self._stop_cells)]
-        steps += [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        problems: list[str] = []
+        # The LBs' agents, fronts and captures stop independently; each mostly waits (capture settling).
+        lbs = [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("cell setups", self._finish_setups),
+            ("stopping the cells", self._stop_cells),
+            ("load balancers", lambda: problems.extend(teardown_concurrently(lbs))),
+        ]
         if self.timer is not None:
             steps.append(("timer server", self.timer.stop))
-        if self.cluster is not None:
-            steps.append(("embedded cluster", self.cluster.close))
-        return teardown_steps(steps)  # type: ignore[arg-type]
+        cluster = self.cluster
+        if cluster is not None:
+            # Its own problems (a namespace that would not go) are the run's too.
+            steps.append(("embedded cluster", lambda: problems.extend(cluster.close())))
+        return teardown_steps(steps) + problems
 
 
 def shared_churn(ready: Sequence[tuple[Cell, BuiltClient]]) -> float:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from kubernetes import client
 
+from runner.collect import BackendEvidence, collect_cell
 from runner.contract import API_PORT, TRIGGER, WATCH
 from runner.credentials.rbac import token_seconds
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
-from runner.evidence.collect import BackendEvidence, collect_cell
 from runner.evidence.lb_events import LbProblem, pod_lb_record
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts

@@ -31,6 +31,7 @@ from runner.credentials import pki
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
 from runner.embedded.front import FrontTls, haproxy_config
 from runner.errors import ClusterError
+from runner.evidence.jsonl import read_timed
 from runner.evidence.lb_events import LbProblem
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
@@ -50,13 +51,17 @@ class Pod:
     iface: str = "eth0"
 
 
-def nft_ruleset(*, table: str, profile: Profile, vip: str, api_target: str, timer: str) -> str:
-    """The LB namespace's whole nftables ruleset, as text for `nft -f -`."""
+def nft_ruleset(*, table: str, profile: Profile, vip: str, api_target: str, timer: str,
+                dnat: str | None = None) -> str:
+    """The LB namespace's whole nftables ruleset, as text for `nft -f -`; `dnat` replaces the
+    VIP's DNAT rules (a Service LB's: VIP ports to NodePorts, runner/local/lbservice.py)."""
     mode = profile.mode
     expired_action = "reject with tcp reset" if mode == "rst-on-next-packet" else "drop"
     ports = " ".join(
         f"ip daddr {vip} tcp dport {p} dnat to {timer}:{p}\n" for p in TIMER_PORTS
     )
+    api = f"ip daddr {vip} tcp dport {APISERVER_PORT} dnat to {api_target}:{APISERVER_PORT}\n"
+    nat = dnat if dnat is not None else f"{api}    {ports}"
     if mode == "none":
         timeout_obj, timeout_rule = "", ""
     else:
@@ -77,8 +82,7 @@ def nft_ruleset(*, table: str, profile: Profile, vip: str, api_target: str, time
   }}
   chain nat_pre {{
     type nat hook prerouting priority dstnat; policy accept;
-    ip daddr {vip} tcp dport {APISERVER_PORT} dnat to {api_target}:{APISERVER_PORT}
-    {ports}  }}
+    {nat}  }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
@@ -130,6 +134,30 @@ class LoadBalancer:
         """The clients' addresses: the agent tells a pod from a backend by them."""
         return self.block.pod_net(self.slot)
 
+    def _backend_side(self) -> None:
+        """The link to the backends: here the api namespace (front, kube-apiserver, timer)."""
+        b, s, ns, api_ns = self.block, self.slot, self.netns, self.cluster.api_ns
+        lb_end, be_end = b.lb_link(s)
+        self.topo.veth(ns, "back0", api_ns, f"lb{s}")
+        self.topo.addr(ns, "back0", f"{lb_end}/30")
+        self.topo.addr(api_ns, f"lb{s}", f"{be_end}/30")
+        self.topo.route(ns, b.service_net, be_end)
+        self.topo.route(api_ns, self.pod_net, lb_end)
+
+    def _ruleset(self) -> str:
+        return nft_ruleset(table=self.table, profile=self.profile, vip=self.vip, api_target=self.api_target,
+                           timer=self.block.timer)
+
+    def _agent_maps(self) -> list[str]:
+        """The agent's `--map VPORT=HOST:PORT`s: what each VIP port is DNATed to."""
+        return [f"{APISERVER_PORT}={self.api_target}:{APISERVER_PORT}",
+                *(f"{p}={self.block.timer}:{p}" for p in TIMER_PORTS)]
+
+    @property
+    def client_nets(self) -> list[str]:
+        """Every network the LB's clients come from (the agent's `--pod-net`s)."""
+        return [self.pod_net]
+
     def _pod_side(self) -> None:
         """The client side: a bridge in the LB namespace that `add_pod` attaches pod namespaces to."""
         ns = self.netns
@@ -149,14 +177,9 @@ class LoadBalancer:
 
     def _start(self) -> None:
         self.evidence_dir.mkdir(parents=True, exist_ok=True)
-        b, s, api_ns = self.block, self.slot, self.cluster.api_ns
+        s = self.slot
         self.netns = ns = self.topo.add_ns(f"lb{s}")
-        lb_end, be_end = b.lb_link(s)
-        self.topo.veth(ns, "back0", api_ns, f"lb{s}")
-        self.topo.addr(ns, "back0", f"{lb_end}/30")
-        self.topo.addr(api_ns, f"lb{s}", f"{be_end}/30")
-        self.topo.route(ns, b.service_net, be_end)
-        self.topo.route(api_ns, self.pod_net, lb_end)
+        self._backend_side()
         self.topo.run_in(ns, ["ip", "addr", "add", f"{self.vip}/32", "dev", "lo"])
         self._pod_side()
         self.topo.sysctl(ns, "net.ipv4.ip_forward", "1")
@@ -168,8 +191,7 @@ class LoadBalancer:
         # Window tracking must not call a live flow's packets invalid (they would be dropped as if
         # expired, e.g. under load); a packet of a forgotten flow stays invalid: it has no entry.
         self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_be_liberal", "1")
-        self.log.run(in_netns(ns, ["nft", "-f", "-"]), input_text=nft_ruleset(
-            table=self.table, profile=self.profile, vip=self.vip, api_target=self.api_target, timer=b.timer))
+        self.log.run(in_netns(ns, ["nft", "-f", "-"]), input_text=self._ruleset())
         if self.has_front:
             self._start_front()
         self.captures = [
@@ -202,17 +224,15 @@ class LoadBalancer:
     def _start_agent(self) -> None:
         import sys
 
-        b = self.block
         argv = [sys.executable, "-m", "runner.embedded.lbagent", "--mode", self.profile.mode,
                 "--idle-timeout", str(self.profile.idle_timeout), "--pod-iface", self.pod_iface,
-                "--pod-net", self.pod_net, "--backend-iface", "back0", "--vip", self.vip,
-                "--map", f"{APISERVER_PORT}={self.api_target}:{APISERVER_PORT}",
-                *(x for p in TIMER_PORTS for x in ("--map", f"{p}={b.timer}:{p}")),
+                *(x for net in self.client_nets for x in ("--pod-net", net)), "--backend-iface", "back0",
+                "--vip", self.vip, *(x for m in self._agent_maps() for x in ("--map", m)),
                 "--events", str(self.events_path)]
         self.agent = Child(f"lb agent {self.slot}", in_netns(self.netns, argv),
                            stdout=self.evidence_dir / "lb-agent.log", log=self.log,
                            cwd=Path(__file__).resolve().parents[2])
-        wait_until(lambda: self.events_path.exists() and '"ready"' in self.events_path.read_text(), self.agent, 20,
+        wait_until(lambda: any(e.get("event") == "ready" for e in read_timed(self.events_path)), self.agent, 20,
                    f"ready (its event log's `ready` line, profile {self.profile.name})")
 
     def _wait_listening(self, ns: str, addr: str, port: int, child: Child) -> None:

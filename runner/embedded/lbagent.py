@@ -15,7 +15,7 @@ The other modes are the kernel's (conntrack timeout + nftables); there the agent
 every profile has the same event log. The runner supervises this process: if it dies, every cell
 behind the profile is ERROR, never a silent change of behaviour.
 
-Run: python -m runner.embedded.lbagent --mode M --idle-timeout S --pod-iface br0 --pod-net CIDR
+Run: python -m runner.embedded.lbagent --mode M --idle-timeout S --pod-iface br0 --pod-net CIDR [--pod-net CIDR]
        --backend-iface back0 --vip A --map VPORT=HOST:PORT ... --events FILE
 """
 
@@ -117,7 +117,8 @@ class Agent:
     def __init__(self, args: argparse.Namespace, out: IO[str]):
         self.mode: str = args.mode
         self.timeout: float | None = float(args.idle_timeout) if args.mode != "none" else None
-        self.pod_net = ipaddress.ip_network(args.pod_net)
+        # Several client networks: a Service LB has outside clients and the node's pods hairpinning.
+        self.pod_nets = [ipaddress.ip_network(n) for n in args.pod_net]
         self.vip: str = args.vip
         self.backends: dict[int, tuple[str, int]] = {}
         for m in args.map:
@@ -135,7 +136,11 @@ class Agent:
         # Cached: the same few addresses come back on every packet, and this is the hot path.
         hit = self._pod_cache.get(addr)
         if hit is None:
-            hit = self._pod_cache[addr] = ipaddress.ip_address(addr) in self.pod_net
+            ip = ipaddress.ip_address(addr)
+            # A backend is never a client, even inside a client network: a node's address sits in
+            # its pods' CIDR, and a Service LB's backends are node ports (runner/local/lbservice.py).
+            hit = self._pod_cache[addr] = any(ip in net for net in self.pod_nets) and \
+                all(addr != host for host, _ in self.backends.values())
         return hit
 
     @staticmethod
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", required=True, choices=["none", "silent-drop", "rst-on-next-packet", "rst-both-ways"])
     p.add_argument("--idle-timeout", type=float, required=True)
     p.add_argument("--pod-iface", required=True)
-    p.add_argument("--pod-net", required=True)
+    p.add_argument("--pod-net", required=True, action="append", help="CIDR of clients; repeatable")
     p.add_argument("--backend-iface", required=True)
     p.add_argument("--vip", required=True)
     p.add_argument("--map", action="append", default=[], help="VPORT=HOST:PORT")

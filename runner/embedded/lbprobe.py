@@ -9,7 +9,6 @@ after the LB forgot the flow, and the story says what each end heard.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer
 from runner.embedded.timer import start_timer_server
 from runner.errors import UsageError
+from runner.evidence.jsonl import read_timed
 from runner.host import sysdeps
 from runner.host.capture import Capture
 from runner.host.commands import in_netns
@@ -36,12 +36,6 @@ class ProbeOutcome:
     elapsed: float
     server_fate: list[dict]
     lb_events: list[dict]
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def story(profile: Profile, o: ProbeOutcome, slow_every: float) -> str:
@@ -115,8 +109,8 @@ def main(args: argparse.Namespace) -> int:
                 cap.stop()
             lb.close()
             timer.stop()
-        fate = [f for f in _jsonl(out / "timer-server.jsonl") if f.get("port") == SLOW_PORT]
-        outcome = ProbeOutcome(proc.returncode, proc.stderr, elapsed, fate, _jsonl(lb.events_path))
+        fate = [f for f in read_timed(out / "timer-server.jsonl") if f.get("port") == SLOW_PORT]
+        outcome = ProbeOutcome(proc.returncode, proc.stderr, elapsed, fate, read_timed(lb.events_path))
     print(story(profile, outcome, slow_every))
     print(f"  pcaps: {out / 'pod.pcap'}, {out / 'lb' / 'lb-pod-leg.pcap'}, {out / 'lb' / 'lb-server-leg.pcap'}")
     print(f"  LB event log: {lb.events_path}")

@@ -19,7 +19,6 @@ FAIL-SILENT (runner.verdict), the one verdict that rests on stderr holding no er
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,24 +34,39 @@ READ_CHUNK = 1024 * 1024
 _DROPPED = re.compile(r"(\d+) packets? dropped by (?:kernel|interface)")
 
 
-def _mib_env(name: str, default: int) -> int:
-    """A size from the environment in MiB (tests make it small), in bytes."""
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw else float(default)
-    except ValueError:
-        value = float(default)
-    return max(1, int(value * MIB))
+@dataclass(frozen=True)
+class Limits:
+    """The size caps of a run, in bytes: each of the watcher's log files, and the pod's capture."""
+
+    log: int = 16 * MIB
+    pcap: int = 64 * MIB
+
+    @classmethod
+    def in_mib(cls, log: float | None = None, pcap: float | None = None) -> Limits:
+        """Caps given in MiB (the hidden `--limit-log-mib`/`--limit-pcap-mib` of `python -m runner run`,
+        which tests make small); None keeps the default."""
+        d = cls()
+        return cls(log=d.log if log is None else max(1, int(log * MIB)),
+                   pcap=d.pcap if pcap is None else max(1, int(pcap * MIB)))
+
+
+_limits = Limits()
+
+
+def use_limits(limits: Limits) -> None:
+    """Set the caps for what this process runs next (runner/pipeline.py Execution, from its `limits`)."""
+    global _limits
+    _limits = limits
 
 
 def log_limit() -> int:
-    """Bytes each of the watcher's log files may reach (WATCHDROP_LIMIT_LOG_MIB, default 16)."""
-    return _mib_env("WATCHDROP_LIMIT_LOG_MIB", 16)
+    """Bytes each of the watcher's log files may reach (default 16 MiB)."""
+    return _limits.log
 
 
 def pcap_limit() -> int:
-    """Bytes the pod's capture may reach (WATCHDROP_LIMIT_PCAP_MIB, default 64)."""
-    return _mib_env("WATCHDROP_LIMIT_PCAP_MIB", 64)
+    """Bytes the pod's capture may reach (default 64 MiB)."""
+    return _limits.pcap
 
 
 def tcpdump_dropped(log_text: str) -> int | None:

@@ -27,7 +27,7 @@ per-connection state.
 from __future__ import annotations
 
 import itertools
-import statistics
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -132,13 +132,16 @@ class PcapFacts:
         "after N s idle" is the median silence on the connection before each probe or burst: the
         number to hold against an LB's idle timeout (a period between probes would also count the
         time the connection was busy)."""
-        parts: list[str] = []
+        return "; ".join(str(s) for s in self.keepalive_signs()) or NONE_SEEN
+
+    def keepalive_signs(self) -> list[KeepaliveSign]:
+        """What `keepalive_summary` says, one sign a part."""
+        signs: list[KeepaliveSign] = []
         for side in ("client", "server"):
             probes = [(c, t) for c in self.connections for t in getattr(c, f"keepalive_{side}")]
             if probes:
                 idle = _median([_silence_before(c, t) for c, t in probes])
-                after = f" after {_fmt_seconds(idle)} s idle" if idle is not None else ""
-                parts.append(f"TCP keepalive from {side}{after} ({plural(len(probes), 'probe')})")
+                signs.append(KeepaliveSign(f"TCP keepalive from {side}", _fmt_idle(idle), plural(len(probes), "probe")))
         for side in ("client", "server"):
             records = [(c, getattr(c, f"small_records_{side}")) for c in self.connections]
             count = sum(len(r) for _, r in records)
@@ -148,11 +151,9 @@ class PcapFacts:
                 # A record right after other traffic (a reply, a request's tail) is no keepalive, and
                 # neither is a lone one after a silence (a TLS close_notify): it must recur.
                 idle = _median(idles) if len(idles) >= 2 else None
-                after = f" after {_fmt_seconds(idle)} s idle" if idle is not None else ""
-                parts.append(
-                    f"small records from {side}{after} ({plural(len(bursts), 'burst')}, {plural(count, 'record')})"
-                )
-        return "; ".join(parts) if parts else "none seen"
+                signs.append(KeepaliveSign(f"small records from {side}", _fmt_idle(idle),
+                                           f"{plural(len(bursts), 'burst')}, {plural(count, 'record')}"))
+        return signs
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON types only; the caller sorts keys when it writes the file."""
@@ -167,12 +168,42 @@ class PcapFacts:
         )
 
 
-def median_interval(times: list[float]) -> float | None:
-    """Median of the gaps between consecutive times (sorted first); None for fewer than 2 times."""
-    ordered = sorted(times)
-    if len(ordered) < 2:
-        return None
-    return statistics.median(b - a for a, b in itertools.pairwise(ordered))
+#: The keepalive summary of a capture with no keepalive sign.
+NONE_SEEN = "none seen"
+
+_SIGN = re.compile(r"(?P<what>.+?)(?: after (?P<idle>\S+) s idle)? \((?P<count>[^()]*)\)")
+
+
+@dataclass(frozen=True)
+class KeepaliveSign:
+    """One part of a keepalive summary: what was seen, the median silence before it ("30"), how many."""
+
+    what: str
+    idle: str | None
+    count: str
+
+    @property
+    def periodic(self) -> bool:
+        """Seen after a silence, again and again: traffic that keeps an idle flow alive."""
+        return self.idle is not None
+
+    def short(self) -> str:
+        """Without the count, e.g. "TCP keepalive from client after 30 s idle"."""
+        return self.what + (f" after {self.idle} s idle" if self.idle is not None else "")
+
+    def __str__(self) -> str:
+        return f"{self.short()} ({self.count})"
+
+    @classmethod
+    def parse(cls, summary: str) -> list[KeepaliveSign]:
+        """The signs of a summary `keepalive_summary` wrote (results.json keeps only the text);
+        "none seen", "" or a part in another form give none."""
+        found = (_SIGN.fullmatch(part.strip()) for part in summary.split(";"))
+        return [cls(m["what"], m["idle"], m["count"]) for m in found if m is not None]
+
+
+def _fmt_idle(idle: float | None) -> str | None:
+    return _fmt_seconds(idle) if idle is not None else None
 
 
 def read_pcap(path: Path, server_ports: set[int] | None = None) -> PcapFacts:

@@ -28,9 +28,9 @@ from runner.host.netns import (
     kill_netns_pids,
     list_project_netns,
     live_run_blocks,
-    pid_alive,
     root_routes_in_range,
 )
+from runner.host.procs import pid_alive
 
 _NS = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})-")
 _TMP = re.compile(r"^watchdrop-([0-9a-f]{6})-")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from runner.errors import CommandError
 
@@ -71,6 +72,22 @@ class CommandLog:
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, (proc.stdout or "") + (proc.stderr or ""), fix=fix)
         return proc
+
+
+def query(argv: Sequence[str], *, timeout: float = 30, check: bool = False,
+          env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A command run for its output, unlogged: a look at the machine (`nft list tables`, `go env GOROOT`)
+    or a tool's install. Raises what subprocess.run raises (FileNotFoundError, TimeoutExpired, and
+    CalledProcessError with `check`): each caller says what that means for it."""
+    full_env = None if env is None else {**os.environ, **env}
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=check,
+                          env=full_env)
+
+
+def run_into(argv: Sequence[str], out: IO[str], *, timeout: float) -> None:
+    """A long command whose stdout and stderr go to `out` (a build log the caller has written the
+    argv to); raises CalledProcessError when it fails, and what subprocess.run raises."""
+    subprocess.run([str(a) for a in argv], check=True, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
 
 
 def in_netns(netns: str, argv: Sequence[str]) -> list[str]:

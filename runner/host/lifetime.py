@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self
 
@@ -58,3 +59,12 @@ def teardown_steps(steps: Iterable[tuple[str, Callable[[], object]]]) -> list[st
         except Exception as exc:
             problems.append(f"{what}: {exc.__class__.__name__}: {exc}")
     return problems
+
+
+def teardown_concurrently(steps: Iterable[tuple[str, Callable[[], object]]]) -> list[str]:
+    """teardown_steps for steps that do not depend on each other and mostly wait (a capture settling,
+    a child's SIGTERM grace): all at once, each failure one problem line, in the steps' order."""
+    steps = list(steps)
+    with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
+        parts = list(pool.map(lambda step: teardown_steps([step]), steps))
+    return [problem for part in parts for problem in part]

@@ -19,7 +19,8 @@ somewhere stops a run instead of passing for the guard.
 Addresses inside a run block B (a /20):
     B+0.0/30        host link: root end .1, api end .2 (the runner's admin path, never via an LB)
     B+1.0/24        service addresses on the api namespace's loopback (apiserver, timer, fronts)
-    B+(2+i).0/24    LB slot i: .0/30 LB↔backend link, .8 the VIP, .128/25 the pods' bridge
+    B+(2+i).0/24    LB slot i: .0/30 LB↔backend link, .4/30 root↔LB, .8 the VIP, .12/30 NAT hop↔root,
+                    .128/25 the pods' bridge
     B+15.0/24       the service cluster IP range handed to kube-apiserver
 """
 
@@ -39,7 +40,7 @@ from pathlib import Path
 from runner.errors import ClusterError
 from runner.host.commands import CommandLog, in_netns
 from runner.host.lifetime import teardown_steps
-from runner.host.procs import escalate
+from runner.host.procs import escalate, pid_alive, signal_pid
 from runner.host.safefiles import open_nofollow, write_nofollow
 
 PREFIX = "wd-"
@@ -107,6 +108,10 @@ class Block:
     def node_link(self, slot: int) -> tuple[str, str]:
         """(root end, LB end) of the root↔LB /30 that carries a local cluster's pods to the VIP."""
         return self._slot(slot, 5), self._slot(slot, 6)
+
+    def hop_link(self, slot: int) -> tuple[str, str]:
+        """(root end, hop end) of the /30 between a Service LB's NAT hop and the node (runner/local/lbservice.py)."""
+        return self._slot(slot, 13), self._slot(slot, 14)
 
     def vip(self, slot: int) -> str:
         return self._slot(slot, 8)
@@ -195,16 +200,6 @@ def live_run_blocks() -> list[ipaddress.IPv4Network]:
             except ValueError:
                 continue
     return blocks
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def list_project_netns() -> list[str]:
@@ -389,15 +384,8 @@ def kill_netns_pids(ns: str, log: CommandLog, grace: float = 5.0) -> list[str]:
         now = netns_pids(ns)
         log.note(f"{sig.name} to pids {now} in {ns}")
         for pid in now:
-            _signal(pid, sig)
+            signal_pid(pid, sig)
 
     escalate(send, lambda: not netns_pids(ns), grace=grace)
     left = netns_pids(ns)
     return [f"pids {left} survived SIGKILL in {ns}"] if left else []
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

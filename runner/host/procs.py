@@ -33,7 +33,6 @@ class Child:
                  log: CommandLog | None = None, inherit_env: bool = True):
         self.name = name
         self.argv = [str(a) for a in argv]
-        self.stdout_path = stdout
         self.stderr_path = stderr or stdout
         stdout.parent.mkdir(parents=True, exist_ok=True)
         if log:
@@ -47,7 +46,6 @@ class Child:
         self.popen = subprocess.Popen(self.argv, stdout=self._out, stderr=self._err, env=full_env,
                                       cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.popen.pid
-        self.started_at = time.time()
         REGISTRY.add(self)
 
     def alive(self) -> bool:
@@ -62,17 +60,11 @@ class Child:
 
         A second Ctrl-C (signals.hurry) ends the grace at once, also in the middle of it."""
         if self.alive():
-            escalate(self._send, lambda: not self.alive(), grace=grace, kill_wait=10.0)
+            escalate(lambda sig: signal_pid(self.pid, sig), lambda: not self.alive(), grace=grace, kill_wait=10.0)
         for f in {self._out, self._err}:
             f.close()
         REGISTRY.discard(self)
         return self.popen.returncode
-
-    def _send(self, sig: signal.Signals) -> None:
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -128,14 +120,47 @@ def wait_until(ready: Callable[[], bool], child: Child, timeout: float, what: st
 
 
 def escalate(send: Callable[[signal.Signals], None], gone: Callable[[], bool], grace: float,
-             kill_wait: float = 5.0) -> bool:
+             kill_wait: float = 5.0, *, term: bool = True) -> bool:
     """SIGTERM, wait up to `grace` (a second Ctrl-C ends the grace at once), then SIGKILL and
-    wait up to `kill_wait`. True when whatever `gone` watches is gone."""
-    send(signal.SIGTERM)
-    if wait_for(gone, grace, hurry=True):
+    wait up to `kill_wait`. True when whatever `gone` watches is gone. `term=False` skips the
+    SIGTERM and its grace: SIGKILL at once unless it is gone already."""
+    if term:
+        send(signal.SIGTERM)
+        if wait_for(gone, grace, hurry=True):
+            return True
+    elif gone():
         return True
     send(signal.SIGKILL)
     return wait_for(gone, kill_wait)
+
+
+def signal_pid(pid: int, sig: signal.Signals, *, group: bool = False) -> None:
+    """Send `sig` to `pid` (with `group`, to its process group); one that is gone already is no error."""
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs: a zombie (exited, not yet reaped) is gone; a process of another user
+    whose /proc entry cannot be read counts as alive."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state != "Z"
 
 
 class _Registry:

@@ -23,7 +23,7 @@ Evidence lands in the embedded layout (`results/<run-id>/cells/<client>/<cluster
 the watcher's lines (`watcher.jsonl`; the rest of the container log, stdout and stderr merged by
 the runtime, in `watcher.stderr`; everything in `watcher.log`), the pod's capture copied out of the
 sidecar (`pod.pcap`, `tcpdump.log`), the pod's events and last status, the rendered objects, the
-harness log. Verdicts come from runner/verdicts.judge_cell, as on the embedded cluster; a pod that
+harness log. Verdicts come from runner/verdict.judge_cell, as on the embedded cluster; a pod that
 never started, was evicted or OOM-killed, or whose capture died, is ERROR with the reason.
 
 This module holds one cluster's lifetime (KubernetesBackend) and the run over the matrix's

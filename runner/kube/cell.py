@@ -7,6 +7,7 @@ from the pod's log stream; evidence is the embedded layout plus the pod's status
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,11 +17,12 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runner.evidence.collect import BackendEvidence, collect_cell
+from runner.collect import BackendEvidence, collect_cell
 from runner.evidence.lb_events import RecordingLb, pod_lb_record
 from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
 from runner.evidence.pcap import PcapFacts
 from runner.harness import CellSetupError, HarnessRun
+from runner.host.procs import escalate
 from runner.kube import manifests as m
 from runner.kube.api import (
     REQUEST_TIMEOUT,
@@ -100,6 +102,13 @@ class KubeCellRun(HarnessRun):
                     ["/bin/sh", "-c", m.SIGNAL_WATCHER_SCRIPT, "signal", sig], self.settings.exec_timeout)
         return r.text() if r.rc == 0 else f"exit {r.rc}: {r.text()}"
 
+    def _send(self, sig: signal.Signals) -> None:
+        """The watcher's signal, sent through exec in the capture sidecar (it shares the pod's pid namespace)."""
+        if sig == signal.SIGTERM:
+            self.harness(f"stop: SIGTERM to the watcher: {self._signal('TERM')}")
+        else:
+            self.harness(f"stop: no exit within {self.settings.stop_timeout:.0f} s; SIGKILL: {self._signal('KILL')}")
+
     def stop_processes(self) -> None:
         """SIGTERM the watcher (SIGKILL after stop_timeout), then stop the capture and copy it out."""
         if self._stopped or not self.pod_started or self.pod_watcher is None:
@@ -107,13 +116,9 @@ class KubeCellRun(HarnessRun):
         self._stopped = True
         w = self.pod_watcher
         try:
-            if w.alive():
-                self.harness(f"stop: SIGTERM to the watcher: {self._signal('TERM')}")
-                if not w.wait_ended(self.settings.stop_timeout):
-                    self.harness(f"stop: no exit within {self.settings.stop_timeout:.0f} s; "
-                                 f"SIGKILL: {self._signal('KILL')}")
-                    if not w.wait_ended(self.settings.stop_timeout):
-                        self.harness_errors.append("the watcher did not stop after SIGKILL")
+            if w.alive() and not escalate(self._send, lambda: not w.alive(), grace=self.settings.stop_timeout,
+                                          kill_wait=self.settings.stop_timeout):
+                self.harness_errors.append("the watcher did not stop after SIGKILL")
             pod = w.refresh()
             self.watcher_exit = w.returncode
             term = w.termination

@@ -75,21 +75,21 @@ class Handover:
 class LocalCluster(StartStop):
     kind = "local"
 
+    #: Seconds the node may take to become Ready once the kubelet runs.
+    ready_timeout = 60.0
+
     def __init__(self, *, run_id: str | None = None, progress: Progress = _quiet, churn_interval: float = 0.0,
-                 ready_timeout: float = 60.0, install: bool = True, extra_kubelet_args: list[str] | None = None,
-                 advertise_address: Callable[[Block], str] | None = None, lb: Profile | None = None,
+                 install: bool = True, extra_kubelet_args: list[str] | None = None, lb: Profile | None = None,
                  lb_evidence: Path | None = None):
         """`lb`: the LB emulator's profile in the pods' path to kube-apiserver (runner/local/lbpath.py):
         kube-apiserver then advertises the LB's VIP, so the `kubernetes` Service leads through it.
         `lb_evidence`: where the LB's event log and captures go (default: the cluster's evidence)."""
-        if lb is not None and advertise_address is None:
-            advertise_address = _first_vip
+        advertise_address = _first_vip if lb is not None else None
         self.lb_profile = lb
         self.lb: NodeLoadBalancer | None = None
         self.run_id = run_id or new_run_id()
         self.progress = progress
         self.install = install
-        self.ready_timeout = ready_timeout
         self.extra_kubelet_args = extra_kubelet_args or []
         self.workdir = Path(tempfile.mkdtemp(prefix=f"watchdrop-{self.run_id}-local-"))
         self.evidence_dir = self.workdir / "evidence"
@@ -172,9 +172,9 @@ class LocalCluster(StartStop):
         self.children.append(controlplane.start_scheduler(bins["kube-scheduler"], api_ns, self.ids.scheduler,
                                                           ev, log))
         self.children.append(self._start_dns(bins["coredns"]))
-        self.kubelet = node.start_kubelet(bins["kubelet"], self.paths, self.net, p, self.ids,
-                                          dns.service_ip(self.control.block.service_cluster_ip_range), ev, log,
-                                          self.extra_kubelet_args)
+        self.kubelet = node.start_kubelet(node.KubeletSetup(
+            bins["kubelet"], self.paths, self.net, p, self.ids,
+            dns.service_ip(self.control.block.service_cluster_ip_range), tuple(self.extra_kubelet_args)), ev, log)
         self.children.append(self.kubelet)
         proxy = node.start_kube_proxy(bins["kube-proxy"], self.paths, self.net, self.ids, ev, log)
         self.children.append(proxy)

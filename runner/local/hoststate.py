@@ -13,13 +13,13 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from runner.host.commands import CommandLog
+from runner.host.commands import CommandLog, query
 from runner.host.netns import RUNS_DIR
+from runner.host.procs import escalate, pid_alive, signal_pid
 from runner.host.safefiles import write_nofollow
 
 #: what the kubelet (setupKernelTunables) and the CNI bridge (isGateway) rewrite on every start
@@ -56,7 +56,7 @@ def iptables_chains() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for binary in ("iptables", "ip6tables"):
         try:
-            proc = subprocess.run([f"{binary}-save"], capture_output=True, text=True, timeout=30, check=False)
+            proc = query([f"{binary}-save"])
         except FileNotFoundError:
             continue
         table = ""
@@ -70,7 +70,7 @@ def iptables_chains() -> dict[str, list[str]]:
 
 
 def nft_tables() -> list[str]:
-    proc = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30, check=False)
+    proc = query(["nft", "list", "tables"])
     return sorted(line.removeprefix("table ").strip() for line in proc.stdout.splitlines() if line.strip())
 
 
@@ -143,37 +143,17 @@ def cgroup_pids(roots: list[str]) -> list[int]:
 
 
 def kill_pids(pids: list[int], log: CommandLog, what: str, grace: float = 0.0) -> None:
+    """SIGTERM `pids`, SIGKILL what is left after `grace` (at once when `grace` is 0), bounded."""
     if not pids:
         return
-    if grace:
-        log.note(f"SIGTERM to {what}: {pids}")
-        for pid in pids:
-            _kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.05)
-    left = [p for p in pids if _alive(p)]
-    if left:
-        log.note(f"SIGKILL to {what}: {left}")
-        for pid in left:
-            _kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(p) for p in left):
-            time.sleep(0.05)
 
+    def send(sig: signal.Signals) -> None:
+        now = pids if sig == signal.SIGTERM else [p for p in pids if pid_alive(p)]
+        log.note(f"{sig.name} to {what}: {now}")
+        for pid in now:
+            signal_pid(pid, sig)
 
-def _kill(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    escalate(send, lambda: not any(pid_alive(p) for p in pids), grace=grace, kill_wait=5.0, term=bool(grace))
 
 
 def mounts_under(prefixes: list[str]) -> list[str]:
@@ -231,7 +211,7 @@ def restore_sysctls(ledger: Ledger, log: CommandLog, problems: list[str]) -> Non
 
 
 def _save(binary: str, table: str) -> list[str]:
-    proc = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True, timeout=30, check=False)
+    proc = query([f"{binary}-save", "-t", table])
     return proc.stdout.splitlines()
 
 

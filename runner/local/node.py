@@ -20,8 +20,6 @@ from runner.host.commands import CommandLog
 from runner.host.procs import Child
 from runner.local import configs, dns
 
-KUBELET_PORT = 10250
-
 
 @dataclass(frozen=True)
 class NodeNet:
@@ -90,18 +88,31 @@ def issue_identities(p: pkimod.Pki, net: NodeNet, server: str, kubeconfig_dir: P
     )
 
 
-def start_kubelet(binary: Path, paths: configs.NodePaths, net: NodeNet, p: pkimod.Pki, ids: Identities,
-                  cluster_dns: str, evidence: Path, log: CommandLog, extra_args: list[str] | None = None) -> Child:
+@dataclass(frozen=True)
+class KubeletSetup:
+    """What the kubelet starts with: its binary, the node's folders, network and identities."""
+
+    binary: Path
+    paths: configs.NodePaths
+    net: NodeNet
+    pki: pkimod.Pki
+    ids: Identities
+    cluster_dns: str
+    extra_args: tuple[str, ...] = ()
+
+
+def start_kubelet(k: KubeletSetup, evidence: Path, log: CommandLog) -> Child:
+    paths, net, ids = k.paths, k.net, k.ids
     for d in (paths.kubelet_root, paths.state / "static-pods", paths.state / "pod-logs"):
         d.mkdir(parents=True, exist_ok=True)
     paths.resolv_conf.write_text("nameserver 127.0.0.1\n")
     paths.kubelet_config.write_text(configs.kubelet_config(paths, configs.KubeletSettings(
-        node_ip=net.node_ip, ca_cert=p.ca_cert, serving_cert=ids.kubelet_serving[0],
-        serving_key=ids.kubelet_serving[1], cluster_dns=cluster_dns)))
+        node_ip=net.node_ip, ca_cert=k.pki.ca_cert, serving_cert=ids.kubelet_serving[0],
+        serving_key=ids.kubelet_serving[1], cluster_dns=k.cluster_dns)))
     return Child("kubelet", [
-        binary, f"--config={paths.kubelet_config}", f"--kubeconfig={ids.kubelet}",
+        k.binary, f"--config={paths.kubelet_config}", f"--kubeconfig={ids.kubelet}",
         f"--root-dir={paths.kubelet_root}", f"--cert-dir={paths.state / 'kubelet-pki'}",
-        f"--node-ip={net.node_ip}", f"--hostname-override={net.name}", "--v=1", *(extra_args or []),
+        f"--node-ip={net.node_ip}", f"--hostname-override={net.name}", "--v=1", *k.extra_args,
     ], stdout=evidence / "kubelet.log", log=log)
 
 

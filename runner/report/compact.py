@@ -38,7 +38,9 @@ def clusters(cells: Iterable[CellResult]) -> list[str]:
     return list(dict.fromkeys(c.cluster for c in cells))
 
 
-def _label(name: str, cells: list[CellResult], defaults: set[str]) -> str:
+def short_label(name: str, cells: list[CellResult], defaults: set[str]) -> str:
+    """An entry's row label: its name, `↳ name` for a variant under its folder's default (what the
+    variant changes is left to the wide table and the HTML index's client list)."""
     first = cells[0]
     return f"↳ {name}" if first.is_variant and first.folder in defaults else name
 
@@ -55,7 +57,7 @@ def render_compact(run: RunResult, fmt: Format) -> str:
         rows = []
         for name, entry in ordered_entries(cells):
             by_cluster = {c.cluster: c for c in entry}
-            row = [_label(name, entry, defaults)]
+            row = [short_label(name, entry, defaults)]
             for cluster in cols:
                 c = by_cluster.get(cluster)
                 if c is None:

@@ -1,8 +1,10 @@
 """The run as web pages a person can read: the matrix, and one page per cell with its timeline.
 
 `write_extras(run, run_dir)` is the one entry point the runner calls after `write_reports`. It
-writes `index.html` (the matrix table in runner/report.render_table's layout, each cell linking to
-its page, the profiles' real numbers, the legend), one `cells/<client>/<cluster>/<scenario>/index.html`
+writes `index.html` (the matrix as a grid of coloured grades in report.md's rows and columns, one
+grade a cell as the compact table has it, each linking to its page, its reason on hover and in the
+numbered notes under the grid; sticky headers, a CSS-only filter by grade and by client; then the
+clients, the profiles' real numbers, the legend), one `cells/<client>/<cluster>/<scenario>/index.html`
 per cell next to that cell's evidence, each cell's `timeline.svg` (runner/report/timeline.py), and
 `junit.xml` (runner/report/junit.py).
 
@@ -15,7 +17,9 @@ log, links to every evidence file (pcaps included) and the one command that reru
 This module collects plain data (strings, numbers, small dataclasses) and renders it with the jinja2
 templates in `templates/`, autoescape on: no markup is built here, so no value can reach a page
 unescaped by being forgotten. Pages are self-contained: inline CSS, the timeline linked by a
-relative path (an `<img>`, where an SVG's scripts never run), no script, no web font. Like report.py,
+relative path (an `<img>`, where an SVG's scripts never run), no script, no web font. The index's
+filters are radio buttons and `:has()` rules; the ids and classes those rules name are made from
+the verdicts and row positions (grid.py), never from a name in the results. Like report.py,
 everything is a function of the RunResult and the evidence files, so rendering twice gives the same bytes.
 """
 
@@ -23,9 +27,11 @@ from __future__ import annotations
 
 import html
 import json
+import multiprocessing
 import os
 import shlex
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -35,18 +41,15 @@ from markupsafe import Markup
 
 from runner.contract import WATCH
 from runner.evidence import lb_events
-from runner.files import write_atomic
+from runner.host.safefiles import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
+from runner.report.grid import VERDICT_CLASS, HeadCell, Option, grid
 from runner.report.junit import write_junit
 
 # The matrix's rows, columns and labels are report.py's, so the page and the text table always agree.
 from runner.report.render import (
-    cell_text,
-    column_title,
-    entry_label,
-    keepalive_text,
+    cell_facts,
     mitigation_lines,
-    ordered_entries,
     profiles_used,
     rel_time,
     table_columns,
@@ -60,9 +63,6 @@ from runner.text import plural
 WATCHER_TAIL = 40
 STDERR_TAIL = 20
 TIMELINE_FILE = "timeline.svg"
-
-_VERDICT_CLASS = {v: "v-" + v.value.lower() for v in Verdict}
-
 
 def _escape(value: object) -> object:
     """Every `{{ value }}` of the templates, escaped as html.escape does (quotes included).
@@ -125,25 +125,6 @@ def reproduce_command(run: RunResult, cell: CellResult) -> str:
 
 
 @dataclass(frozen=True)
-class MatrixCell:
-    verdict: str
-    css: str
-    title: str
-    #: The cell page's link, or None when the cell got no page.
-    href: str | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class MatrixRow:
-    label: str
-    library: str
-    keepalive: str
-    #: One per column; None where this entry has no cell.
-    cells: list[MatrixCell | None]
-
-
-@dataclass(frozen=True)
 class LegendEntry:
     css: str
     value: str
@@ -162,29 +143,15 @@ _RUN_FILES = (("results.json", "every cell's verdict and evidence facts"),
               ("junit.xml", "one test case per cell, for CI"))
 
 
-def _matrix_rows(run: RunResult, linkable: set[str], columns: list[tuple[str, str]]) -> list[MatrixRow]:
-    defaults = {c.folder: c for c in run.cells if not c.is_variant}
-    rows = []
-    for name, cells in ordered_entries(run.cells):
-        by_col = {(c.cluster, c.scenario): c for c in cells}
-        row_cells: list[MatrixCell | None] = []
-        for col in columns:
-            c = by_col.get(col)
-            row_cells.append(None if c is None else MatrixCell(
-                verdict=c.verdict.value, css=_VERDICT_CLASS[c.verdict], title=cell_text(c),
-                href=_href(cell_page_path(c)) if c.cell_id in linkable else None, reason=c.reason))
-        first = cells[0]
-        rows.append(MatrixRow(label=entry_label(name, cells, defaults),
-                              library=f"{first.library} {first.library_version}",
-                              keepalive=keepalive_text(cells), cells=row_cells))
-    return rows
-
-
 def render_index(run: RunResult, linkable: set[str]) -> str:
-    """index.html: run facts, the matrix with links to the cell pages, profiles, legend, mitigations."""
+    """index.html: run facts, the grid of grades with links to the cell pages and filters, the notes
+    with each cell's reason, the clients, profiles, legend, mitigations."""
     columns = table_columns(run.cells)
-    many = len({sc for _, sc in columns}) > 1
+    clusters = list(dict.fromkeys(cl for cl, _ in columns))
+    scenarios = list(dict.fromkeys(sc for _, sc in columns))
+    many = len(scenarios) > 1
     counts = Counter(c.verdict for c in run.cells)
+    g = grid(run, columns, lambda c: _href(cell_page_path(c)) if c.cell_id in linkable else None)
     return _ENV.get_template("index.html.j2").render(
         title=f"watchdrop run {run.run_id}",
         run_id=run.run_id,
@@ -195,10 +162,18 @@ def render_index(run: RunResult, linkable: set[str]) -> str:
         interrupted=run.interrupted,
         n_cells=len(run.cells),
         summary=", ".join(f"{counts[v]} {v.value}" for v in Verdict if counts[v]),
-        heads=["client", "library", "keepalive (observed)", *(column_title(cl, sc, many) for cl, sc in columns)],
-        rows=_matrix_rows(run, linkable, columns),
+        # Several scenarios: a row of clusters over a row of scenarios; one: the clusters alone.
+        column_heads=[HeadCell(cl, len(scenarios)) for cl in clusters],
+        scenario_heads=[sc for _, sc in columns] if many else [],
+        group_size=len(scenarios),
+        rows=g.rows,
+        notes=g.notes,
+        clients=g.clients,
+        grade_options=[Option(key=v.value.lower(), css=VERDICT_CLASS[v], label=v.value, count=counts[v])
+                       for v in Verdict if counts[v]],
+        client_options=g.client_options,
         profiles=profiles_used(run),
-        legend=[LegendEntry(_VERDICT_CLASS[v], v.value, v.legend) for v in Verdict],
+        legend=[LegendEntry(VERDICT_CLASS[v], v.value, v.legend) for v in Verdict],
         mitigations=mitigation_lines(run),
         files=[FileLink(_href(name), name, what) for name, what in _RUN_FILES],
     )
@@ -382,33 +357,15 @@ def _evidence_links(run_dir: Path, page_dir: Path, cell: CellResult) -> list[Evi
             for kind, rel in items]
 
 
+#: The page's order of render.cell_facts, and its names where they differ from report.md's.
+_PAGE_FACTS = ("library", "profile", "timings", "keepalive observed", "started", "finished", "environment", "build",
+               "watcher", "LB")
+_PAGE_NAMES = {"LB": "LB summary"}
+
+
 def _setup_facts(cell: CellResult) -> list[tuple[str, str]]:
-    t = cell.timings
-    timings = [f"interval {fmt_secs(t.interval)}"] if t.interval is not None else []
-    timings += [f"idle {fmt_secs(t.idle)}"] if t.idle is not None else []
-    timings += [f"detection timeout {fmt_secs(t.detection_timeout)}", plural(t.rounds, "round")]
-    facts = [
-        ("library", f"{cell.library} {cell.library_version} ({cell.api_style})"),
-        ("profile", cell.profile.describe() if cell.profile else f"the provider LB of {cell.cluster} (not emulated)"),
-        ("timings", ", ".join(timings)),
-        ("keepalive observed", cell.keepalive or "—"),
-        ("started", utc_time(cell.started)),
-        ("finished", utc_time(cell.finished)),
-    ]
-    if cell.variant_env:
-        facts.append(("environment", ", ".join(f"{k}={v}" for k, v in sorted(cell.variant_env.items()))))
-    if cell.build_env:
-        facts.append(("build", ", ".join(f"{k}={v}" for k, v in sorted(cell.build_env.items()))))
-    if cell.watcher is not None:
-        w = cell.watcher
-        facts.append(("watcher", f"{w.errors} error, {w.reconnects} reconnect, {w.watch_opened} watch-opened of "
-                                 f"{plural(w.lines, 'line')}; {plural(w.stderr_errors, 'error line')} on stderr; "
-                                 f"exit code {w.exit_code if w.exit_code is not None else '—'}"))
-    if cell.lb is not None:
-        lb = cell.lb
-        facts.append(("LB summary", f"{lb.expired} expired, RST to client {lb.rst_to_client}, RST to server "
-                                    f"{lb.rst_to_server}, {lb.dropped_after_expiry} dropped after expiry"))
-    return facts
+    facts = cell_facts(cell)
+    return [(_PAGE_NAMES.get(name, name), facts[name]) for name in _PAGE_FACTS if name in facts]
 
 
 def _timeline_view(cell: CellResult, page_dir: Path, timeline: str | None) -> TimelineView:
@@ -429,7 +386,7 @@ def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Eviden
         run_id=run.run_id,
         up=_href(os.path.relpath(run_dir / "index.html", page_dir).replace(os.sep, "/")),
         cell=cell,
-        verdict_css=_VERDICT_CLASS[cell.verdict],
+        verdict_css=VERDICT_CLASS[cell.verdict],
         story=story(cell, ev),
         timeline=_timeline_view(cell, page_dir, timeline),
         watch=cell.scenario == WATCH,
@@ -454,11 +411,10 @@ def _has_evidence(ev: Evidence) -> bool:
     return ev.pcap is not None or bool(ev.watcher or ev.lb_flows or ev.harness)
 
 
-def write_html(run: RunResult, run_dir: Path) -> Path:
-    """Write run_dir/index.html and each cell's page and timeline; returns index.html's path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    linkable: set[str] = set()
-    for cell in run.cells:
+def _write_cell_pages(run: RunResult, run_dir: Path, cell_ids: list[str]) -> list[str]:
+    """Draw the timeline and write the page of each of `cell_ids`; returns those that got a page."""
+    written = []
+    for cell in (c for c in run.cells if c.cell_id in set(cell_ids)):
         cell_dir = _safe_cell_dir(run_dir, cell)
         if cell_dir is None:
             continue
@@ -474,7 +430,28 @@ def write_html(run: RunResult, run_dir: Path) -> Path:
         else:
             timeline = None
         write_atomic(cell_dir / "index.html", render_cell_page(run, run_dir, cell, ev, timeline))
-        linkable.add(cell.cell_id)
+        written.append(cell.cell_id)
+    return written
+
+
+def write_html(run: RunResult, run_dir: Path, workers: int | None = None) -> Path:
+    """Write run_dir/index.html and each cell's page and timeline; returns index.html's path.
+
+    Drawing the timelines is most of a report's time and each page stands alone, so the cells are
+    split across one process per CPU (the pages are the same bytes as drawn one by one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ids = [c.cell_id for c in run.cells]
+    if workers is None:  # a process is worth its start-up (imports) from a few cells on
+        workers = min(os.cpu_count() or 1, len(ids) // 8)
+    workers = max(1, min(workers, len(ids)))
+    if workers == 1:
+        linkable = set(_write_cell_pages(run, run_dir, ids))
+    else:
+        # spawn, not fork: the runner has threads (progress, signal handling) a fork would copy mid-state.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = pool.map(_write_cell_pages, [run] * workers, [run_dir] * workers,
+                             [ids[i::workers] for i in range(workers)])
+            linkable = {cell_id for part in parts for cell_id in part}
     index = run_dir / "index.html"
     write_atomic(index, render_index(run, linkable))
     return index

@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runner.files import write_atomic
+from runner.host.safefiles import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
 
 _FAILURES = (Verdict.FAIL_LOUD, Verdict.FAIL_SILENT)

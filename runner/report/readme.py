@@ -6,7 +6,7 @@ from runner.contract import WATCH
 from runner.model import CellResult, RunResult, Verdict
 from runner.report.compact import render_compact
 from runner.report.render import utc_time
-from runner.safetext import markdown_text
+from runner.text import markdown_text
 
 
 def readme_examples(run: RunResult) -> dict[str, CellResult]:

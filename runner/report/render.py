@@ -14,7 +14,6 @@ legend, and "mitigation proven" lines where a variant PASSes where its folder's 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +23,10 @@ from tabulate import tabulate
 
 from runner.contract import WATCH
 from runner.errors import UsageError
-from runner.files import write_atomic
+from runner.evidence.pcap import NONE_SEEN, KeepaliveSign
+from runner.host.safefiles import write_atomic
 from runner.model import CellResult, RunResult, Verdict, fmt_secs
-from runner.safetext import markdown_text, printable
-from runner.text import plural
+from runner.text import markdown_text, plural, printable
 
 README_BEGIN = "<!-- watchdrop:matrix:begin -->"
 README_END = "<!-- watchdrop:matrix:end -->"
@@ -101,9 +100,8 @@ def keepalive_text(cells: list[CellResult]) -> str:
     candidates = sorted((c for c in cells if c.pcap is not None and c.keepalive), key=rank)
     if not candidates:
         return "—"
-    parts = [re.sub(r"\s*\([^)]*\)", "", p).strip() for p in candidates[0].keepalive.split(";")]
-    periodic = [p for p in parts if " idle" in p]
-    return "; ".join(periodic) if periodic else "none seen"
+    periodic = [s.short() for s in KeepaliveSign.parse(candidates[0].keepalive) if s.periodic]
+    return "; ".join(periodic) if periodic else NONE_SEEN
 
 
 def cell_text(c: CellResult | None) -> str:
@@ -114,7 +112,7 @@ def cell_text(c: CellResult | None) -> str:
 
 def table_cell(text: str, fmt: Format) -> str:
     # One line per row whatever a reason contains, and a bare `|` would end a Markdown cell; a
-    # library's text can carry terminal escapes or `<!--` (runner/safetext.py).
+    # library's text can carry terminal escapes or `<!--` (runner/text.py).
     return markdown_text(text) if fmt == "github" else " ".join(printable(text).split())
 
 
@@ -225,37 +223,43 @@ def _md(text: str) -> str:
     return markdown_text(text)
 
 
-def _cell_section(c: CellResult) -> list[str]:
-    out = [f"### {c.cell_id}", "", f"**{c.verdict.value}**: {_md(c.reason)}", ""]
+def cell_facts(c: CellResult) -> dict[str, str]:
+    """A cell's setup and counts by name, in report.md's order (the HTML page has its own,
+    report/html.py `_setup_facts`); environment, build, watcher and LB only when there are any."""
     t = c.timings
     timings = [f"interval {fmt_secs(t.interval)}"] if t.interval is not None else []
     timings += [f"idle {fmt_secs(t.idle)}"] if t.idle is not None else []
     timings += [f"detection timeout {fmt_secs(t.detection_timeout)}", plural(t.rounds, "round")]
-    facts = [
-        f"library: {c.library} {c.library_version} ({c.api_style})",
-        f"profile: {c.profile.describe() if c.profile else 'the provider LB of ' + c.cluster + ' (not emulated)'}",
-        "timings: " + ", ".join(timings),
-        f"keepalive observed: {c.keepalive or '—'}",
-    ]
+    facts = {
+        "library": f"{c.library} {c.library_version} ({c.api_style})",
+        "profile": c.profile.describe() if c.profile else f"the provider LB of {c.cluster} (not emulated)",
+        "timings": ", ".join(timings),
+        "keepalive observed": c.keepalive or "—",
+    }
     if c.variant_env:
-        facts.append("environment: " + ", ".join(f"{k}={v}" for k, v in sorted(c.variant_env.items())))
+        facts["environment"] = ", ".join(f"{k}={v}" for k, v in sorted(c.variant_env.items()))
     if c.build_env:
-        facts.append("build: " + ", ".join(f"{k}={v}" for k, v in sorted(c.build_env.items())))
+        facts["build"] = ", ".join(f"{k}={v}" for k, v in sorted(c.build_env.items()))
     if c.watcher is not None:
         w = c.watcher
-        facts.append(
-            f"watcher: {w.errors} error, {w.reconnects} reconnect, {w.watch_opened} watch-opened "
-            f"of {plural(w.lines, 'line')}; {plural(w.stderr_errors, 'error line')} on stderr; exit code "
-            f"{w.exit_code if w.exit_code is not None else '—'}"
-        )
+        facts["watcher"] = (f"{w.errors} error, {w.reconnects} reconnect, {w.watch_opened} watch-opened "
+                            f"of {plural(w.lines, 'line')}; {plural(w.stderr_errors, 'error line')} on stderr; "
+                            f"exit code {w.exit_code if w.exit_code is not None else '—'}")
     if c.lb is not None:
         lb = c.lb
-        facts.append(
-            f"LB: {lb.expired} expired, RST to client {lb.rst_to_client}, RST to server {lb.rst_to_server}, "
-            f"{lb.dropped_after_expiry} dropped after expiry"
-        )
-    facts.append(f"started {utc_time(c.started)}, finished {utc_time(c.finished)}")
-    out += [f"- {_md(f)}" for f in facts]
+        facts["LB"] = (f"{lb.expired} expired, RST to client {lb.rst_to_client}, RST to server {lb.rst_to_server}, "
+                       f"{lb.dropped_after_expiry} dropped after expiry")
+    facts["started"] = utc_time(c.started)
+    facts["finished"] = utc_time(c.finished)
+    return facts
+
+
+def _cell_section(c: CellResult) -> list[str]:
+    out = [f"### {c.cell_id}", "", f"**{c.verdict.value}**: {_md(c.reason)}", ""]
+    facts = cell_facts(c)
+    started, finished = facts.pop("started"), facts.pop("finished")
+    lines = [f"{name}: {value}" for name, value in facts.items()] + [f"started {started}, finished {finished}"]
+    out += [f"- {_md(f)}" for f in lines]
     if c.errors:
         out += ["", "Harness errors:"] + [f"- {_md(e)}" for e in c.errors]
     if c.rounds:

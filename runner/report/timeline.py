@@ -45,7 +45,7 @@ from runner.evidence import harness_log, lb_events
 from runner.evidence.harness_log import HarnessLine
 from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, read_pcap
 from runner.evidence.watcher_log import parse_watcher_log
-from runner.files import write_atomic
+from runner.host.safefiles import write_atomic
 from runner.model import CellResult, fmt_secs
 
 #: The API server's port on the VIP: the pod's capture is read for connections to it only.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
 from runner.host import signals
 from runner.host.procs import REGISTRY
+from runner.probe.ladder import DEFAULT_LADDER, DEFAULT_MAX_IDLE
 
 if TYPE_CHECKING:
     from runner.kube.manifests import Subject
@@ -33,6 +34,9 @@ commands:
                          a real single-node Kubernetes on this machine (kubelet, containerd,
                          kube-proxy, a registry); prints the kubeconfig and context, Ctrl-C ends it
   lb-probe --profile P   the seed's curl experiment through one load-balancer profile
+  lb-probe --cluster C [--matrix M] [--max-idle S]
+                         idle connections through a local or kubernetes cluster's Service LB, from
+                         outside and from a pod: when and how each path broke, which profile fits
   clean [MATRIX.yaml]    remove leftovers (namespaces, nft tables, processes) of crashed runs;
                          with a matrix, also their namespaces on its kubernetes clusters
   kube-rbac --user NAME  print the RBAC and admission policy a cluster admin applies for the
@@ -48,6 +52,10 @@ exit codes: 0 ran, no ERROR cells; 1 some cell ERROR; 2 interrupted; 3 internal 
 """
 
 
+#: What each `_add_<command>` adds its subcommand to.
+_Sub = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}", fix=f"see `{self.prog} --help`")
@@ -57,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m runner", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_run, _add_report, _add_cluster, _add_lb_probe, _add_clean, _add_kube_rbac, _add_versions,
+                _add_bisect):
+        add(sub)
+    return p
 
+
+def _add_run(sub: _Sub) -> None:
     run = sub.add_parser("run", help="run a matrix", description="Run every selected cell of a matrix.")
     run.add_argument("matrix", help="the matrix file, e.g. matrix.yaml or matrix.quick.yaml")
     run.add_argument("--plan", action="store_true", help="print the cells and what each needs; run nothing")
@@ -78,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pause-at", metavar="PHASE", help=argparse.SUPPRESS)
     # Test seam, not for users: this client's captures fail to start (a cell without packet evidence).
     run.add_argument("--break-capture", metavar="CLIENT", help=argparse.SUPPRESS)
+    # Test seam, not for users: smaller size caps (MiB) for the watcher's logs and the pod's capture.
+    run.add_argument("--limit-log-mib", type=float, metavar="MIB", help=argparse.SUPPRESS)
+    run.add_argument("--limit-pcap-mib", type=float, metavar="MIB", help=argparse.SUPPRESS)
 
+
+def _add_report(sub: _Sub) -> None:
     rep = sub.add_parser("report", help="re-render a results file")
     rep.add_argument("results", help="a results.json written by a run")
     rep.add_argument("--format", choices=["plain", "github"], default="plain")
@@ -90,19 +109,40 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set the run beside another, cell by cell where both ran the same client, scenario "
                           "and LB profile (e.g. a local cluster's run beside an embedded one)")
 
+
+def _add_cluster(sub: _Sub) -> None:
     cl = sub.add_parser("cluster", help="the embedded or local cluster on its own")
     cl.add_argument("action", choices=["check", "up"])
     cl.add_argument("--kind", choices=["embedded", "local"], default="embedded",
                     help="embedded: etcd + kube-apiserver only (default); local: a real node as well (up only)")
 
-    probe = sub.add_parser("lb-probe", help="the seed's curl experiment through one LB profile")
-    probe.add_argument("--profile", required=True, help="a profile name, e.g. azure-slb")
-    probe.add_argument("--idle-timeout", type=int, help="override the profile's idle timeout (s)")
+
+def _add_lb_probe(sub: _Sub) -> None:
+    probe = sub.add_parser("lb-probe", help="the seed's curl experiment through one LB profile, or a cluster's LB",
+                           description="With --profile: the seed's curl experiment through one LB profile on the "
+                                       "embedded cluster. With --cluster: the timer server behind a Service of "
+                                       "that cluster (local or kubernetes), connections held idle at a ladder of "
+                                       "periods from outside the cluster and from a pod, and per path after how "
+                                       "long and how the flow broke, and which profiles that matches.")
+    probe.add_argument("--profile", help="a profile name, e.g. azure-slb (the embedded cluster)")
+    probe.add_argument("--idle-timeout", type=int, help="with --profile: override the profile's idle timeout (s)")
+    probe.add_argument("--cluster", help="a matrix cluster of kind local or kubernetes, e.g. local-silent")
+    probe.add_argument("--matrix", default="matrix.yaml", help="with --cluster: the matrix naming it "
+                                                               "(default: matrix.yaml)")
+    probe.add_argument("--max-idle", type=int, default=DEFAULT_MAX_IDLE, metavar="S",
+                       help=f"with --cluster: the longest idle period held (default {DEFAULT_MAX_IDLE} s); the "
+                            f"ladder's rungs up to it: {', '.join(map(str, DEFAULT_LADDER))}")
+    probe.add_argument("--ladder", metavar="S,S,...", help="with --cluster: other rungs (seconds, comma-separated)")
     probe.add_argument("--out", default="results", help="where the evidence goes")
 
+
+def _add_clean(sub: _Sub) -> None:
     cln = sub.add_parser("clean", help="remove leftovers of crashed runs (only wd- prefixed resources)")
     cln.add_argument("matrix", nargs="?",
                      help="also delete crashed runs' namespaces on this matrix's kubernetes clusters")
+
+
+def _add_kube_rbac(sub: _Sub) -> None:
     rbac = sub.add_parser("kube-rbac", help="print the least-privilege manifests for the runner's identity",
                           description="Print the ClusterRoles, ClusterRoleBinding and ValidatingAdmissionPolicies "
                                       "that let the runner do its job on a real cluster and nothing else "
@@ -117,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     rbac.add_argument("--secrets-namespace", default="default", metavar="NS",
                       help="the kube context's namespace, where the pull secrets are read (default: default)")
 
+
+def _add_versions(sub: _Sub) -> None:
     ver = sub.add_parser("versions", help="pinned library versions beside the registries' newest releases",
                          description="Print, per client folder (or per pin a matrix's columns build), the "
                                      "registry, the library, the pinned version, the newest stable release "
@@ -130,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the "
                                                       "matrix, or ./clients)")
 
+
+def _add_bisect(sub: _Sub) -> None:
     bis = sub.add_parser("bisect", help="the library release where one cell's grade changes",
                          description="List the column's library releases from its registry, build the watcher "
                                      "at each version a binary search picks (the descriptor's version_env), run "
@@ -148,7 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     bis.add_argument("--format", choices=["plain", "github"], default="plain")
     bis.add_argument("--json", action="store_true", help="print the record (also written as OUT/bisect.json)")
     bis.add_argument("--clients", metavar="DIR", help="the clients folder (default: clients/ next to the matrix)")
-    return p
 
 
 def normalise(argv: Sequence[str]) -> list[str]:
@@ -187,7 +230,7 @@ def dispatch(args: argparse.Namespace) -> int:
             sysdeps.require_root("the embedded cluster")
             sysdeps.ensure_tools()
         # Imported only now: as a non-root user the Kubernetes client may not even be importable.
-        from runner import cluster_cli
+        from runner.cli import cluster as cluster_cli
         if args.kind == "local":
             return cluster_cli.up_local()
         return cluster_cli.check() if args.action == "check" else cluster_cli.up()
@@ -195,6 +238,20 @@ def dispatch(args: argparse.Namespace) -> int:
         from runner.host import cleanup
         return cleanup.main(Path(args.matrix) if args.matrix else None)
     if args.command == "lb-probe":
+        if bool(args.profile) == bool(args.cluster):
+            raise UsageError("lb-probe: give either --profile (the embedded cluster) or --cluster (a local or "
+                             "kubernetes cluster of a matrix)",
+                             fix="e.g. `lb-probe --profile azure-slb` or `lb-probe --cluster local-silent "
+                                 "--matrix matrix.local.yaml`")
+        if args.cluster:
+            if args.idle_timeout:
+                raise UsageError("lb-probe --idle-timeout applies to --profile only",
+                                 fix="with --cluster the profile is the cluster's; bound the ladder with --max-idle")
+            from runner.probe import command as probe_command
+            return probe_command.main(args)
+        if args.ladder or args.max_idle != DEFAULT_MAX_IDLE:
+            raise UsageError("lb-probe --max-idle/--ladder apply to --cluster only",
+                             fix="with --profile the slow port speaks at the profile's timeout + 10 s")
         from runner.embedded import lbprobe
         return lbprobe.main(args)
     if args.command == "report":
@@ -206,7 +263,7 @@ def dispatch(args: argparse.Namespace) -> int:
             _subject(args), pull_secrets=args.pull_secret, secrets_namespace=args.secrets_namespace)), end="")
         return 0
     if args.command == "versions":
-        from runner.versions_cli import versions_main
+        from runner.cli.versions import versions_main
         return versions_main(args)
     if args.command == "bisect":
         from runner.bisect.cli import bisect_main
