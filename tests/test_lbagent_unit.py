@@ -89,3 +89,33 @@ def test_a_backend_inside_a_client_network_is_still_the_server() -> None:
     a.on_packet("backend", _frame("198.18.16.1", "198.18.16.3", 32119, 40000, "SA", 500), 0.1)
     flow = a.flows[("198.18.16.3", 40000)]
     assert (flow.client_next, flow.server_next) == (101, 501)
+
+
+def test_a_nat_hop_tracks_its_flows_past_the_masquerade() -> None:
+    """Behind `--snat` the backend leg shows the hop's address and the client's port: still the same flow."""
+    a = _agent("rst-inside-only", 5.0)
+    a.snat, a._snat_ports, a.hop = "198.18.2.17", {}, "natgw"
+    a.backends = {6443: ("198.18.2.8", 6443)}
+    pod, vip = "198.18.2.130", "198.18.2.8"
+    a.on_packet("pod", _frame(pod, vip, 40002, 6443, "S", 100), 0.0)
+    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40002, "SA", 500), 0.1)
+    flow = a.flows[(pod, 40002)]
+    assert (flow.client_next, flow.server_next, flow.last) == (101, 501, 0.1)
+    a.expire_due(5.2)
+    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40002, "PA", 501), 6.0)
+    a.on_packet("pod", _frame(pod, vip, 40002, 6443, "PA", 101), 6.5)
+    import json
+
+    recs = [json.loads(x) for x in a.out.getvalue().splitlines()]
+    assert {r["hop"] for r in recs} == {"natgw"}
+    # An AWS NAT gateway: the server's late packet is dropped, the client's is answered with an RST.
+    assert [(r["side"], r["action"]) for r in recs if r["event"] == "after-expiry"] == \
+        [("server", "dropped"), ("client", "reset")]
+
+
+def test_an_ordered_timer_moves_the_deadline_by_its_offset() -> None:
+    a = _agent("silent-drop", 5.0)
+    a.offset = 0.05
+    pod, vip = "198.18.2.130", "198.18.2.8"
+    a.on_packet("pod", _frame(pod, vip, 40003, 6443, "S", 100), 10.0)
+    assert a.next_deadline() == 15.05

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-Mode = Literal["none", "silent-drop", "rst-on-next-packet", "rst-both-ways"]
+#: `rst-inside-only` is a NAT gateway's (AWS): silent, then an RST only to a sender on the client side.
+Mode = Literal["none", "silent-drop", "rst-on-next-packet", "rst-both-ways", "rst-inside-only"]
 #: What sits between the LB and kube-apiserver, and so what the client hears of the server's own
 #: closes (docs/facts.md, "Fronts"): `tcp` a TCP proxy that passes them on, `passthrough` nothing
 #: (DNAT straight to kube-apiserver), `http` an L7 front that ends TLS and HTTP and keeps them.
@@ -70,7 +71,8 @@ class Profile:
     #: What happens to a flow idle for `idle_timeout` seconds: nothing (`none`), later packets are
     #: dropped without a word (`silent-drop`), the next packet from either side gets an RST and the
     #: other side is not told (`rst-on-next-packet`), or both ends get an RST at the timeout
-    #: (`rst-both-ways`).
+    #: (`rst-both-ways`), or silent and then an RST only to a client-side sender (`rst-inside-only`,
+    #: an AWS NAT gateway's, runner/config/paths.py).
     mode: Mode
     #: Whole seconds of idleness after which the LB forgets the flow. For mode `none` no LB acts on
     #: it; it only sets how long `idle+N` scenarios wait, so the control cell idles as long as the

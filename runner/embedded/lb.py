@@ -23,6 +23,7 @@ nothing (`passthrough`: the VIP's DNAT goes straight to kube-apiserver).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,36 +52,50 @@ class Pod:
     iface: str = "eth0"
 
 
+def timeout_chains(*, mode: str, idle_timeout: int, vip: str, cut: bool = False) -> str:
+    """The `ct timeout` object and the chain that applies it to new flows toward `vip` (empty for `none`).
+
+    When the agent cuts the flow itself (rst-both-ways, or an ordered timer: `cut`), the kernel's
+    timeout is longer by RST_BOTH_WAYS_MARGIN, so the kernel never forgets the flow first."""
+    if mode == "none":
+        return ""
+    est = idle_timeout + (RST_BOTH_WAYS_MARGIN if mode == "rst-both-ways" or cut else 0)
+    return (
+        "  ct timeout lbidle {\n    protocol tcp;\n    l3proto ip;\n"
+        f"    policy = {{ established: {est}, close_wait: {est} }}\n  }}\n"
+        "  chain ct_timeout {\n    type filter hook prerouting priority -160; policy accept;\n"
+        f"    ct state new ip daddr {vip} ct timeout set \"lbidle\"\n  }}\n"
+    )
+
+
+def expired_chain(mode: str, inside_iface: str = "br0") -> str:
+    """What the hop does with a packet of a flow it forgot: drop it, or answer with an RST that only
+    its sender hears (rst-on-next-packet), or only when the sender is on the client side
+    (`inside_iface`, rst-inside-only: an AWS NAT gateway resets the hosts behind it, no one else)."""
+    rules = []
+    for match in ("ct state invalid", "ct state new tcp flags & (fin|syn|rst|ack) != syn"):
+        if mode == "rst-inside-only":
+            rules.append(f"{match} iifname \"{inside_iface}\" counter reject with tcp reset")
+            rules.append(f"{match} counter drop")
+        else:
+            rules.append(f"{match} counter {'reject with tcp reset' if mode == 'rst-on-next-packet' else 'drop'}")
+    body = "".join(f"    {r}\n" for r in rules)
+    return f"  chain expired {{\n    type filter hook prerouting priority -150; policy accept;\n{body}  }}\n"
+
+
 def nft_ruleset(*, table: str, profile: Profile, vip: str, api_target: str, timer: str,
-                dnat: str | None = None) -> str:
+                dnat: str | None = None, inside_iface: str = "br0", cut: bool = False) -> str:
     """The LB namespace's whole nftables ruleset, as text for `nft -f -`; `dnat` replaces the
-    VIP's DNAT rules (a Service LB's: VIP ports to NodePorts, runner/local/lbservice.py)."""
-    mode = profile.mode
-    expired_action = "reject with tcp reset" if mode == "rst-on-next-packet" else "drop"
+    VIP's DNAT rules (a Service LB's: VIP ports to NodePorts, runner/local/lbservice.py).
+    `inside_iface` is the client side (rst-inside-only), `cut` an agent-timed expiry (timeout_chains)."""
     ports = " ".join(
         f"ip daddr {vip} tcp dport {p} dnat to {timer}:{p}\n" for p in TIMER_PORTS
     )
     api = f"ip daddr {vip} tcp dport {APISERVER_PORT} dnat to {api_target}:{APISERVER_PORT}\n"
     nat = dnat if dnat is not None else f"{api}    {ports}"
-    if mode == "none":
-        timeout_obj, timeout_rule = "", ""
-    else:
-        est = profile.idle_timeout + (RST_BOTH_WAYS_MARGIN if mode == "rst-both-ways" else 0)
-        timeout_obj = (
-            "  ct timeout lbidle {\n    protocol tcp;\n    l3proto ip;\n"
-            f"    policy = {{ established: {est}, close_wait: {est} }}\n  }}\n"
-        )
-        timeout_rule = (
-            "  chain ct_timeout {\n    type filter hook prerouting priority -160; policy accept;\n"
-            f"    ct state new ip daddr {vip} ct timeout set \"lbidle\"\n  }}\n"
-        )
+    timeouts = timeout_chains(mode=profile.mode, idle_timeout=profile.idle_timeout, vip=vip, cut=cut)
     return f"""table ip {table} {{
-{timeout_obj}{timeout_rule}  chain expired {{
-    type filter hook prerouting priority -150; policy accept;
-    ct state invalid counter {expired_action}
-    ct state new tcp flags & (fin|syn|rst|ack) != syn counter {expired_action}
-  }}
-  chain nat_pre {{
+{timeouts}{expired_chain(profile.mode, inside_iface)}  chain nat_pre {{
     type nat hook prerouting priority dstnat; policy accept;
     {nat}  }}
   chain forward {{
@@ -95,6 +110,48 @@ def nft_ruleset(*, table: str, profile: Profile, vip: str, api_target: str, time
   }}
 }}
 """
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What one agent (runner/embedded/lbagent.py) watches and does; the hop settings only for a chain's hops."""
+
+    mode: str
+    idle_timeout: int
+    pod_iface: str
+    client_nets: tuple[str, ...]
+    backend_iface: str
+    vip: str
+    maps: tuple[str, ...]
+    events: Path
+    hop: str | None = None
+    snat: str | None = None
+    order_ms: int = 0
+    cut: bool = False
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "runner.embedded.lbagent", "--mode", self.mode,
+                "--idle-timeout", str(self.idle_timeout), "--pod-iface", self.pod_iface,
+                *(x for net in self.client_nets for x in ("--pod-net", net)), "--backend-iface", self.backend_iface,
+                "--vip", self.vip, *(x for m in self.maps for x in ("--map", m)), "--events", str(self.events)]
+        if self.hop is not None:
+            argv += ["--hop", self.hop]
+        if self.snat is not None:
+            argv += ["--snat", self.snat]
+        if self.order_ms:
+            argv += ["--offset-ms", str(self.order_ms)]
+        if self.cut:
+            argv.append("--cut")
+        return argv
+
+
+def start_agent(name: str, netns: str, argv: list[str], stdout: Path, events: Path, log: CommandLog,
+                what: str) -> Child:
+    """The agent started in `netns`; returns once its event log says `ready`."""
+    agent = Child(name, in_netns(netns, argv), stdout=stdout, log=log, cwd=Path(__file__).resolve().parents[2])
+    wait_until(lambda: any(e.get("event") == "ready" for e in read_timed(events)), agent, 20,
+               f"ready (its event log's `ready` line, {what})")
+    return agent
 
 
 class LoadBalancer:
@@ -146,7 +203,7 @@ class LoadBalancer:
 
     def _ruleset(self) -> str:
         return nft_ruleset(table=self.table, profile=self.profile, vip=self.vip, api_target=self.api_target,
-                           timer=self.block.timer)
+                           timer=self.block.timer, inside_iface=self.pod_iface)
 
     def _agent_maps(self) -> list[str]:
         """The agent's `--map VPORT=HOST:PORT`s: what each VIP port is DNATed to."""
@@ -221,19 +278,15 @@ class LoadBalancer:
         cert = pki.issue_front(self.cluster.pki, f"front-{self.slot}")
         return FrontTls(cert_pem=cert, ca_file=self.cluster.pki.ca_cert)
 
-    def _start_agent(self) -> None:
-        import sys
+    def _agent_spec(self) -> AgentSpec:
+        return AgentSpec(mode=self.profile.mode, idle_timeout=self.profile.idle_timeout, pod_iface=self.pod_iface,
+                         client_nets=tuple(self.client_nets), backend_iface="back0", vip=self.vip,
+                         maps=tuple(self._agent_maps()), events=self.events_path)
 
-        argv = [sys.executable, "-m", "runner.embedded.lbagent", "--mode", self.profile.mode,
-                "--idle-timeout", str(self.profile.idle_timeout), "--pod-iface", self.pod_iface,
-                *(x for net in self.client_nets for x in ("--pod-net", net)), "--backend-iface", "back0",
-                "--vip", self.vip, *(x for m in self._agent_maps() for x in ("--map", m)),
-                "--events", str(self.events_path)]
-        self.agent = Child(f"lb agent {self.slot}", in_netns(self.netns, argv),
-                           stdout=self.evidence_dir / "lb-agent.log", log=self.log,
-                           cwd=Path(__file__).resolve().parents[2])
-        wait_until(lambda: any(e.get("event") == "ready" for e in read_timed(self.events_path)), self.agent, 20,
-                   f"ready (its event log's `ready` line, profile {self.profile.name})")
+    def _start_agent(self) -> None:
+        self.agent = start_agent(f"lb agent {self.slot}", self.netns, self._agent_spec().argv(),
+                                 self.evidence_dir / "lb-agent.log", self.events_path, self.log,
+                                 f"profile {self.profile.name}")
 
     def _wait_listening(self, ns: str, addr: str, port: int, child: Child) -> None:
         def listening() -> bool:
@@ -241,14 +294,19 @@ class LoadBalancer:
 
         wait_until(listening, child, 10, f"listening on {addr}:{port}")
 
+    @property
+    def bridge_ns(self) -> str:
+        """The namespace whose bridge the pods attach to (a chain's first hop, runner/embedded/chain.py)."""
+        return self.netns
+
     def add_pod(self, log: CommandLog | None = None) -> Pod:
         """A pod namespace on this LB's bridge; `log` records the commands in the cell's evidence."""
         idx = len(self.pods)
         addr = self.block.pod_addr(self.slot, idx)
         ns = self.topo.add_ns(f"lb{self.slot}-pod{idx}", log=log)
         port = f"p{idx}"
-        self.topo.veth(self.netns, port, ns, "eth0", log=log)
-        self.topo.run_in(self.netns, ["ip", "link", "set", port, "master", "br0", "up"], log=log)
+        self.topo.veth(self.bridge_ns, port, ns, "eth0", log=log)
+        self.topo.run_in(self.bridge_ns, ["ip", "link", "set", port, "master", "br0", "up"], log=log)
         self.topo.addr(ns, "eth0", f"{addr}/25", log=log)
         # Only the VIP is reachable from a pod: no default route, nothing else in 198.18.
         self.topo.run_in(ns, ["ip", "route", "add", f"{self.vip}/32", "via", self.block.pod_gateway(self.slot)],

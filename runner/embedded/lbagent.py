@@ -15,8 +15,18 @@ The other modes are the kernel's (conntrack timeout + nftables); there the agent
 every profile has the same event log. The runner supervises this process: if it dies, every cell
 behind the profile is ERROR, never a silent change of behaviour.
 
+A hop of a chain (runner/embedded/chain.py) runs one agent too, with three more settings:
+`--hop NAME` puts the hop's name in every record; `--snat ADDR` says the hop masquerades its
+clients to ADDR (a `nat` hop), so a backend-leg packet of ADDR:PORT is the flow of the client's
+port PORT (masquerade keeps a free source port, and each client port is free here) and the
+server-side RST leaves from ADDR; `--cut` makes the agent forget the flow itself at
+last activity + idle timeout + `--offset-ms` (it deletes the conntrack entry, the kernel's timeout
+being longer), for an order between equal timers finer than the kernel's whole seconds. Mode
+`rst-inside-only` (an AWS NAT gateway) is the kernel's: silent, then an RST to a client-side sender.
+
 Run: python -m runner.embedded.lbagent --mode M --idle-timeout S --pod-iface br0 --pod-net CIDR [--pod-net CIDR]
        --backend-iface back0 --vip A --map VPORT=HOST:PORT ... --events FILE
+       [--hop NAME] [--snat ADDR] [--offset-ms MS] [--cut]
 """
 
 from __future__ import annotations
@@ -114,6 +124,12 @@ CONNTRACK_TIMEOUT = 5.0
 
 
 class Agent:
+    #: A chain hop's settings (configure_hop); these defaults are today's single LB.
+    hop: str | None = None
+    snat: str | None = None
+    offset: float = 0.0
+    cut: bool = False
+
     def __init__(self, args: argparse.Namespace, out: IO[str]):
         self.mode: str = args.mode
         self.timeout: float | None = float(args.idle_timeout) if args.mode != "none" else None
@@ -131,6 +147,16 @@ class Agent:
         self.socks = {self._bind(args.pod_iface): "pod", self._bind(args.backend_iface): "backend"}
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.stop = False
+        self.configure_hop(args)
+
+    def configure_hop(self, args: argparse.Namespace) -> None:
+        """A chain hop's settings (module docstring); the defaults are today's single LB."""
+        self.hop = args.hop
+        self.snat = args.snat
+        self.offset = float(args.offset_ms) / 1000
+        # rst-both-ways always cuts itself; the other modes when asked (an ordered timer).
+        self.cut = self.mode == "rst-both-ways" or (bool(args.cut) and self.timeout is not None)
+        self._snat_ports: dict[int, tuple[str, int]] = {}
 
     def _is_pod(self, addr: str) -> bool:
         # Cached: the same few addresses come back on every packet, and this is the hot path.
@@ -152,6 +178,8 @@ class Agent:
 
     def emit(self, event: str, ts: float | None = None, **fields: object) -> None:
         rec = {"ts": round(ts if ts is not None else time.time(), 6), "event": event, **fields}
+        if self.hop:
+            rec["hop"] = self.hop
         self.out.write(json.dumps(rec, sort_keys=True) + "\n")
         self.out.flush()
 
@@ -161,6 +189,11 @@ class Agent:
         if p is None:
             return
         src, dst, sport, dport, seq, flags, seq_len = p
+        snat = self.snat
+        if snat and leg == "backend" and snat in (src, dst):
+            # Past a nat hop's masquerade: the client's port names the flow (module docstring).
+            self._on_snat_packet(src == snat, sport if src == snat else dport, p, now)
+            return
         if self._is_pod(src):
             side, key, vport = "client", (src, sport), dport
         elif self._is_pod(dst):
@@ -177,7 +210,22 @@ class Agent:
             if flow is None or flow.closed or flow.expired_at is not None or flow.client_next != (seq + 1) % SEQ_MOD:
                 flow = Flow(pod=key[0], pod_port=key[1], vport=vport, opened_at=now, last=now)
                 self.flows[key] = flow
+                if self.snat:
+                    self._snat_ports[key[1]] = key
                 self.emit("flow-opened", now, flow=flow.name, client=f"{src}:{sport}")
+        self._track(flow, leg, side, flags, seq, seq_len, now)
+
+    def _on_snat_packet(self, from_client: bool, port: int, p: tuple[str, str, int, int, int, int, int],
+                        now: float) -> None:
+        """A backend-leg packet of a nat hop, between its masquerade address and the server."""
+        key = self._snat_ports.get(port)
+        if key is None:
+            return
+        _, _, _, _, seq, flags, seq_len = p
+        self._track(self.flows.get(key), "backend", "client" if from_client else "server", flags, seq, seq_len, now)
+
+    def _track(self, flow: Flow | None, leg: str, side: str, flags: int, seq: int, seq_len: int, now: float) -> None:
+        """One packet of a known flow: its activity, sequence numbers, closes, or what befell it after expiry."""
         if flow is None or flow.closed:
             return
         if flow.expired_at is not None:
@@ -189,6 +237,8 @@ class Agent:
             flow.after_expiry[side] += 1
             if flow.after_expiry[side] <= 20:
                 action = {"silent-drop": "dropped", "rst-on-next-packet": "reset"}.get(self.mode, "dropped")
+                if self.mode == "rst-inside-only" and side == "client":
+                    action = "reset"  # the kernel rejects a client-side sender only
                 self.emit("after-expiry", now, flow=flow.name, side=side, leg=leg, action=action,
                           since_expiry=round(now - flow.expired_at, 3))
             return
@@ -213,7 +263,8 @@ class Agent:
     def next_deadline(self) -> float | None:
         if self.timeout is None:
             return None
-        live = [f.last + self.timeout for f in self.flows.values() if not f.closed and f.expired_at is None]
+        live = [f.last + self.timeout + self.offset for f in self.flows.values()
+                if not f.closed and f.expired_at is None]
         return min(live) if live else None
 
     def expire_due(self, now: float) -> None:
@@ -221,12 +272,14 @@ class Agent:
         for flow in list(self.flows.values()):
             if flow.closed or flow.expired_at is not None:
                 continue
-            deadline = flow.last + self.timeout
+            deadline = flow.last + self.timeout + self.offset
             if now < deadline:
                 continue
             flow.expired_at = deadline
             if self.mode == "rst-both-ways":
                 self.reset_both(flow)
+            elif self.cut:
+                self.forget(flow)
             self.emit("expired", deadline, flow=flow.name, last_activity=round(flow.last, 6),
                       idle=self.timeout, late=round(now - deadline, 6))
 
@@ -238,15 +291,21 @@ class Agent:
         them alone.
         """
         host, bport = self.backends[flow.vport]
+        # A nat hop's server knows the client by the masquerade address (same port).
+        client_addr = self.snat or flow.pod
         sent = []
         if flow.server_next is not None:
             self.raw.sendto(rst_packet(self.vip, flow.pod, flow.vport, flow.pod_port, flow.server_next), (flow.pod, 0))
             sent.append(("client", flow.server_next, time.time()))
         if flow.client_next is not None:
-            self.raw.sendto(rst_packet(flow.pod, host, flow.pod_port, bport, flow.client_next), (host, 0))
+            self.raw.sendto(rst_packet(client_addr, host, flow.pod_port, bport, flow.client_next), (host, 0))
             sent.append(("server", flow.client_next, time.time()))
         for to, seq, ts in sent:
             self.emit("rst-sent", ts, flow=flow.name, to=to, seq=seq)
+        self.forget(flow)
+
+    def forget(self, flow: Flow) -> None:
+        """Delete the flow's conntrack entry: from now on the kernel treats its packets as expired."""
         argv = ["conntrack", "-D", "-p", "tcp", "--orig-src", flow.pod, "--orig-dst", self.vip,
                 "--orig-port-src", str(flow.pod_port), "--orig-port-dst", str(flow.vport)]
         try:
@@ -259,8 +318,9 @@ class Agent:
 
     # -- loop ----------------------------------------------------------------------------------
     def run(self) -> None:
+        extra = {"offset_ms": round(self.offset * 1000, 3), "cut": self.cut} if self.hop else {}
         self.emit("ready", mode=self.mode, idle_timeout=self.timeout, vip=self.vip,
-                  backends={str(k): f"{h}:{p}" for k, (h, p) in self.backends.items()})
+                  backends={str(k): f"{h}:{p}" for k, (h, p) in self.backends.items()}, **extra)
         while not self.stop:
             deadline = self.next_deadline()
             wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.time()))
@@ -280,7 +340,8 @@ class Agent:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runner.embedded.lbagent")
-    p.add_argument("--mode", required=True, choices=["none", "silent-drop", "rst-on-next-packet", "rst-both-ways"])
+    p.add_argument("--mode", required=True,
+                   choices=["none", "silent-drop", "rst-on-next-packet", "rst-both-ways", "rst-inside-only"])
     p.add_argument("--idle-timeout", type=float, required=True)
     p.add_argument("--pod-iface", required=True)
     p.add_argument("--pod-net", required=True, action="append", help="CIDR of clients; repeatable")
@@ -288,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vip", required=True)
     p.add_argument("--map", action="append", default=[], help="VPORT=HOST:PORT")
     p.add_argument("--events", required=True)
+    p.add_argument("--hop", help="the chain hop's name, written in every record")
+    p.add_argument("--snat", help="the address a nat hop masquerades its clients to")
+    p.add_argument("--offset-ms", type=float, default=0.0, help="added to the idle timeout (orders equal timers)")
+    p.add_argument("--cut", action="store_true", help="forget flows at the deadline (conntrack -D), not the kernel")
     args = p.parse_args(argv)
     with open(args.events, "a") as out:
         agent = Agent(args, out)

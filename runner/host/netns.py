@@ -20,6 +20,7 @@ Addresses inside a run block B (a /20):
     B+0.0/30        host link: root end .1, api end .2 (the runner's admin path, never via an LB)
     B+1.0/24        service addresses on the api namespace's loopback (apiserver, timer, fronts)
     B+(2+i).0/24    LB slot i: .0/30 LB↔backend link, .4/30 root↔LB, .8 the VIP, .12/30 NAT hop↔root,
+                    .16 + 4k /30 the link after hop k of the slot's chain (k < 27, runner/embedded/chain.py),
                     .128/25 the pods' bridge
     B+15.0/24       the service cluster IP range handed to kube-apiserver
 """
@@ -48,6 +49,8 @@ RANGE = ipaddress.ip_network("198.18.0.0/15")
 BLOCK_PREFIX = 20
 BLOCKS = list(RANGE.subnets(new_prefix=BLOCK_PREFIX))
 MAX_LB_SLOTS = 13
+#: Links between the hops of one slot's chain: .16/30 up to .120/30 of the slot's /24.
+MAX_CHAIN_LINKS = 27
 LOCK_PATH = Path("/run/watchdrop.lock")
 #: The `proto` of every route watchdrop adds to the root namespace (no rt_protos entry uses it):
 #: how `clean` and each run's start tell the project's routes from anyone else's.
@@ -112,6 +115,13 @@ class Block:
     def hop_link(self, slot: int) -> tuple[str, str]:
         """(root end, hop end) of the /30 between a Service LB's NAT hop and the node (runner/local/lbservice.py)."""
         return self._slot(slot, 13), self._slot(slot, 14)
+
+    def chain_link(self, slot: int, index: int) -> tuple[str, str]:
+        """(pod-side end, server-side end) of the /30 after hop `index` of the slot's chain
+        (runner/embedded/chain.py); the pod-side end is the address a nat hop masquerades to."""
+        if not 0 <= index < MAX_CHAIN_LINKS:
+            raise ValueError(f"chain link {index} out of range (at most {MAX_CHAIN_LINKS} hops before the last)")
+        return self._slot(slot, 16 + 4 * index + 1), self._slot(slot, 16 + 4 * index + 2)
 
     def vip(self, slot: int) -> str:
         return self._slot(slot, 8)

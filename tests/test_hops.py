@@ -1,0 +1,284 @@
+"""Chains of hops on the real kernel datapath (runner/embedded/chain.py, hop.py), with plain TCP sockets.
+
+No kube-apiserver: an echo server (tests/hopserver.py) sits in the api namespace on the timer
+address, each chain's last hop DNATs its VIP's timer ports to it, and a client (tests/hopclient.py)
+in a pod namespace talks through the chain. Each test checks what each end got (data, an RST, or
+nothing) and when, against its hop's timer: the time is read from the hop agent's record of the
+flow's last packet, so a miss of more than TOLERANCE is a failure, not noise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runner.config.paths import Hop, NetPath
+from runner.embedded.chain import ChainLb
+from runner.host.commands import CommandLog, in_netns
+from runner.host.netns import Block, Topology, list_project_netns, new_run_id
+from runner.host.procs import Child, wait_until
+from tests.conftest import needs_root_tools
+
+pytestmark = [needs_root_tools("ip", "nft", "conntrack", "tcpdump"), pytest.mark.slow]
+
+T = 3
+TOLERANCE = 0.005
+PORT = 8600
+SERVER = Path(__file__).with_name("hopserver.py")
+CLIENT = Path(__file__).with_name("hopclient.py")
+ESTABLISHED = 1
+
+
+@dataclass
+class BareCluster:
+    """What a chain needs of a cluster, without etcd or kube-apiserver: the run's topology, block,
+    log, work dir and api namespace (runner/embedded/cluster.EmbeddedCluster has the same names)."""
+
+    run_id: str
+    topology: Topology
+    log: CommandLog
+    block: Block
+    api_ns: str
+    workdir: Path
+    pki: None = None
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    ev = tmp_path_factory.mktemp("hops")
+    run_id = new_run_id()
+    log = CommandLog(ev / "commands.log")
+    topo = Topology(run_id, log)
+    topo.claim()
+    server: Child | None = None
+    try:
+        block = topo.allocate()
+        api_ns = topo.add_ns("api")
+        topo.run_in(api_ns, ["ip", "addr", "add", f"{block.timer}/32", "dev", "lo"])
+        server = Child("hop echo server", in_netns(api_ns, [sys.executable, SERVER, block.timer, PORT]),
+                       stdout=ev / "server.jsonl", stderr=ev / "server.stderr", log=log)
+        wait_until(lambda: "listening" in (ev / "server.jsonl").read_text(), server, 10, "listening")
+        yield BareCluster(run_id, topo, log, block, api_ns, ev), ev
+    finally:
+        if server is not None:
+            server.stop(2)
+        problems = topo.close()
+    assert not problems, problems
+    assert not [n for n in list_project_netns() if run_id in n]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert run_id not in tables
+
+
+_slots = iter(range(13))
+
+
+@pytest.fixture
+def chain(net):
+    cluster, ev = net
+    made: list[ChainLb] = []
+
+    def make(*hops: Hop) -> ChainLb:
+        slot = next(_slots)
+        lb = ChainLb(cluster, slot, NetPath(f"test-{slot}", hops), ev / f"slot{slot}")  # type: ignore[arg-type]
+        made.append(lb.start())
+        return lb
+
+    yield make
+    for lb in made:
+        assert lb.problems() == []
+        lb.close()
+
+
+def nat(mode: str, order_ms: int = 0, name: str = "nat") -> Hop:
+    return Hop(name=name, kind="nat", idle_timeout=T, mode=mode, order_ms=order_ms)  # type: ignore[arg-type]
+
+
+def lb(mode: str, order_ms: int = 0) -> Hop:
+    return Hop(name="lb", kind="lb", idle_timeout=T, mode=mode, order_ms=order_ms)  # type: ignore[arg-type]
+
+
+def run(lb_: ChainLb, steps: list, flows: int = 1) -> dict:
+    pod = lb_.add_pod()
+    plan = {"addr": lb_.vip, "port": PORT, "flows": flows, "steps": steps}
+    proc = subprocess.run(in_netns(pod.netns, [sys.executable, str(CLIENT), json.dumps(plan)]),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    time.sleep(0.3)  # the agents' and the server's last lines
+    return json.loads(proc.stdout)
+
+
+def events(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def server_events(net, port: int) -> list[dict]:
+    _, ev = net
+    return [e for e in events(ev / "server.jsonl") if e["port"] == port]
+
+
+def expiry(path: Path, port: int) -> dict:
+    """The hop's `expired` record of the client port's flow (its last packet and deadline)."""
+    (rec,) = [e for e in events(path) if e["event"] == "expired" and e["flow"].split(">")[0].endswith(f":{port}")]
+    return rec
+
+
+def step(res: dict, flow: int, kind: str, nth: int = 0) -> dict:
+    return [s for s in res["steps"] if s["flow"] == flow and s["step"] == kind][nth]
+
+
+def three_flows(net, lb_: ChainLb, hop_events: Path) -> tuple[dict, dict]:
+    """Flow 0 speaks TOLERANCE before the hop's timer, flow 1 TOLERANCE after it (then waits 1 s for
+    an answer), and flow 2's server speaks half a second after it. Checks that flow 0 lives and that
+    the probes' times are honest; returns the client's result and the server's events by flow."""
+    steps = [[0, "echo", "a"], [1, "echo", "b"], [2, "echo", "c"], [2, "late", T + 0.5],
+             [0, "at", T - TOLERANCE], [0, "echo", "early"],
+             [1, "at", T + TOLERANCE], [1, "send", "echo late"], [1, "recv", 1.0], [2, "recv", 1.5]]
+    res = run(lb_, steps, flows=3)
+    early = step(res, 0, "echo", 1)
+    assert early["ok"] and early["data"] == "early\n", res  # before the timer: the flow is alive
+    rec = expiry(hop_events, res["flows"][1]["port"])
+    # The client's mark is the hop's last packet (QUICKACK), so the probes sit where they should.
+    assert abs(res["flows"][1]["mark"] - rec["last_activity"]) < 0.002, (res, rec)
+    late_at = step(res, 1, "send")["at"] - rec["last_activity"]
+    assert T < late_at <= T + 2 * TOLERANCE, late_at
+    early_at = early["at"] - step(res, 0, "echo")["mark"]
+    assert T - 2 * TOLERANCE <= early_at < T, early_at
+    return res, {i: [e["event"] for e in server_events(net, f["port"])] for i, f in enumerate(res["flows"])}
+
+
+def where_(chain, mode: str, where: str) -> tuple[ChainLb, Path]:
+    """A chain whose `where` hop (a nat hop before a plain LB, or a one-hop chain's LB) has `mode`."""
+    lb_ = chain(nat(mode), lb("none")) if where == "nat" else chain(lb(mode))
+    return lb_, (lb_.upstream[0].events_path if where == "nat" else lb_.events_path)
+
+
+def after_expiry(hop_events: Path, port: int) -> set[tuple[str, str]]:
+    return {(e["side"], e["action"]) for e in events(hop_events)
+            if e["event"] == "after-expiry" and e["flow"].split(">")[0].endswith(f":{port}")}
+
+
+@pytest.mark.parametrize("where", ["nat", "lb"])
+def test_silent_drop_tells_nobody(net, chain, where: str) -> None:
+    lb_, hop_ev = where_(chain, "silent-drop", where)
+    res, server = three_flows(net, lb_, hop_ev)
+    assert step(res, 1, "recv")["error"] == "timeout", res  # no answer, no RST
+    assert res["flows"][1]["tcp_state"] == ESTABLISHED
+    assert server[1] == ["accepted", "data"]  # the late line never arrived
+    assert step(res, 2, "recv")["error"] == "timeout", res  # the server's late data neither
+    assert "sent" in server[2] and "reset" not in server[2]
+    assert after_expiry(hop_ev, res["flows"][1]["port"]) == {("client", "dropped")}
+    assert ("server", "dropped") in after_expiry(hop_ev, res["flows"][2]["port"])
+
+
+@pytest.mark.parametrize("where", ["nat", "lb"])
+def test_rst_on_next_packet_resets_the_sender_only(net, chain, where: str) -> None:
+    lb_, hop_ev = where_(chain, "rst-on-next-packet", where)
+    res, server = three_flows(net, lb_, hop_ev)
+    recv = step(res, 1, "recv")
+    assert recv["error"] == "ConnectionResetError", res
+    assert recv["end"] - step(res, 1, "send")["at"] < 0.05  # the RST answers the late packet at once
+    assert "reset" not in server[1]
+    assert step(res, 2, "recv")["error"] == "timeout", res  # the server spoke: the client is not told
+    assert res["flows"][2]["tcp_state"] == ESTABLISHED
+    assert "reset" in server[2]
+
+
+@pytest.mark.parametrize("where", ["nat", "lb"])
+def test_rst_inside_only_resets_a_client_sender_only(net, chain, where: str) -> None:
+    """An AWS NAT gateway resets the hosts behind it that speak; a server's late data vanishes."""
+    lb_, hop_ev = where_(chain, "rst-inside-only", where)
+    res, server = three_flows(net, lb_, hop_ev)
+    assert step(res, 1, "recv")["error"] == "ConnectionResetError", res
+    assert "reset" not in server[1]
+    assert step(res, 2, "recv")["error"] == "timeout", res
+    assert res["flows"][2]["tcp_state"] == ESTABLISHED
+    assert "sent" in server[2] and "reset" not in server[2]
+    assert after_expiry(hop_ev, res["flows"][1]["port"]) == {("client", "reset")}
+    # (and the client's FIN when it exits draws the hop's RST: it is a client-side sender)
+    assert ("server", "dropped") in after_expiry(hop_ev, res["flows"][2]["port"])
+
+
+def rst_at(pcap: Path, port: int, toward: str) -> float:
+    """When the first RST of the client port's flow toward `toward` (client or server) crossed a capture."""
+    from scapy.layers.inet import TCP
+    from scapy.utils import rdpcap
+
+    for pkt in rdpcap(str(pcap)):
+        tcp = pkt.getlayer(TCP)
+        if tcp is not None and tcp.flags & 0x04 and (tcp.dport if toward == "client" else tcp.sport) == port:
+            return float(pkt.time)
+    raise AssertionError(f"no RST toward the {toward} of port {port} in {pcap.name}")
+
+
+def _cut_times(net, res: dict, lb_: ChainLb, hop_events: Path, flow: int = 0) -> tuple[float, float]:
+    """(client's RST, server's RST) minus the hop's deadline (last packet + timer + order_ms), in
+    seconds, timed where each end gets it: the pods' bridge and the link to the api namespace. The
+    sockets say they got it (the client's recv error, the server's `reset`); the captures say when,
+    without a busy machine's scheduling of two Python processes in the number."""
+    port = res["flows"][flow]["port"]
+    assert "reset" in [e["event"] for e in server_events(net, port)]
+    deadline = expiry(hop_events, port)["ts"]  # last packet + timer (+ order_ms): the agent's deadline
+    first = lb_.upstream[0].captures[0].pcap if lb_.upstream else lb_.captures[0].pcap
+    return rst_at(first, port, "client") - deadline, rst_at(lb_.captures[1].pcap, port, "server") - deadline
+
+
+@pytest.mark.parametrize("where", ["nat", "lb"])
+def test_rst_both_ways_at_the_timer(net, chain, where: str) -> None:
+    lb_ = chain(nat("rst-both-ways"), lb("none")) if where == "nat" else chain(lb("rst-both-ways"))
+    hop_ev = lb_.upstream[0].events_path if where == "nat" else lb_.events_path
+    res = run(lb_, [[0, "echo", "a"], [0, "recv", T + 2]])
+    assert step(res, 0, "recv")["error"] == "ConnectionResetError", res
+    client, server = _cut_times(net, res, lb_, hop_ev)
+    print(f"rst-both-ways at a {where} hop: client {client * 1000:+.2f} ms, server {server * 1000:+.2f} ms")
+    assert abs(client) <= TOLERANCE and abs(server) <= TOLERANCE, (client, server)
+    assert {e["to"] for e in events(hop_ev) if e["event"] == "rst-sent"} == {"client", "server"}
+
+
+def test_none_forgets_nothing(net, chain) -> None:
+    lb_ = chain(nat("none"), lb("none"))
+    res = run(lb_, [[0, "echo", "a"], [0, "at", T + 1], [0, "echo", "still"]])
+    assert step(res, 0, "echo", 1)["data"] == "still\n"
+    assert not [e for e in events(lb_.upstream[0].events_path) if e["event"] == "expired"]
+
+
+ORDER_MS = 50
+
+
+def test_race_nat_gateway_forgets_first(net, chain) -> None:
+    """Equal timers, the NAT gateway first: the LB's RST toward the client meets a forgotten flow at
+    the NAT and is dropped; the server is reset; the client hears nothing until it speaks, and then
+    the NAT gateway resets it."""
+    lb_ = chain(nat("rst-inside-only", name="natgw"), lb("rst-both-ways", order_ms=ORDER_MS))
+    res = run(lb_, [[0, "echo", "a"], [0, "recv", T + 1], [0, "send", "echo late"], [0, "recv", 1]])
+    assert step(res, 0, "recv")["error"] == "timeout", res  # the LB's RST never reached the client
+    assert step(res, 0, "recv", 1)["error"] == "ConnectionResetError", res  # the NAT gateway's, when it spoke
+    port = res["flows"][0]["port"]
+    nat_exp, lb_exp = expiry(lb_.upstream[0].events_path, port), expiry(lb_.events_path, port)
+    assert nat_exp["ts"] < lb_exp["ts"]
+    (srv,) = [e["ts"] for e in server_events(net, port) if e["event"] == "reset"]
+    assert abs(srv - lb_exp["ts"]) <= TOLERANCE  # the server's RST at the LB's (ordered) timer
+    assert ("server", "dropped") in after_expiry(lb_.upstream[0].events_path, port)  # the LB's RST, at the NAT
+    # Each hop's own event log, each record naming its hop.
+    assert {e.get("hop") for e in events(lb_.upstream[0].events_path)} == {"natgw"}
+    assert {e.get("hop") for e in events(lb_.events_path)} == {"lb"}
+    assert set(lb_.events_paths()) == {"natgw", "lb"}
+
+
+def test_race_lb_forgets_first(net, chain) -> None:
+    """Equal timers, the LB first: both ends get its RST at the timer, through the NAT that still
+    holds the flow; the NAT gateway never expires it (the RST closed it)."""
+    lb_ = chain(nat("rst-inside-only", order_ms=ORDER_MS, name="natgw"), lb("rst-both-ways"))
+    res = run(lb_, [[0, "echo", "a"], [0, "recv", T + 1]])
+    assert step(res, 0, "recv")["error"] == "ConnectionResetError", res
+    client, server = _cut_times(net, res, lb_, lb_.events_path)
+    print(f"race, LB first: client {client * 1000:+.2f} ms, server {server * 1000:+.2f} ms")
+    assert abs(client) <= TOLERANCE and abs(server) <= TOLERANCE, (client, server)
+    port = res["flows"][0]["port"]
+    assert not [e for e in events(lb_.upstream[0].events_path)
+                if e["event"] == "expired" and e["flow"].endswith(f":{port}>{PORT}")]
