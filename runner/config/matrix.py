@@ -36,6 +36,16 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from runner.config.descriptor import DESCRIPTOR_FILE, Descriptor, load_descriptor
+from runner.config.paths import (
+    MAX_HOP_SECONDS,
+    MAX_ORDER_MS,
+    PATHS,
+    Hop,
+    NetPath,
+    PathError,
+    hop_of_profile,
+    resolve_path,
+)
 from runner.config.profiles import (
     FRONTS,
     PROFILES,
@@ -238,6 +248,69 @@ class LbSpec(_Strict):
         )
 
 
+class HopOverride(_Strict):
+    """Changes to one hop of a named path."""
+
+    idle_timeout: Annotated[int, Field(strict=True, gt=0, le=MAX_HOP_SECONDS)] | None = Field(
+        default=None, description="the hop's idle timer in whole seconds")
+    mode: Mode | None = Field(default=None, description="the hop's behaviour at expiry")
+    front: Front | None = Field(default=None, description="a front hop's proxy: tcp or http")
+    order_ms: Annotated[int, Field(strict=True, ge=0, le=MAX_ORDER_MS)] | None = Field(
+        default=None, description="milliseconds added to the timer, to order two equal timers")
+
+
+class PathSpec(_Strict):
+    """A cluster's chain of hops (runner/config/paths.py): `path: aks-public`, `path: {preset: NAME,
+    override: {HOP: {...}}}`, or `path: [ {name, kind, idle_timeout, mode, ...}, ... ]`, pod side first."""
+
+    preset: str | None = Field(default=None, description="a named path, e.g. aks-public")
+    override: dict[str, HopOverride] = Field(default_factory=dict, description="per-hop changes, by hop name")
+    hops: tuple[Hop, ...] | None = Field(default=None, description="the hops, pod side first")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"preset": value}
+        if isinstance(value, list):
+            return {"hops": value}
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str | None) -> str | None:
+        if name is not None and name not in PATHS:
+            close = difflib.get_close_matches(name, list(PATHS), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise custom_error(f"unknown path {name!r}", hint + "known: " + ", ".join(PATHS))
+        return name
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PathSpec:
+        if (self.preset is None) == (self.hops is None):
+            raise custom_error("a path is either a named path or a list of hops",
+                               "write `path: aks-public` or `path: [{name: nat, kind: nat, ...}, ...]`")
+        if self.hops is not None and self.override:
+            raise custom_error("override changes a named path's hops",
+                               "write the changed values into the listed hops instead")
+        try:
+            self.hop_list()
+        except PathError as exc:
+            raise custom_error(exc.what, exc.fix) from None
+        return self
+
+    def hop_list(self) -> tuple[Hop, ...]:
+        """The hops, a named path's with its overrides applied (PathError when one does not fit)."""
+        if self.hops is not None:
+            return self.hops
+        assert self.preset is not None
+        return resolve_path(self.preset, {h: o.model_dump(exclude_none=True) for h, o in self.override.items()}).hops
+
+    def resolve(self, name: str) -> NetPath:
+        """The chain; a listed one is named `name` (its cluster's), a named one keeps its name."""
+        return NetPath(self.preset or name, self.hop_list())
+
+
 class ChurnSpec(_Strict):
     """Background writes that keep the resource version moving, as a real cluster's node leases do.
 
@@ -255,14 +328,51 @@ class EmbeddedCluster(_Strict):
 
     name: Name = Field(description="unique cluster name, e.g. azure-slb")
     kind: Literal["embedded"] = "embedded"
-    lb: LbSpec = Field(description="the LB in front of the API server, e.g. {profile: azure-slb}")
+    lb: LbSpec | None = Field(default=None, description="the LB in front of the API server, e.g. {profile: azure-slb}")
+    path: PathSpec | None = Field(
+        default=None, description="the chain of hops to the API server (a named path or a list of hops); with `lb:` "
+                                  "only the nat hops before that LB")
     churn: ChurnSpec = Field(default=ChurnSpec(), description="background writes")  # frozen, so sharing is safe
 
+    @model_validator(mode="after")
+    def _lb_or_path(self) -> EmbeddedCluster:
+        if self.lb is None and self.path is None:
+            raise custom_error("an embedded cluster needs `lb:` or `path:`",
+                               "add lb: {profile: azure-slb}, or path: aks-public (runner/config/paths.py)")
+        if self.lb is not None and self.path is not None:
+            before = self.path.hop_list()
+            if any(h.kind != "nat" for h in before):
+                raise custom_error("with `lb:` the path lists only the nat hops before that LB, and this one has "
+                                   + ", ".join(f"a {h.kind} hop ({h.name})" for h in before if h.kind != "nat"),
+                                   "drop `lb:` (the path has its own last hop), or list only nat hops under `path:`")
+        try:
+            self.net_path()
+        except PathError as exc:
+            raise custom_error(f"path: {exc.what}", exc.fix) from None
+        return self
+
+    def net_path(self) -> NetPath | None:
+        """The chain of hops, or None for a single LB (`lb:` alone: today's one-box path)."""
+        if self.path is None:
+            return None
+        if self.lb is None:
+            return self.path.resolve(self.name)
+        return NetPath(self.name, (*self.path.hop_list(), hop_of_profile(self.lb.resolve())))
+
     def profile(self) -> Profile:
+        """The LB profile of the path's last hop (the one the client dials)."""
+        path = self.net_path()
+        if path is not None:
+            return path.profile()
+        assert self.lb is not None
         return self.lb.resolve()
 
     @property
     def idle_timeout(self) -> int | None:
+        """When the path first forgets an idle flow: what `idle+N` waits are sized by."""
+        path = self.net_path()
+        if path is not None and path.first_expiry is not None:
+            return path.first_expiry
         return self.profile().idle_timeout
 
 
@@ -664,8 +774,11 @@ def _check_timings(marked: MarkedYaml, parts: _Parts) -> list[tuple[int, str]]:
     for i, cluster in parts.clusters:
         profile = cluster.profile()
         if profile is not None:
-            if profile.mode != "none":
-                timeouts.append((cluster.name, profile.idle_timeout))
+            path = cluster.net_path() if isinstance(cluster, EmbeddedCluster) else None
+            acts = path.first_expiry is not None if path is not None else profile.mode != "none"
+            if acts and cluster.idle_timeout is not None:
+                # A path's first expiry: a fixed wait must outlast the first hop that forgets.
+                timeouts.append((cluster.name, cluster.idle_timeout))
         elif cluster.idle_timeout is not None:
             timeouts.append((cluster.name, cluster.idle_timeout))
         else:

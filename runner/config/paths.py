@@ -87,9 +87,9 @@ class Hop(BaseModel):
     def describe(self) -> str:
         timer = f"{self.idle_timeout} s" + (f" (real {self.scaled_from} s)" if self.scaled_from else "")
         order = f" +{self.order_ms} ms" if self.order_ms else ""
-        front = f", front {self.proxy}" if self.kind == "front" else ""
+        kind = f"front {self.proxy}" if self.kind == "front" else self.kind
         mark = "" if self.confirmed else " [no public source]"
-        return f"{self.name} ({self.kind}{front}): {self.mode} after {timer}{order}{mark}"
+        return f"{self.name} ({kind}): {self.mode} after {timer}{order}{mark}"
 
 
 class PathError(ValueError):
@@ -168,3 +168,110 @@ def quick(path: NetPath) -> NetPath:
     return NetPath(f"{path.name}-quick", hops, note=path.note + f"; timers scaled by {QUICK_IDLE_TIMEOUT}/"
                 f"{QUICK_SCALE_FROM}, at least {QUICK_FLOOR} s (client-go keepalive {CLIENT_GO_KEEPALIVE} s)",
                 scaled_from=path.name)
+
+
+_SLB_RESET = "Azure Load Balancer doc 'TCP reset and idle timeout'"
+_AKS_OUTBOUND = ("AKS API reference (loadBalancerProfile.idleTimeoutInMinutes: outbound rule idle timeout, 30 min "
+                 "default, 4 to 120); AKS changelog 2020-03-23 (TCP reset on the outbound rule)")
+_AKS_FRONT = ("Azure/AKS changelog 2020-11-09 (TCP reset on for the control plane at 4 min); Azure/AKS#1052, "
+              "#1755, #1877, #2209")
+_AZ_NATGW = "Azure NAT gateway resource doc (TCP idle timeout 4 min default, 4 to 120)"
+_PLS = ("Azure Private Link Service overview, limitations (about 5 min idle); azure-docs#94724 (whether it "
+        "resets is disputed: RST both ways per support, 'behaviour of LB' per the docs team)")
+_AWS_NATGW = ("AWS VPC NAT gateway docs (350 s idle timeout; 'returns an RST packet to any resources behind the "
+              "NAT gateway that attempt to continue the connection', no FIN)")
+_NLB = "AWS Network Load Balancer docs, 'Connection idle timeout' (350 s; 60 to 6000 s since 2024)"
+_SG = "Amazon EC2 ConnectionTrackingConfiguration docs (established TCP 432000 s; 350 s on the newest Nitro types)"
+_GCP_FW = "GCP VPC firewall connection tracking, GCE troubleshooting docs (established TCP 10 min, silent)"
+_CLOUD_NAT = "Cloud NAT docs (established TCP idle timeout 1200 s, configurable)"
+
+
+def hop_of_profile(profile: Profile, name: str = "lb") -> Hop:
+    """A matrix's `lb:` profile as the last hop of a path (`path:` then lists the nat hops before it)."""
+    kind: HopKind = "lb" if profile.front == "passthrough" else "front"
+    return Hop(name=name, kind=kind, idle_timeout=profile.idle_timeout, mode=profile.mode,
+               front=None if kind == "lb" else profile.front, source=profile.source)
+
+
+def _hop(name: str, kind: HopKind, seconds: int, mode: Mode, source: str, *, front: Front | None = None,
+         confirmed: bool = True) -> Hop:
+    return Hop(name=name, kind=kind, idle_timeout=seconds, mode=mode, front=front, source=source, confirmed=confirmed)
+
+
+_AKS_FRONT_TODAY = _hop("front", "front", 240, "rst-both-ways", _AKS_FRONT, front="tcp")
+
+_REAL: tuple[NetPath, ...] = (
+    NetPath("aks-public", (_hop("outbound", "nat", 1800, "rst-both-ways", _AKS_OUTBOUND), _AKS_FRONT_TODAY),
+            note="AKS, public API server, egress through the cluster LB's outbound rule"),
+    # Egress through a NAT gateway: its timer equals the front's, a race (order_ms sets the order).
+    NetPath("aks-public-natgw", (_hop("natgw", "nat", 240, "rst-on-next-packet", _AZ_NATGW), _AKS_FRONT_TODAY),
+            note="AKS, public API server, egress through a NAT gateway"),
+    NetPath("aks-private", (_hop("pls", "nat", 300, "rst-both-ways", _PLS, confirmed=False),
+                            _hop("front", "front", 240, "rst-both-ways", _AKS_FRONT, front="tcp")),
+            note="AKS private cluster: private endpoint / Private Link Service, then the internal LB front; "
+                 "the PLS resetting both ways is support's word"),
+    NetPath("aks-private-pls-silent", (_hop("pls", "nat", 300, "silent-drop", _PLS, confirmed=False),
+                                       _hop("front", "front", 240, "rst-both-ways", _AKS_FRONT, front="tcp")),
+            note="aks-private with the other reading of the disputed PLS behaviour (silent)"),
+    NetPath("eks", (_hop("sg", "lb", 432_000, "silent-drop", _SG),),
+            note="EKS in-cluster path to the cross-account ENIs; kube-apiserver's own keepalive reaches the client"),
+    NetPath("eks-nitro", (_hop("sg", "lb", 350, "silent-drop", _SG),),
+            note="eks on the newest Nitro instance types (350 s security-group tracking)"),
+    NetPath("eks-public", (_hop("natgw", "nat", 350, "rst-inside-only", _AWS_NATGW),
+                           _hop("nlb", "lb", 350, "rst-on-next-packet", _NLB)),
+            note="EKS public endpoint from a private subnet: NAT gateway, then the endpoint's NLB (equal timers)"),
+    NetPath("gke", (_hop("fw", "lb", 600, "silent-drop", _GCP_FW),), note="GKE: VPC firewall connection tracking"),
+    NetPath("gke-cloudnat", (_hop("cloudnat", "nat", 1200, "silent-drop", _CLOUD_NAT, confirmed=False),
+                             _hop("fw", "lb", 600, "silent-drop", _GCP_FW)),
+            note="GKE with Cloud NAT before the API server's address (Cloud NAT's silence: secondary source only)"),
+    # The seed's columns (October 2020, AKS 1.17): the front silent before the 2020-11-09 release; an
+    # `http` front so that, as the seed's capture shows, no server close reaches an idle pooled connection.
+    NetPath("aks-public-2020", (_hop("outbound", "nat", 1800, "rst-both-ways", _AKS_OUTBOUND, confirmed=False),
+                                _hop("front", "front", 240, "silent-drop", _AKS_FRONT + "; " + _SLB_RESET,
+                                     front="http")),
+            note="the seed's public column, October 2020 (the outbound rule's 30 min default then: not confirmed)"),
+    NetPath("aks-private-2020", (_hop("pls", "nat", 300, "silent-drop", _PLS, confirmed=False),
+                                 _hop("front", "front", 240, "silent-drop", _AKS_FRONT + "; " + _SLB_RESET,
+                                      front="http")),
+            note="the seed's private column, October 2020"),
+)
+
+#: Every named path: the real ones and their `-quick` variants.
+PATHS: dict[str, NetPath] = {p.name: p for p in (*_REAL, *(quick(p) for p in _REAL))}
+
+#: Hop fields a matrix may override in a named path (`path: {preset: ..., override: {HOP: {...}}}`).
+HOP_OVERRIDABLE = ("idle_timeout", "mode", "front", "order_ms")
+
+
+def resolve_path(name: str, overrides: dict[str, dict[str, object]] | None = None) -> NetPath:
+    """The named path with a matrix cluster's per-hop overrides; PathError names what is wrong."""
+    base = PATHS.get(name)
+    if base is None:
+        raise PathError(f"unknown path {name!r}", "use one of: " + ", ".join(PATHS))
+    hops = {h.name: h for h in base.hops}
+    for hop_name, changes in (overrides or {}).items():
+        if hop_name not in hops:
+            raise PathError(f"path {name} has no hop {hop_name!r}", "its hops: " + ", ".join(hops))
+        bad = sorted(set(changes) - set(HOP_OVERRIDABLE))
+        if bad:
+            raise PathError(f"cannot override {', '.join(bad)} of hop {hop_name}",
+                            "override only: " + ", ".join(HOP_OVERRIDABLE))
+        new = {k: v for k, v in changes.items() if v is not None}
+        if base.scaled_from is not None and "idle_timeout" in new and isinstance(new["idle_timeout"], int) \
+                and new["idle_timeout"] < QUICK_FLOOR:
+            raise PathError(f"hop {hop_name} of scaled path {name}: idle_timeout {new['idle_timeout']} s is below "
+                            f"the {QUICK_FLOOR} s floor (client-go's {CLIENT_GO_KEEPALIVE} s keepalive would hide it)",
+                            f"use idle_timeout >= {QUICK_FLOOR}")
+        try:
+            hops[hop_name] = Hop.model_validate({**hops[hop_name].model_dump(), **new})
+        except ValueError as exc:
+            raise PathError(f"hop {hop_name}: {_first_error(exc)}", "see runner/config/paths.py, class Hop") from None
+    return NetPath(name, tuple(hops[h.name] for h in base.hops), note=base.note, scaled_from=base.scaled_from)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+    return str(exc)

@@ -17,7 +17,8 @@ from types import MappingProxyType
 from tabulate import tabulate
 
 from runner.config.descriptor import Descriptor, missing_requirements
-from runner.config.matrix import Matrix, WatchScenario
+from runner.config.matrix import EmbeddedCluster, Matrix, WatchScenario
+from runner.config.paths import NetPath
 from runner.config.profiles import Profile
 from runner.contract import IDLE_REQUEST
 from runner.errors import UsageError
@@ -43,7 +44,7 @@ class Cell:
     scenario: str
     #: The resolved LB profile; None on a kubernetes cluster, whose LB is the provider's.
     profile: Profile | None
-    #: The LB idle timeout `idle+N` was resolved against (None when unknown).
+    #: The LB idle timeout `idle+N` was resolved against (None when unknown); a path's first expiry.
     idle_timeout: int | None
     #: watch: seconds idle between updates; None for idle-request.
     interval: int | None
@@ -60,6 +61,8 @@ class Cell:
     note: str | None = None
     #: The client folder on disk (clients/<folder>), when known.
     src: Path | None = None
+    #: The chain of hops of an embedded cluster with `path:` (runner/config/paths.py); None for a single LB.
+    path: NetPath | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Read-only views, so a frozen cell cannot be changed through its mappings either.
@@ -109,7 +112,8 @@ def plan(matrix: Matrix, clients_dir: Path | None = None) -> list[Cell]:
     for client in matrix.clients:
         for cluster in matrix.clusters:
             profile = cluster.profile()
-            idle_timeout = profile.idle_timeout if profile is not None else cluster.idle_timeout
+            # A path's first expiry (runner/config/paths.py); a single LB's timeout; a real cluster's setting.
+            idle_timeout = cluster.idle_timeout
             lease = getattr(getattr(cluster, "churn", None), "lease_interval", None)
             for name, scenario in matrix.scenarios.items():
                 wait = scenario.wait().resolve(idle_timeout)
@@ -135,6 +139,7 @@ def plan(matrix: Matrix, clients_dir: Path | None = None) -> list[Cell]:
                         detection_timeout=scenario.detection_timeout,
                         rounds=scenario.rounds,
                         lease_interval=lease,
+                        path=cluster.net_path() if isinstance(cluster, EmbeddedCluster) else None,
                         env=client.env,
                         build_env=client.build_env,
                         note=client.note,
@@ -216,6 +221,8 @@ def _minutes(seconds: int) -> str:
 
 
 def _profile_text(cell: Cell) -> str:
+    if cell.path is not None:
+        return f"{cell.path.name}: {cell.path.describe()}"
     if cell.profile is not None:
         return f"{cell.profile.name}: {cell.profile.describe()}"
     if cell.idle_timeout is not None:
