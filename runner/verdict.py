@@ -478,9 +478,12 @@ def lb_disagreements(inp: CellInputs, conns: Sequence[ConnLike]) -> list[str]:
             # The grades read "idle X > timeout": the LB must have forgotten the flow after the
             # profile's timeout, not after some other one its agent happened to run with.
             idled = f.expired_at - f.last_activity
-            if inp.idle_timeout is not None and abs(idled - inp.idle_timeout) > LB_SLACK:
-                out.append(f"the LB log says it forgot flow {f.client} after {fmt_secs(idled)} idle, but the "
-                           f"cell's LB profile forgets flows after {fmt_secs(inp.idle_timeout)}")
+            # On a chain the first hop to forget may not be the last one, whose timer the profile holds.
+            timer = f.idle if f.hop is not None and f.idle is not None else inp.idle_timeout
+            if timer is not None and inp.idle_timeout is not None and abs(idled - timer) > LB_SLACK:
+                where = f"hop {f.hop}" if f.hop is not None else "the cell's LB profile"
+                out.append(f"the LB log says it forgot flow {f.client} after {fmt_secs(idled)} idle, but "
+                           f"{where} forgets flows after {fmt_secs(timer)}")
     return out
 
 

@@ -46,8 +46,8 @@ def _agent(mode: str = "silent-drop", timeout: float = 5.0):
     return a
 
 
-def _frame(src: str, dst: str, sport: int, dport: int, flags: str, seq: int) -> bytes:
-    return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq))
+def _frame(src: str, dst: str, sport: int, dport: int, flags: str, seq: int, ack: int = 0) -> bytes:
+    return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack))
 
 
 def test_a_flow_closed_with_fin_from_both_sides_never_expires() -> None:
@@ -94,20 +94,23 @@ def test_a_backend_inside_a_client_network_is_still_the_server() -> None:
 def test_a_nat_hop_tracks_its_flows_past_the_masquerade() -> None:
     """Behind `--snat` the backend leg shows the hop's address and the client's port: still the same flow."""
     a = _agent("rst-inside-only", 5.0)
-    a.snat, a._snat_ports, a.hop = "198.18.2.17", {}, "natgw"
+    a.snat, a._snat_ports, a._early_syns, a.hop = "198.18.2.17", {}, {}, "natgw"
     a.backends = {6443: ("198.18.2.8", 6443)}
     pod, vip = "198.18.2.130", "198.18.2.8"
     a.on_packet("pod", _frame(pod, vip, 40002, 6443, "S", 100), 0.0)
-    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40002, "SA", 500), 0.1)
+    # The NAT moved the port (another pod held 40002): the SYN-ACK acknowledging the flow's initial
+    # sequence number ties 40777 to it.
+    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40777, "SA", 500, ack=101), 0.1)
     flow = a.flows[(pod, 40002)]
     assert (flow.client_next, flow.server_next, flow.last) == (101, 501, 0.1)
     a.expire_due(5.2)
-    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40002, "PA", 501), 6.0)
+    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40777, "PA", 501), 6.0)
     a.on_packet("pod", _frame(pod, vip, 40002, 6443, "PA", 101), 6.5)
     import json
 
     recs = [json.loads(x) for x in a.out.getvalue().splitlines()]
     assert {r["hop"] for r in recs} == {"natgw"}
+    assert [r["to"] for r in recs if r["event"] == "snat"] == ["198.18.2.17:40777"]
     # An AWS NAT gateway: the server's late packet is dropped, the client's is answered with an RST.
     assert [(r["side"], r["action"]) for r in recs if r["event"] == "after-expiry"] == \
         [("server", "dropped"), ("client", "reset")]
@@ -119,3 +122,29 @@ def test_an_ordered_timer_moves_the_deadline_by_its_offset() -> None:
     pod, vip = "198.18.2.130", "198.18.2.8"
     a.on_packet("pod", _frame(pod, vip, 40003, 6443, "S", 100), 10.0)
     assert a.next_deadline() == 15.05
+
+
+def test_a_nat_hop_ties_a_port_whose_syn_it_read_before_the_pods() -> None:
+    """The two legs' sockets are read in either order: the SYN-ACK past the NAT may come first."""
+    a = _agent("silent-drop", 5.0)
+    a.snat, a._snat_ports, a._early_syns, a.hop = "198.18.2.17", {}, {}, "natgw"
+    a.backends = {6443: ("198.18.2.8", 6443)}
+    pod, vip = "198.18.2.130", "198.18.2.8"
+    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40777, "SA", 500, ack=101), 0.1)
+    a.on_packet("pod", _frame(pod, vip, 40002, 6443, "S", 100), 0.0)
+    assert a.flows[(pod, 40002)].snat_port == 40777
+    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40777, "A", 501, ack=101), 0.2)
+    assert a.flows[(pod, 40002)].server_next == 501
+
+
+def test_a_nat_hop_ties_the_port_even_after_the_client_sent_data() -> None:
+    """The pod leg may be read up to the client's first data before the SYN-ACK past the NAT."""
+    a = _agent("silent-drop", 5.0)
+    a.snat, a._snat_ports, a._early_syns, a.hop = "198.18.2.17", {}, {}, "natgw"
+    a.backends = {6443: ("198.18.2.8", 6443)}
+    pod, vip = "198.18.2.130", "198.18.2.8"
+    a.on_packet("pod", _frame(pod, vip, 40002, 6443, "S", 100), 0.0)
+    a.on_packet("pod", bytes(Ether() / IP(src=pod, dst=vip) / TCP(sport=40002, dport=6443, flags="PA", seq=101)
+                             / (b"x" * 7)), 0.01)
+    a.on_packet("backend", _frame(vip, "198.18.2.17", 6443, 40002, "SA", 500, ack=101), 0.0)
+    assert a.flows[(pod, 40002)].snat_port == 40002

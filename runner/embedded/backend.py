@@ -23,6 +23,7 @@ from runner.build.clients import KEEP_UNUSED_DAYS, BuiltClient, build_client, pr
 from runner.config.plan import Cell
 from runner.contract import API_PORT
 from runner.embedded.cell import CellRun
+from runner.embedded.chain import ChainLb
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
 from runner.embedded.timer import start_timer_server
@@ -120,7 +121,13 @@ class EmbeddedBackend:
             profile = next(c.profile for c, _ in self.ready if c.cluster == name)
             assert profile is not None
             ctx.say(f"  lb {name}: {profile.describe()}")
-            self.lbs[name] = LoadBalancer(self.cluster, slot, profile, ctx.run_dir / "lbs" / name).start()
+            path = next(c.path for c, _ in self.ready if c.cluster == name)
+            if path is not None:
+                # A chain of hops (runner/embedded/chain.py); its report line gives every hop.
+                ctx.say(f"  path {name}: {path.describe()}")
+                self.lbs[name] = ChainLb(self.cluster, slot, path, ctx.run_dir / "lbs" / name).start()
+            else:
+                self.lbs[name] = LoadBalancer(self.cluster, slot, profile, ctx.run_dir / "lbs" / name).start()
 
     # -- cells ------------------------------------------------------------------------------------
     def cells(self) -> Sequence[HarnessRun]:

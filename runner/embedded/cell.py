@@ -14,9 +14,10 @@ from kubernetes import client
 from runner.collect import BackendEvidence, collect_cell
 from runner.contract import API_PORT, TRIGGER, WATCH
 from runner.credentials.rbac import token_seconds
+from runner.embedded.chain import hop_logs
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
-from runner.evidence.lb_events import LbProblem, pod_lb_record
+from runner.evidence.lb_events import LbProblem, chain_lb_record
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
 from runner.harness import CellSetupError, HarnessRun
@@ -102,8 +103,9 @@ class CellRun(HarnessRun):
         """Judge the cell from its evidence; `pcap_facts` may be read beforehand (in parallel)."""
         self.stop_processes()
         cell = self.cell
-        lb, flows = pod_lb_record(self.lb.events_path, self.pod.addr if self.pod else None, self.exposed_until,
-                                  self.evidence / "lb-events.jsonl")
+        # Every hop's record of the pod's flows (a single LB: its own), in the cell's lb-events.jsonl.
+        lb, flows = chain_lb_record(hop_logs(self.lb), self.pod.addr if self.pod else None, self.exposed_until,
+                                    self.evidence / "lb-events.jsonl")
         return collect_cell(self, BackendEvidence(
             profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
             evidence_files=EVIDENCE, pcap=pcap_facts, server_ports={API_PORT},

@@ -57,6 +57,7 @@ class ChainLb(LoadBalancer):
         """Each hop's event log by hop name, pod side first."""
         return {**{h.hop.name: h.events_path for h in self.upstream}, self.hop.name: self.events_path}
 
+
     def _start(self) -> None:
         for i, hop in enumerate(self.upstream):
             hop.start()
@@ -90,3 +91,10 @@ class ChainLb(LoadBalancer):
         super().close()
         for hop in reversed(self.upstream):
             hop.close()
+
+
+def hop_logs(lb: LoadBalancer) -> list[tuple[str, Path]]:
+    """Each hop's event log, pod side first: a chain's every hop, a single LB's own."""
+    if isinstance(lb, ChainLb):
+        return list(lb.events_paths().items())
+    return [("lb", lb.events_path)]

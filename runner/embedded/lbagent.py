@@ -17,9 +17,11 @@ behind the profile is ERROR, never a silent change of behaviour.
 
 A hop of a chain (runner/embedded/chain.py) runs one agent too, with three more settings:
 `--hop NAME` puts the hop's name in every record; `--snat ADDR` says the hop masquerades its
-clients to ADDR (a `nat` hop), so a backend-leg packet of ADDR:PORT is the flow of the client's
-port PORT (masquerade keeps a free source port, and each client port is free here) and the
-server-side RST leaves from ADDR; `--cut` makes the agent forget the flow itself at
+clients to ADDR (a `nat` hop): the server's SYN-ACK to ADDR:PORT acknowledging the flow's initial
+sequence number (NAT keeps sequence numbers; a packet socket bound to IP sees a leg's incoming
+packets only) ties PORT to the flow, recorded as a `snat` event (how the next hop names the flow),
+and the server-side RST leaves from ADDR:PORT;
+`--cut` makes the agent forget the flow itself at
 last activity + idle timeout + `--offset-ms` (it deletes the conntrack entry, the kernel's timeout
 being longer), for an order between equal timers finer than the kernel's whole seconds. Mode
 `rst-inside-only` (an AWS NAT gateway) is the kernel's: silent, then an RST to a client-side sender.
@@ -63,6 +65,10 @@ class Flow:
     packets: int = 0
     after_expiry: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
     fins: set[str] = field(default_factory=set)
+    #: A nat hop's source port for this flow past its masquerade (None until the server's SYN-ACK).
+    snat_port: int | None = None
+    #: The client's initial sequence number (its SYN's), which ties the flow to its port past a NAT.
+    isn: int | None = None
 
     @property
     def name(self) -> str:
@@ -98,6 +104,12 @@ def rst_packet(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, s, d)
     ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
     return ip + tcp
+
+
+def ack_number(frame: bytes) -> int:
+    """The acknowledgment number of an Ethernet/IPv4/TCP frame that parse() accepted."""
+    ihl = (frame[14] & 0x0F) * 4
+    return int(struct.unpack("!I", frame[14 + ihl + 8:14 + ihl + 12])[0])
 
 
 def parse(frame: bytes) -> tuple[str, str, int, int, int, int, int] | None:
@@ -157,6 +169,9 @@ class Agent:
         # rst-both-ways always cuts itself; the other modes when asked (an ordered timer).
         self.cut = self.mode == "rst-both-ways" or (bool(args.cut) and self.timeout is not None)
         self._snat_ports: dict[int, tuple[str, int]] = {}
+        # A SYN-ACK seen past the masquerade before its flow's SYN on the pod leg (the two legs'
+        # sockets are read in either order): the client's initial sequence number -> port.
+        self._early_syns: dict[int, int] = {}
 
     def _is_pod(self, addr: str) -> bool:
         # Cached: the same few addresses come back on every packet, and this is the hot path.
@@ -192,7 +207,7 @@ class Agent:
         snat = self.snat
         if snat and leg == "backend" and snat in (src, dst):
             # Past a nat hop's masquerade: the client's port names the flow (module docstring).
-            self._on_snat_packet(src == snat, sport if src == snat else dport, p, now)
+            self._on_snat_packet(src == snat, sport if src == snat else dport, p, now, frame)
             return
         if self._is_pod(src):
             side, key, vport = "client", (src, sport), dport
@@ -208,21 +223,44 @@ class Agent:
         flow = self.flows.get(key)
         if flags & SYN and not flags & ACK and side == "client":
             if flow is None or flow.closed or flow.expired_at is not None or flow.client_next != (seq + 1) % SEQ_MOD:
-                flow = Flow(pod=key[0], pod_port=key[1], vport=vport, opened_at=now, last=now)
+                flow = Flow(pod=key[0], pod_port=key[1], vport=vport, opened_at=now, last=now, isn=seq)
                 self.flows[key] = flow
-                if self.snat:
-                    self._snat_ports[key[1]] = key
                 self.emit("flow-opened", now, flow=flow.name, client=f"{src}:{sport}")
+                early = self._early_syns.pop(seq, None) if self.snat else None
+                if early is not None:
+                    self._tie(key, flow, early)
         self._track(flow, leg, side, flags, seq, seq_len, now)
 
     def _on_snat_packet(self, from_client: bool, port: int, p: tuple[str, str, int, int, int, int, int],
-                        now: float) -> None:
+                        now: float, frame: bytes) -> None:
         """A backend-leg packet of a nat hop, between its masquerade address and the server."""
+        _, _, _, _, seq, flags, seq_len = p
         key = self._snat_ports.get(port)
+        if not from_client and flags & SYN and flags & ACK:
+            isn = (ack_number(frame) - 1) % SEQ_MOD
+            learned = self._learn_snat_port(port, isn)
+            if learned is None:
+                if len(self._early_syns) > 1024:
+                    self._early_syns.clear()  # bounded: SYN-ACKs whose flow never opened here
+                self._early_syns[isn] = port
+            key = learned or key
         if key is None:
             return
-        _, _, _, _, seq, flags, seq_len = p
         self._track(self.flows.get(key), "backend", "client" if from_client else "server", flags, seq, seq_len, now)
+
+    def _learn_snat_port(self, port: int, seq: int) -> tuple[str, int] | None:
+        """The flow whose SYN this is (same initial sequence number), now known by `port` past the NAT."""
+        for key, flow in self.flows.items():
+            # By the initial sequence number: the client may have sent data since its SYN.
+            if flow.snat_port is None and not flow.closed and flow.isn == seq:
+                self._tie(key, flow, port)
+                return key
+        return None
+
+    def _tie(self, key: tuple[str, int], flow: Flow, port: int) -> None:
+        flow.snat_port = port
+        self._snat_ports[port] = key
+        self.emit("snat", flow=flow.name, to=f"{self.snat}:{port}")
 
     def _track(self, flow: Flow | None, leg: str, side: str, flags: int, seq: int, seq_len: int, now: float) -> None:
         """One packet of a known flow: its activity, sequence numbers, closes, or what befell it after expiry."""
@@ -298,7 +336,8 @@ class Agent:
             self.raw.sendto(rst_packet(self.vip, flow.pod, flow.vport, flow.pod_port, flow.server_next), (flow.pod, 0))
             sent.append(("client", flow.server_next, time.time()))
         if flow.client_next is not None:
-            self.raw.sendto(rst_packet(client_addr, host, flow.pod_port, bport, flow.client_next), (host, 0))
+            sport = flow.snat_port if self.snat and flow.snat_port is not None else flow.pod_port
+            self.raw.sendto(rst_packet(client_addr, host, sport, bport, flow.client_next), (host, 0))
             sent.append(("server", flow.client_next, time.time()))
         for to, seq, ts in sent:
             self.emit("rst-sent", ts, flow=flow.name, to=to, seq=seq)

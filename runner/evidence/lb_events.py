@@ -51,6 +51,9 @@ class LbFlow:
     #: The first packet the LB says it dropped after expiry, and how many it logged.
     first_drop_at: float | None = None
     drops: int = 0
+    #: On a chain of hops (chain_lb_record): the hop that forgot the flow first, and its timer.
+    hop: str | None = None
+    idle: float | None = None
 
 
 def summarize_lb_events(
@@ -102,6 +105,9 @@ def lb_flows(
         f = flows.setdefault(flow.split(">")[0], {})
         if kind == "expired":
             f.setdefault("expired_at", float(ts))
+            if isinstance(ev.get("hop"), str) and isinstance(ev.get("idle"), int | float):
+                f.setdefault("hop", ev["hop"])
+                f.setdefault("idle", float(ev["idle"]))
             last = ev.get("last_activity")
             if isinstance(last, int | float) and not isinstance(last, bool):
                 f.setdefault("last_activity", float(last))
@@ -129,4 +135,56 @@ def pod_lb_record(events_path: Path, pod_ip: str | None, until: float | None, ou
               if pod_ip is not None and str(e.get("flow", "")).startswith(pod_ip + ":")]
     out.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
     # Already the pod's events: the summaries need not filter them again.
+    return summarize_lb_events(events, until=until), lb_flows(events, until=until)
+
+
+def chain_events(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], pod_ip: str) -> list[dict[str, Any]]:
+    """One pod's events across a chain's hops (runner/embedded/chain.py), pod side first, in time order.
+
+    Past a nat hop the next hop knows a flow by the hop's address and port, which the nat hop's
+    `snat` event records; every flow is renamed to the pod's own `ip:port>vport`, every record
+    carries its hop's name. An RST a later hop sends toward the client after an earlier hop forgot
+    the flow never reaches the pod (that hop drops it, its own log says so): it is kept as
+    `rst-lost`, not as an RST the pod was told of. In time order, the first `expired` record of a
+    flow is the first hop that forgot it (lb_flows keeps that one).
+    """
+    merged: list[dict[str, Any]] = []
+    alias: dict[str, str] = {}
+    forgot: dict[str, float] = {}  # pod flow -> when a hop before the current one forgot it
+    for index, (hop, events) in enumerate(logs):
+        next_alias: dict[str, str] = {}
+        mine = []
+        for ev in events:
+            flow = ev.get("flow")
+            if not isinstance(flow, str):
+                continue
+            client, _, vport = flow.partition(">")
+            own = client if index == 0 and client.startswith(pod_ip + ":") else alias.get(client)
+            if own is None:
+                continue
+            rec = {**ev, "flow": f"{own}>{vport}", "hop": ev.get("hop", hop)}
+            if ev.get("event") == "snat" and isinstance(ev.get("to"), str):
+                next_alias[ev["to"]] = own
+            ts = ev.get("ts")
+            lost_at = forgot.get(rec["flow"])
+            if ev.get("event") == "rst-sent" and ev.get("to") == "client" and lost_at is not None \
+                    and isinstance(ts, int | float) and ts >= lost_at:
+                rec["event"] = "rst-lost"
+            mine.append(rec)
+        for rec in mine:
+            if rec.get("event") == "expired" and isinstance(rec.get("ts"), int | float):
+                forgot[rec["flow"]] = min(forgot.get(rec["flow"], rec["ts"]), rec["ts"])
+        merged += mine
+        alias = next_alias
+    return sorted(merged, key=lambda e: e["ts"] if isinstance(e.get("ts"), int | float) else 0.0)
+
+
+def chain_lb_record(logs: Sequence[tuple[str, Path]], pod_ip: str | None, until: float | None, out: Path
+                    ) -> tuple[LbSummary, list[LbFlow]]:
+    """pod_lb_record for a chain of hops: every hop's record of the pod's flows (chain_events), also
+    written to `out` (each line names its hop); a single hop is pod_lb_record exactly."""
+    if len(logs) == 1:
+        return pod_lb_record(logs[0][1], pod_ip, until, out)
+    events = [] if pod_ip is None else chain_events([(hop, read(path)) for hop, path in logs], pod_ip)
+    out.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
     return summarize_lb_events(events, until=until), lb_flows(events, until=until)
