@@ -279,6 +279,10 @@ class ProfileFacts(_Model):
     """That real profile's idle timeout, so the report can print both numbers."""
     overrides: dict[str, str] = Field(default_factory=dict)
     """Settings a matrix cluster overrode on top of the named profile."""
+    path: str | None = None
+    """A chain of hops (a matrix cluster's `path:`, runner/config/paths.py) hop by hop, pod side
+    first: each hop's kind, behaviour and timer (with the real one when scaled); the profile's other
+    fields are its last hop's. Null for a single LB."""
 
     @property
     def acts(self) -> bool:
@@ -286,8 +290,9 @@ class ProfileFacts(_Model):
         return self.mode != "none"
 
     @classmethod
-    def from_profile(cls, profile: Profile) -> ProfileFacts:
-        """The facts of a resolved runner.config.profiles.Profile, with its real profile's timeout if scaled."""
+    def from_profile(cls, profile: Profile, path: str | None = None) -> ProfileFacts:
+        """The facts of a resolved runner.config.profiles.Profile, with its real profile's timeout if scaled;
+        `path` a chain's description (runner/config/paths.NetPath.describe)."""
         real = PROFILES.get(profile.scaled_from) if profile.scaled_from else None
         return cls(
             name=profile.name,
@@ -297,6 +302,7 @@ class ProfileFacts(_Model):
             scaled_from=profile.scaled_from,
             scaled_from_timeout=None if real is None else float(real.idle_timeout),
             overrides={str(k): str(v) for k, v in profile.overrides},
+            path=path,
         )
 
     def describe(self) -> str:
@@ -317,6 +323,8 @@ class ProfileFacts(_Model):
             text += ", no front (direct to kube-apiserver)"
         if self.overrides:
             text += " [overridden: " + ", ".join(f"{k}={v}" for k, v in sorted(self.overrides.items())) + "]"
+        if self.path:
+            text += f"; path: {self.path}"
         return text
 
 

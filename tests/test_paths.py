@@ -101,3 +101,13 @@ def test_a_matrix_takes_path_beside_or_instead_of_lb(tmp_path: Path) -> None:
     assert [h.name for h in mixed.hops] == ["outbound", "lb"] and mixed.last.proxy == "tcp"
     assert mixed.last.idle_timeout == 45 and cells["nat-before-a-profile"].interval == 75
     assert cells["single"].path is None  # `lb:` alone: today's single LB, unchanged
+
+
+def test_the_report_prints_the_chain_hop_by_hop_with_the_real_numbers() -> None:
+    from runner.model import ProfileFacts
+
+    path = PATHS["aks-public-quick"]
+    text = ProfileFacts.from_profile(path.profile(), path=path.describe()).describe()
+    assert text.startswith("aks-public-quick: rst-both-ways after 45 s idle")
+    assert ("path: outbound (nat): rst-both-ways after 338 s (real 1800 s) → front (front tcp): rst-both-ways "
+            "after 45 s (real 240 s) → kube-apiserver") in text

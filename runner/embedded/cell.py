@@ -107,7 +107,8 @@ class CellRun(HarnessRun):
         lb, flows = chain_lb_record(hop_logs(self.lb), self.pod.addr if self.pod else None, self.exposed_until,
                                     self.evidence / "lb-events.jsonl")
         return collect_cell(self, BackendEvidence(
-            profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
+            profile=ProfileFacts.from_profile(cell.profile, path=cell.path.describe() if cell.path else None)
+            if cell.profile else None,
             evidence_files=EVIDENCE, pcap=pcap_facts, server_ports={API_PORT},
             lb=lb, lb_flows=flows,
             capture=self.capture.ended if self.capture is not None else None,
