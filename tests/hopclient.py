@@ -5,28 +5,43 @@ argv[1] is a JSON plan: {"addr", "port", "flows": N, "steps": [[flow, kind, arg]
 `late S` (ask the server to send `late` in S seconds), `at SECONDS` (sleep until the flow's mark plus
 SECONDS), `send TEXT`, `recv TIMEOUT`. Prints one JSON object: each step's outcome with its time,
 each flow's local port, mark and TCP state at the end (1 = ESTABLISHED).
+
+A mark is the kernel's receive time of the answer (SO_TIMESTAMPNS), not when this process woke up
+to read it: on a busy machine that can be milliseconds later. A send records the clock just before
+and just after the call (`at`, `end`): the packet left between the two.
 """
 
 import json
 import socket
+import struct
 import sys
 import time
+
+#: Linux's SO_TIMESTAMPNS (asm-generic/socket.h; also its control message type), which Python 3.11 does not name.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 plan = json.loads(sys.argv[1])
 socks = [socket.create_connection((plan["addr"], plan["port"]), timeout=5) for _ in range(plan.get("flows", 1))]
 for s in socks:
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 marks = [None] * len(socks)
 out = []
 
 
 def recv_line(s, timeout):
+    """(data, the kernel's receive time of it or None)."""
     s.settimeout(timeout)
-    # QUICKACK: the answer's ACK leaves at once, so the hops' last packet is the client's mark.
+    # QUICKACK: the answer's ACK leaves at once, so the hops' last packet is the answer's arrival.
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-    data = s.recv(4096)
+    data, anc, _, _ = s.recvmsg(4096, 64)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-    return data
+    stamp = None
+    for level, kind, raw in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("qq", raw[:16])
+            stamp = sec + nsec / 1e9
+    return data, stamp
 
 
 for flow, kind, arg in plan["steps"]:
@@ -38,15 +53,17 @@ for flow, kind, arg in plan["steps"]:
             rec["at"] = round(time.time(), 6)
             rec["ok"] = True
         elif kind in ("echo", "late", "send"):
-            s.sendall(((f"{kind} {arg}" if kind != "send" else arg) + "\n").encode())
+            line = ((f"{kind} {arg}" if kind != "send" else arg) + "\n").encode()
             rec["at"] = round(time.time(), 6)
+            s.sendall(line)
+            rec["sent"] = round(time.time(), 6)
             if kind == "echo":
-                data = recv_line(s, 2)
-                marks[flow] = rec["mark"] = time.time()
+                data, stamp = recv_line(s, 2)
+                marks[flow] = rec["mark"] = stamp or time.time()
                 rec["data"] = data.decode()
             rec["ok"] = True
         elif kind == "recv":
-            data = recv_line(s, arg)
+            data, _ = recv_line(s, arg)
             rec["ok"] = bool(data)
             rec["data"] = data.decode()
     except TimeoutError:

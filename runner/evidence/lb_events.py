@@ -146,7 +146,7 @@ def chain_events(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], pod_ip
     carries its hop's name. An RST a later hop sends toward the client after an earlier hop forgot
     the flow never reaches the pod (that hop drops it, its own log says so): it is kept as
     `rst-lost`, not as an RST the pod was told of. In time order, the first `expired` record of a
-    flow is the first hop that forgot it (lb_flows keeps that one).
+    flow is the first hop that forgot it; a later hop's is kept as `expired-later`.
     """
     merged: list[dict[str, Any]] = []
     alias: dict[str, str] = {}
@@ -176,7 +176,16 @@ def chain_events(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], pod_ip
                 forgot[rec["flow"]] = min(forgot.get(rec["flow"], rec["ts"]), rec["ts"])
         merged += mine
         alias = next_alias
-    return sorted(merged, key=lambda e: e["ts"] if isinstance(e.get("ts"), int | float) else 0.0)
+    merged.sort(key=lambda e: e["ts"] if isinstance(e.get("ts"), int | float) else 0.0)
+    # A flow is forgotten once, by the first hop: a later hop's expiry is kept as `expired-later`,
+    # so counts (LbSummary.expired) speak of the pod's connections, not of hops.
+    seen: set[str] = set()
+    for rec in merged:
+        if rec.get("event") == "expired":
+            if rec["flow"] in seen:
+                rec["event"] = "expired-later"
+            seen.add(rec["flow"])
+    return merged
 
 
 def chain_lb_record(logs: Sequence[tuple[str, Path]], pod_ip: str | None, until: float | None, out: Path
