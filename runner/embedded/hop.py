@@ -26,7 +26,7 @@ from runner.host.commands import in_netns
 from runner.host.netns import Topology
 from runner.host.procs import Child
 
-#: Every port a client may dial on the VIP: the hop forwards and tracks these only.
+#: Every port a client may dial on the VIP: the ports the hop's agent follows flows on.
 PORTS = (APISERVER_PORT, *TIMER_PORTS)
 
 
