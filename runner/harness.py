@@ -57,13 +57,20 @@ class Watched(Protocol):
     def returncode(self) -> int | None: ...
 
 
+def profile_facts(cell: Cell) -> ProfileFacts | None:
+    """The cell's LB profile as results.json records it, with its chain of hops when it has one."""
+    if cell.profile is None:
+        return None
+    return ProfileFacts.from_profile(cell.profile, path=cell.path.describe() if cell.path else None)
+
+
 def base_result(cell: Cell, desc: Descriptor, verdict: Verdict, reason: str) -> CellResult:
     """A cell's result with everything the plan knows filled in; the caller adds the evidence."""
     return CellResult(
         client=cell.client, folder=cell.folder, library=desc.library,
         library_version=desc.version_for(cell.build_env),
         api_style=cell.env.get("WATCHDROP_STYLE", desc.api_style), variant_env=dict(cell.env),
-        cluster=cell.cluster, profile=ProfileFacts.from_profile(cell.profile) if cell.profile else None,
+        cluster=cell.cluster, profile=profile_facts(cell),
         scenario=cell.scenario,
         timings=Timings(interval=cell.interval, detection_timeout=cell.detection_timeout, rounds=cell.rounds,
                         idle=cell.idle),

@@ -29,7 +29,7 @@ from runner.config.plan import Cell, describe_plan, parse_only, plan, select, sk
 from runner.embedded.backend import EmbeddedBackend
 from runner.errors import ExitCode, Interrupted, UsageError, WatchdropError
 from runner.evidence.limits import Limits, use_limits
-from runner.harness import base_result
+from runner.harness import base_result, profile_facts
 from runner.host import cleanup, signals, sysdeps
 from runner.host.commands import CommandLog
 from runner.host.netns import new_run_id
@@ -198,8 +198,8 @@ class Execution:
         # different overrides (a front each, say), and each really ran.
         profiles: dict[str, ProfileFacts] = {}
         for c in p.cells:
-            if c.profile:
-                facts = ProfileFacts.from_profile(c.profile)
+            facts = profile_facts(c)
+            if facts is not None:
                 profiles.setdefault(facts.describe(), facts)
         return RunResult(
             run_id=self.run_id, started=self.started, finished=time.time(),

@@ -111,3 +111,17 @@ def test_the_report_prints_the_chain_hop_by_hop_with_the_real_numbers() -> None:
     assert text.startswith("aks-public-quick: rst-both-ways after 45 s idle")
     assert ("path: outbound (nat): rst-both-ways after 338 s (real 1800 s) → front (front tcp): rst-both-ways "
             "after 45 s (real 240 s) → kube-apiserver") in text
+
+
+def test_every_result_of_a_path_cell_carries_its_chain(tmp_path: Path) -> None:
+    """The cell's result and the run's profile list are both built by harness.profile_facts."""
+    from runner.harness import profile_facts
+
+    (tmp_path / "matrix.yaml").write_text(MATRIX)
+    matrix = load_matrix(tmp_path / "matrix.yaml", make_clients(tmp_path))
+    cells = {c.cluster: c for c in plan(matrix)}
+    facts = profile_facts(cells["aks-public"])
+    assert facts is not None and facts.path == PATHS["aks-public-quick"].describe()
+    assert "path: outbound (nat)" in facts.describe()
+    single = profile_facts(cells["single"])
+    assert single is not None and single.path is None

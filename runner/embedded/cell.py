@@ -20,13 +20,13 @@ from runner.embedded.lb import LoadBalancer, Pod
 from runner.evidence.lb_events import LbProblem, chain_lb_record
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
-from runner.harness import CellSetupError, HarnessRun
+from runner.harness import CellSetupError, HarnessRun, profile_facts
 from runner.host import sandbox
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
 from runner.host.netns import BLOCKS
 from runner.host.procs import Child
-from runner.model import CellResult, ProfileFacts
+from runner.model import CellResult
 
 WATCHER_STOP_GRACE = 15.0
 
@@ -107,8 +107,7 @@ class CellRun(HarnessRun):
         lb, flows = chain_lb_record(hop_logs(self.lb), self.pod.addr if self.pod else None, self.exposed_until,
                                     self.evidence / "lb-events.jsonl")
         return collect_cell(self, BackendEvidence(
-            profile=ProfileFacts.from_profile(cell.profile, path=cell.path.describe() if cell.path else None)
-            if cell.profile else None,
+            profile=profile_facts(cell),
             evidence_files=EVIDENCE, pcap=pcap_facts, server_ports={API_PORT},
             lb=lb, lb_flows=flows,
             capture=self.capture.ended if self.capture is not None else None,
