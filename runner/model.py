@@ -268,8 +268,11 @@ class ProfileFacts(_Model):
     """Seconds of idle after which the LB forgets the flow; null when unknown (a provider's LB).
     For mode "none" it only sized the idle waits."""
     front: str | None
-    """The TCP-terminating front in the API server's path ("tcp-proxy"), or "none"/null when
-    watchers reach kube-apiserver directly (whose own keepalive then hides the LB: docs/facts.md)."""
+    """What answers the client behind the LB (docs/facts.md, "Fronts"): "tcp" (a TCP proxy: the
+    server's closes reach the client, its keepalive probes do not), "http" (ends TLS and HTTP and keeps
+    its own connections: the server's idle close stays behind it) or "passthrough"/null (DNAT straight
+    to kube-apiserver, whose own keepalive then hides the LB). Runs before issue 17 wrote "tcp-proxy"
+    for "tcp" and "none" for "passthrough"."""
     scaled_from: str | None = None
     """The real profile a `-quick` profile was scaled down from (e.g. "azure-slb"), else null."""
     scaled_from_timeout: Seconds | None = None
@@ -298,7 +301,7 @@ class ProfileFacts(_Model):
 
     def describe(self) -> str:
         """One line of real numbers, e.g.
-        `azure-slb-quick: rst-both-ways after 45 s idle (scaled from azure-slb: 240 s), front tcp-proxy`."""
+        `azure-slb-quick: rst-both-ways after 45 s idle (scaled from azure-slb: 240 s), front tcp`."""
         if not self.acts:
             text = f"{self.name}: no LB acts on idle flows"
         elif self.idle_timeout is None:
@@ -308,7 +311,7 @@ class ProfileFacts(_Model):
         if self.scaled_from is not None:
             real = f": {fmt_secs(self.scaled_from_timeout)}" if self.scaled_from_timeout is not None else ""
             text += f" (scaled from {self.scaled_from}{real})"
-        if self.front and self.front != "none":
+        if self.front and self.front not in ("none", "passthrough"):
             text += f", front {self.front}"
         else:
             text += ", no front (direct to kube-apiserver)"

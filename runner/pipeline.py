@@ -194,14 +194,17 @@ class Execution:
 
     def to_result(self) -> RunResult:
         p = self.prepared
+        # Keyed by the whole description, not the name: two clusters may run one named profile with
+        # different overrides (a front each, say), and each really ran.
         profiles: dict[str, ProfileFacts] = {}
         for c in p.cells:
             if c.profile:
-                profiles.setdefault(c.profile.name, ProfileFacts.from_profile(c.profile))
+                facts = ProfileFacts.from_profile(c.profile)
+                profiles.setdefault(facts.describe(), facts)
         return RunResult(
             run_id=self.run_id, started=self.started, finished=time.time(),
             matrix=_display_path(p.matrix_path), machine=machine_info(),
-            profiles=sorted(profiles.values(), key=lambda x: x.name),
+            profiles=sorted(profiles.values(), key=lambda x: (x.name, x.describe())),
             cells=[self.results[c.id] for c in p.cells], interrupted=self.interrupted,
         )
 

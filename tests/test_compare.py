@@ -56,3 +56,21 @@ def test_the_cli_prints_the_comparison(tmp_path: Path) -> None:
                            "--format", "github"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "B: run local1" in proc.stdout and "FAIL-SILENT ≠ RECOVERED" in proc.stdout
+
+
+def test_one_profile_behind_two_fronts_is_two_columns() -> None:
+    """A cell behind an `http` front never pairs with one behind a `tcp` front of the same profile; an
+    old run's `tcp-proxy` override pairs with today's `tcp`."""
+    a = load_results(SAMPLE)
+    b = a.model_copy(deep=True)
+    for c in b.cells:
+        if c.profile is not None and c.profile.name == "gcp":
+            c.profile = c.profile.model_copy(update={"front": "http", "overrides": {"front": "http"}})
+    header = next(line for line in render_compare(a, b, "plain").splitlines() if line.startswith("client "))
+    assert header.split()[1:] == ["azure-slb-quick"]  # nothing of B's gcp cells pairs with A's
+    for run, front in ((a, "tcp-proxy"), (b, "tcp")):
+        for c in run.cells:
+            if c.profile is not None and c.profile.name == "gcp":
+                c.profile = c.profile.model_copy(update={"front": front, "overrides": {"front": front}})
+    header = next(line for line in render_compare(a, b, "plain").splitlines() if line.startswith("client "))
+    assert "gcp [front=tcp]" in header

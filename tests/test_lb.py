@@ -52,7 +52,7 @@ def make_lb(env):
     cluster, ev, _ = env
     made: list[LoadBalancer] = []
 
-    def make(mode: str, front: str = "tcp-proxy", timeout: int = T) -> LoadBalancer:
+    def make(mode: str, front: str = "tcp", timeout: int = T) -> LoadBalancer:
         slot = next(_slots)
         lb = LoadBalancer(cluster, slot, Profile(f"test-{mode}", mode, timeout, front, "test"), ev / f"lb{slot}")
         made.append(lb.start())
@@ -158,7 +158,7 @@ def test_agent_crash_is_reported(env, make_lb) -> None:
 
 def test_teardown_leaves_nothing(tmp_path) -> None:
     with EmbeddedCluster(churn_interval=0, evidence_dir=tmp_path) as cluster:
-        lb = LoadBalancer(cluster, 0, Profile("t", "rst-both-ways", T, "tcp-proxy", "test"), tmp_path / "lb").start()
+        lb = LoadBalancer(cluster, 0, Profile("t", "rst-both-ways", T, "tcp", "test"), tmp_path / "lb").start()
         lb.add_pod()
         pids = [c.pid for c in (lb.agent, lb.front) if c] + [c.child.pid for c in lb.captures if c.child]
         run_id = cluster.run_id

@@ -1,8 +1,8 @@
 """kube-apiserver's own TCP keepalive (3 min) and the managed front (docs/facts.md).
 
-Behind `front: none` a pod connected to kube-apiserver receives the server's keepalive probes
-after 180 s of idle, so it is never idle long enough for a 4-minute LB. Behind `front:
-tcp-proxy` (HAProxy, as on AKS) those probes end at the front and never reach the pod. Read from
+Behind `front: passthrough` a pod connected to kube-apiserver receives the server's keepalive probes
+after 180 s of idle, so it is never idle long enough for a 4-minute LB. Behind `front: tcp`
+(HAProxy, as on AKS) those probes end at the front and never reach the pod. Read from
 the pod's own capture. Takes a little over 3 minutes.
 """
 
@@ -32,7 +32,7 @@ def test_front_hides_apiserver_keepalives(tmp_path) -> None:
 
         lbs, caps, watches = [], [], []
         try:
-            for slot, front in enumerate(("none", "tcp-proxy")):
+            for slot, front in enumerate(("passthrough", "tcp")):
                 lb = LoadBalancer(cluster, slot, Profile(f"ctl-{front}", "none", 240, front, "test"),
                                   tmp_path / f"lb-{front}").start()
                 lbs.append(lb)
@@ -56,8 +56,8 @@ def test_front_hides_apiserver_keepalives(tmp_path) -> None:
                 c.stop()
             for lb in lbs:
                 lb.close()
-    direct = read_pcap(tmp_path / "none.pcap", server_ports={6443})
-    fronted = read_pcap(tmp_path / "tcp-proxy.pcap", server_ports={6443})
+    direct = read_pcap(tmp_path / "passthrough.pcap", server_ports={6443})
+    fronted = read_pcap(tmp_path / "tcp.pcap", server_ports={6443})
     assert len(direct.connections) == 1 and len(fronted.connections) == 1
     probes = direct.connections[0].keepalive_server
     assert probes, "kube-apiserver's keepalive probes should reach the pod without a front"
@@ -81,7 +81,7 @@ def test_no_listening_socket_in_the_root_namespace(tmp_path) -> None:
         from runner.embedded.timer import start_timer_server
 
         timer = start_timer_server(cluster, tmp_path)
-        lb = LoadBalancer(cluster, 0, Profile("t", "rst-both-ways", 30, "tcp-proxy", "test"), tmp_path / "lb").start()
+        lb = LoadBalancer(cluster, 0, Profile("t", "rst-both-ways", 30, "tcp", "test"), tmp_path / "lb").start()
         try:
             during = listeners()
         finally:

@@ -230,7 +230,7 @@ def test_full_schema(tmp_path: Path, clients_dir: Path) -> None:
         "azure-slb",
         300,
         "silent-drop",
-        "none",
+        "passthrough",  # written `front: none`, the old name, which still loads
     )
     assert isinstance(aks, KubernetesCluster)
     assert (aks.context, aks.registry, aks.pull_secrets, aks.service_type, aks.idle_timeout) == (

@@ -21,10 +21,10 @@ REAL = ("azure-slb", "azure-slb-no-reset", "aws-nlb", "gcp", "direct")
 @pytest.mark.parametrize(
     ("name", "mode", "idle_timeout", "front"),
     [
-        ("azure-slb", "rst-both-ways", 240, "tcp-proxy"),
-        ("azure-slb-no-reset", "silent-drop", 240, "tcp-proxy"),
-        ("aws-nlb", "rst-on-next-packet", 350, "tcp-proxy"),
-        ("gcp", "silent-drop", 600, "tcp-proxy"),
+        ("azure-slb", "rst-both-ways", 240, "tcp"),
+        ("azure-slb-no-reset", "silent-drop", 240, "tcp"),
+        ("aws-nlb", "rst-on-next-packet", 350, "tcp"),
+        ("gcp", "silent-drop", 600, "tcp"),
     ],
 )
 def test_real_profiles_match_the_facts_table(name: str, mode: str, idle_timeout: int, front: str) -> None:
@@ -35,7 +35,7 @@ def test_real_profiles_match_the_facts_table(name: str, mode: str, idle_timeout:
 
 def test_direct_is_the_control() -> None:
     direct = resolve_profile("direct")
-    assert (direct.mode, direct.front) == ("none", "none")
+    assert (direct.mode, direct.front) == ("none", "passthrough")
 
 
 def test_every_profile_cites_a_source() -> None:
@@ -61,11 +61,25 @@ def test_scaled_profiles_may_not_go_below_the_floor() -> None:
 
 
 def test_overrides_are_applied_and_recorded() -> None:
-    profile = resolve_profile("gcp", {"idle_timeout": 360, "mode": None, "front": "none"})
-    assert (profile.name, profile.idle_timeout, profile.mode, profile.front) == ("gcp", 360, "silent-drop", "none")
-    assert profile.overrides == (("idle_timeout", "360"), ("front", "none"))
-    assert "overridden: idle_timeout=360, front=none" in profile.describe()
+    profile = resolve_profile("gcp", {"idle_timeout": 360, "mode": None, "front": "http"})
+    assert (profile.name, profile.idle_timeout, profile.mode, profile.front) == ("gcp", 360, "silent-drop", "http")
+    assert profile.overrides == (("idle_timeout", "360"), ("front", "http"))
+    assert "overridden: idle_timeout=360, front=http" in profile.describe()
     assert PROFILES["gcp"].idle_timeout == 600  # the table itself is untouched
+
+
+@pytest.mark.parametrize(("old", "new"), [("tcp-proxy", "tcp"), ("none", "passthrough")])
+def test_old_front_names_resolve_to_todays(old: str, new: str) -> None:
+    """Matrices written before the fronts got their names keep loading, and say today's name."""
+    profile = resolve_profile("azure-slb-quick", {"front": old})
+    assert profile.front == new and profile.overrides == (("front", new),)
+    assert f"front={new}" in profile.describe()
+
+
+def test_an_unknown_front_names_every_kind() -> None:
+    with pytest.raises(ProfileError) as info:
+        Profile("x", "silent-drop", 45, "tcp-proxy", "test")  # type: ignore[arg-type]  # aliases are the matrix's
+    assert all(kind in info.value.fix for kind in ("tcp", "passthrough", "http"))
 
 
 @pytest.mark.parametrize(
@@ -92,6 +106,6 @@ def test_profiles_are_frozen() -> None:
 
 
 def test_describe() -> None:
-    assert PROFILES["azure-slb"].describe() == "rst-both-ways after 240 s, front tcp-proxy"
-    assert PROFILES["direct-quick"].describe() == "no LB (idle+N uses 45 s), front none"
-    assert Profile("x", "silent-drop", 31, "none", "test", scaled_from="y").idle_timeout == 31
+    assert PROFILES["azure-slb"].describe() == "rst-both-ways after 240 s, front tcp"
+    assert PROFILES["direct-quick"].describe() == "no LB (idle+N uses 45 s), front passthrough"
+    assert Profile("x", "silent-drop", 31, "passthrough", "test", scaled_from="y").idle_timeout == 31

@@ -24,6 +24,7 @@ from runner.report.render import (
     README_BEGIN,
     README_END,
     load_results,
+    profiles_used,
     render_markdown,
     render_table,
     replace_section,
@@ -186,13 +187,22 @@ def test_profile_describes_real_numbers() -> None:
     assert direct.describe() == "direct: no LB acts on idle flows, no front (direct to kube-apiserver)"
     quick = ProfileFacts.from_profile(resolve_profile("aws-nlb-quick", {"front": "none"}))
     assert quick == ProfileFacts(
-        name="aws-nlb-quick", mode="rst-on-next-packet", idle_timeout=45.0, front="none", scaled_from="aws-nlb",
-        scaled_from_timeout=350.0, overrides={"front": "none"},
+        name="aws-nlb-quick", mode="rst-on-next-packet", idle_timeout=45.0, front="passthrough",
+        scaled_from="aws-nlb", scaled_from_timeout=350.0, overrides={"front": "passthrough"},
     )
     assert quick.describe() == (
         "aws-nlb-quick: rst-on-next-packet after 45 s idle (scaled from aws-nlb: 350 s), "
-        "no front (direct to kube-apiserver) [overridden: front=none]"
+        "no front (direct to kube-apiserver) [overridden: front=passthrough]"
     )
+    l7 = ProfileFacts.from_profile(resolve_profile("azure-slb-no-reset-quick", {"front": "http"}))
+    assert l7.describe() == (
+        "azure-slb-no-reset-quick: silent-drop after 45 s idle (scaled from azure-slb-no-reset: 240 s), "
+        "front http [overridden: front=http]"
+    )
+    # Runs before the fronts got today's names wrote "tcp-proxy" and "none": still read, still true.
+    assert ProfileFacts.from_profile(PROFILES["gcp"]).describe() == "gcp: silent-drop after 600 s idle, front tcp"
+    old_direct = ProfileFacts(name="direct", mode="none", idle_timeout=240.0, front="none")
+    assert old_direct.describe() == direct.describe()
 
 
 # --- table ----------------------------------------------------------------------------------------
@@ -381,3 +391,13 @@ def _run_with_examples():
     cells = [run.cells[0].model_copy(update={"verdict": Verdict.PASS, "scenario": "watch"}),
              run.cells[0].model_copy(update={"client": "x", "verdict": Verdict.FAIL_SILENT, "scenario": "watch"})]
     return run.model_copy(update={"cells": cells})
+
+
+def test_one_profile_with_two_fronts_is_listed_twice() -> None:
+    run = sample_run()
+    cell = next(c for c in run.cells if c.profile is not None and c.profile.name == "gcp")
+    l7 = cell.profile.model_copy(update={"front": "http", "overrides": {"front": "http"}})  # type: ignore[union-attr]
+    run.cells.append(cell.model_copy(update={"cluster": "gcp-l7", "profile": l7}))
+    lines = profiles_used(run)
+    assert "gcp: silent-drop after 600 s idle, front tcp-proxy" in lines
+    assert "gcp: silent-drop after 600 s idle, front http [overridden: front=http]" in lines

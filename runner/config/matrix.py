@@ -36,7 +36,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from runner.config.descriptor import DESCRIPTOR_FILE, Descriptor, load_descriptor
-from runner.config.profiles import PROFILES, Front, Mode, Profile, ProfileError, resolve_profile
+from runner.config.profiles import (
+    FRONTS,
+    PROFILES,
+    Front,
+    Mode,
+    Profile,
+    ProfileError,
+    canonical_front,
+    front_fix,
+    resolve_profile,
+)
 from runner.config.yamlmarks import (
     MarkedYaml,
     custom_error,
@@ -192,7 +202,9 @@ class LbSpec(_Strict):
     profile: str = Field(description="an LB profile name, e.g. azure-slb")
     idle_timeout: Seconds | None = Field(default=None, description="override of the profile's idle timeout")
     mode: Mode | None = Field(default=None, description="override of the profile's mode")
-    front: Front | None = Field(default=None, description="override of the profile's front")
+    front: Front | None = Field(
+        default=None, description="override of the profile's front: tcp, passthrough or http (docs/facts.md)"
+    )
 
     @field_validator("profile")
     @classmethod
@@ -202,6 +214,15 @@ class LbSpec(_Strict):
             hint = f"did you mean {close[0]}? " if close else ""
             raise custom_error(f"unknown LB profile {name!r}", hint + "known: " + ", ".join(PROFILES))
         return name
+
+    @field_validator("front", mode="before")
+    @classmethod
+    def _known_front(cls, value: object) -> object:
+        # The old names still load, as today's (a matrix written before issue 17 means the same front).
+        value = canonical_front(value)
+        if value is not None and value not in FRONTS:
+            raise custom_error(f"unknown front {short_repr(value)}", front_fix())
+        return value
 
     @model_validator(mode="after")
     def _overrides_fit(self) -> LbSpec:

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Mode = Literal["none", "silent-drop", "rst-on-next-packet", "rst-both-ways"]
-Front = Literal["tcp-proxy", "none"]
+#: What sits between the LB and kube-apiserver, and so what the client hears of the server's own
+#: closes (docs/facts.md, "Fronts"): `tcp` a TCP proxy that passes them on, `passthrough` nothing
+#: (DNAT straight to kube-apiserver), `http` an L7 front that ends TLS and HTTP and keeps them.
+Front = Literal["tcp", "passthrough", "http"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 FRONTS: tuple[str, ...] = get_args(Front)
+#: The fronts' names before issue 17, still accepted in matrices (results written then keep them).
+FRONT_ALIASES: dict[str, str] = {"tcp-proxy": "tcp", "none": "passthrough"}
 
 #: client-go dials with a 30 s TCP keepalive (`net.Dialer{KeepAlive: 30 * time.Second}` in
 #: k8s.io/client-go/transport/cache.go); a timeout at or below it never fires for client-go, so
@@ -32,6 +37,19 @@ QUICK_IDLE_TIMEOUT = 45
 
 #: Keys a matrix cluster may override on top of a named profile.
 OVERRIDABLE = ("idle_timeout", "mode", "front")
+
+
+def canonical_front(value: object) -> object:
+    """A front's name with the old aliases mapped to today's (`tcp-proxy` → `tcp`, `none` → `passthrough`);
+    anything else is returned as it is, for the caller's own check to refuse."""
+    return FRONT_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+def front_fix() -> str:
+    """What to write instead of an unknown front."""
+    return ("use one of: tcp (a TCP proxy: the server's closes reach the client), passthrough (DNAT only), "
+            "http (ends TLS and HTTP, keeps its own connections); tcp-proxy and none are old names of tcp "
+            "and passthrough")
 
 
 class ProfileError(ValueError):
@@ -58,9 +76,12 @@ class Profile:
     #: it; it only sets how long `idle+N` scenarios wait, so the control cell idles as long as the
     #: cells it is compared with.
     idle_timeout: int
-    #: `tcp-proxy`: a TCP-terminating front sits in the API server's path, as the provider's front
-    #: end does, so kube-apiserver's own 3-minute server-side keepalive probes (docs/facts.md) end at the
-    #: front and do not keep the client's flow alive. `none`: watchers reach kube-apiserver directly.
+    #: What answers the client behind the LB (docs/facts.md, "Fronts"). `tcp`: a TCP proxy, as a
+    #: provider's TCP front end is; kube-apiserver's 3-minute keepalive probes end at it, its closes
+    #: (the 90 s idle close of a pooled connection) are passed on. `passthrough`: DNAT straight to
+    #: kube-apiserver; its probes and closes both reach the client. `http`: an L7 front that ends
+    #: TLS and HTTP with its own client-side connections (never closed for idleness) and its own pool
+    #: toward kube-apiserver, so the server's idle close stays on the front's backend side.
     front: Front
     #: Where the numbers and the behaviour come from.
     source: str
@@ -73,7 +94,7 @@ class Profile:
         if self.mode not in MODES:
             raise ProfileError(f"unknown LB mode {self.mode!r}", "use one of: " + ", ".join(MODES))
         if self.front not in FRONTS:
-            raise ProfileError(f"unknown front {self.front!r}", "use one of: " + ", ".join(FRONTS))
+            raise ProfileError(f"unknown front {self.front!r}", front_fix())
         if isinstance(self.idle_timeout, bool) or not isinstance(self.idle_timeout, int):
             raise ProfileError(f"idle_timeout must be whole seconds, got {self.idle_timeout!r}", "write e.g. 240")
         if self.idle_timeout <= 0:
@@ -88,7 +109,7 @@ class Profile:
             )
 
     def describe(self) -> str:
-        """Short human text for tables: `rst-both-ways after 240 s, front tcp-proxy`."""
+        """Short human text for tables: `rst-both-ways after 240 s, front tcp`."""
         if self.mode == "none":
             text = f"no LB (idle+N uses {self.idle_timeout} s), front {self.front}"
         else:
@@ -105,16 +126,16 @@ _AZURE_DOC = (
 
 _REAL: tuple[Profile, ...] = (
     # Azure Standard LB with TCP reset on, in front of every AKS API server: RST to both ends at 4 min.
-    Profile("azure-slb", "rst-both-ways", 240, "tcp-proxy", _AZURE_DOC),
+    Profile("azure-slb", "rst-both-ways", 240, "tcp", _AZURE_DOC),
     # Azure Standard LB with TCP reset off: the flow is forgotten and later packets vanish.
-    Profile("azure-slb-no-reset", "silent-drop", 240, "tcp-proxy", _AZURE_DOC + "; TCP reset off"),
+    Profile("azure-slb-no-reset", "silent-drop", 240, "tcp", _AZURE_DOC + "; TCP reset off"),
     # AWS NLB: 350 s; the next packet from either side is answered with an RST, the other side
     # hears nothing.
     Profile(
         "aws-nlb",
         "rst-on-next-packet",
         350,
-        "tcp-proxy",
+        "tcp",
         "AWS Network Load Balancer docs, 'Connection idle timeout' (350 s; configurable 60-6000 s since 2024)",
     ),
     # GCP VPC connection tracking / Cloud NAT: established TCP forgotten after 10 min, silently.
@@ -122,11 +143,11 @@ _REAL: tuple[Profile, ...] = (
         "gcp",
         "silent-drop",
         600,
-        "tcp-proxy",
+        "tcp",
         "GCP VPC firewall connection tracking and Cloud NAT docs (10 min for established TCP)",
     ),
     # No LB at all: the control column. 240 s only sizes idle+N waits (see Profile.idle_timeout).
-    Profile("direct", "none", 240, "none", "control: watchers dial kube-apiserver directly, no LB"),
+    Profile("direct", "none", 240, "passthrough", "control: watchers dial kube-apiserver directly, no LB"),
 )
 
 
@@ -155,6 +176,8 @@ def resolve_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Pr
     if base is None:
         raise ProfileError(f"unknown LB profile {name!r}", "use one of: " + ", ".join(PROFILES))
     changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "front" in changes:
+        changes["front"] = canonical_front(changes["front"])
     unknown = sorted(set(changes) - set(OVERRIDABLE))
     if unknown:
         raise ProfileError(

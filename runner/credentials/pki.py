@@ -148,3 +148,28 @@ def issue(pki: Pki, name: str, *, cn: str, org: str | None = None, server_ips: l
     key_path.write_bytes(_pem_key(key))
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def issue_front(pki: Pki, name: str) -> Path:
+    """A serving certificate for an L7 front, signed by the run's CA and naming every address and
+    name kube-apiserver's own certificate names (the VIPs, the fronts, the `kubernetes` Service), so
+    a client that verifies kube-apiserver verifies the front the same way: `<dir>/<name>.pem`, the
+    certificate then its key in one 0600 file, the form HAProxy's `crt` reads.
+
+    Its own key and subject (CN watchdrop-front), not kube-apiserver's: what a client meets is the
+    front, as on a managed L7 front, and the evidence can tell the two apart."""
+    if pki.ca_key is None:
+        raise ValueError("this Pki kept no CA key")
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    serving = x509.load_pem_x509_certificate(pki.serving_cert.read_bytes())
+    sans = list(serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert, key = _sign_leaf(ca, ca_key, "watchdrop-front", None, [ExtendedKeyUsageOID.SERVER_AUTH], sans, now)
+    path = pki.dir / f"{name}.pem"
+    # Created 0600 before the key is written: the key is never readable by others, even briefly.
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + _pem_key(key))
+    return path

@@ -14,9 +14,11 @@ flow after `idle_timeout` seconds without a packet, as the profile's mode says:
   flow at the deadline with exact-sequence RSTs to both ends.
 * none: plain forwarding, the control.
 
-With `front: tcp-proxy`, a real HAProxy in TCP mode terminates the client's TCP flow in front of
-kube-apiserver, as the provider's front end does on AKS: the API server's own 3-minute TCP
-keepalives then end at the front instead of keeping the client's flow alive (docs/facts.md).
+Behind the LB sits the profile's front (runner/embedded/front.py, docs/facts.md "Fronts"): a real
+HAProxy in TCP mode (`tcp`, as the provider's TCP front end: the API server's own 3-minute TCP
+keepalives end at it instead of keeping the client's flow alive), in HTTP mode (`http`, an L7 front
+with its own TLS, client connections and pool: the API server's 90 s idle close ends at it too), or
+nothing (`passthrough`: the VIP's DNAT goes straight to kube-apiserver).
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.config.profiles import Profile
+from runner.credentials import pki
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
+from runner.embedded.front import FrontTls, haproxy_config
+from runner.errors import ClusterError
 from runner.evidence.jsonl import read_timed
 from runner.evidence.lb_events import LbProblem
 from runner.host.capture import Capture
@@ -33,8 +38,6 @@ from runner.host.commands import CommandLog, in_netns
 from runner.host.procs import Child, wait_until
 
 TIMER_PORTS = (8005, 8600)
-#: HAProxy's timeouts: longer than any scenario, so the front never cuts a flow itself.
-FRONT_TIMEOUT = "24h"
 #: rst-both-ways: the kernel must not forget the flow before the agent cuts it.
 RST_BOTH_WAYS_MARGIN = 60
 
@@ -94,24 +97,6 @@ def nft_ruleset(*, table: str, profile: Profile, vip: str, api_target: str, time
 """
 
 
-def haproxy_config(bind: str, target: str) -> str:
-    # No `option clitcpka`: the front sends no TCP keepalive toward clients, like a cloud front end.
-    return f"""global
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client {FRONT_TIMEOUT}
-    timeout server {FRONT_TIMEOUT}
-    timeout tunnel {FRONT_TIMEOUT}
-frontend api
-    bind {bind}:{APISERVER_PORT}
-    default_backend apiserver
-backend apiserver
-    server kube-apiserver {target}:{APISERVER_PORT}
-"""
-
-
 class LoadBalancer:
     """One profile's LB namespace, front, agent and captures. `close()` undoes all of it."""
 
@@ -133,8 +118,13 @@ class LoadBalancer:
         self.events_path = evidence_dir / "lb-events.jsonl"
 
     @property
+    def has_front(self) -> bool:
+        """Whether a proxy answers the client in kube-apiserver's place (every front but `passthrough`)."""
+        return self.profile.front != "passthrough"
+
+    @property
     def api_target(self) -> str:
-        return self.block.front(self.slot) if self.profile.front == "tcp-proxy" else self.block.apiserver
+        return self.block.front(self.slot) if self.has_front else self.block.apiserver
 
     #: The LB namespace's interface toward its clients (the pods), where the agent and capture look.
     pod_iface = "br0"
@@ -202,7 +192,7 @@ class LoadBalancer:
         # expired, e.g. under load); a packet of a forgotten flow stays invalid: it has no entry.
         self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_be_liberal", "1")
         self.log.run(in_netns(ns, ["nft", "-f", "-"]), input_text=self._ruleset())
-        if self.profile.front == "tcp-proxy":
+        if self.has_front:
             self._start_front()
         self.captures = [
             Capture(ns, self.pod_iface, self.evidence_dir / "lb-pod-leg.pcap", self.log).start(),
@@ -214,10 +204,22 @@ class LoadBalancer:
         api_ns, front = self.cluster.api_ns, self.block.front(self.slot)
         self.topo.run_in(api_ns, ["ip", "addr", "add", f"{front}/32", "dev", "lo"])
         cfg = self.cluster.workdir / f"haproxy-{self.slot}.cfg"
-        cfg.write_text(haproxy_config(front, self.block.apiserver))
-        self.front = Child(f"haproxy front {self.slot}", in_netns(api_ns, ["haproxy", "-db", "-f", cfg]),
+        cfg.write_text(haproxy_config(self.profile.front, front, self.block.apiserver, self._front_tls()))
+        self.front = Child(f"haproxy {self.profile.front} front {self.slot}",
+                           in_netns(api_ns, ["haproxy", "-db", "-f", cfg]),
                            stdout=self.evidence_dir / "front.log", log=self.log)
         self._wait_listening(api_ns, front, APISERVER_PORT, self.front)
+
+    def _front_tls(self) -> FrontTls | None:
+        """An `http` front's certificate (issued by the cluster's CA for this slot) and the CA; None otherwise."""
+        if self.profile.front != "http":
+            return None
+        if self.cluster.pki is None:
+            raise ClusterError("an http front needs the cluster's CA, and the cluster has none yet",
+                               fix="start the cluster before its LBs")
+        # In the cluster's 0700 work dir, wiped with it.
+        cert = pki.issue_front(self.cluster.pki, f"front-{self.slot}")
+        return FrontTls(cert_pem=cert, ca_file=self.cluster.pki.ca_cert)
 
     def _start_agent(self) -> None:
         import sys

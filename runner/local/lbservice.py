@@ -91,7 +91,7 @@ class ServiceLoadBalancer(LoadBalancer):
         self.log.run(["ip", "route", "replace", f"{self.vip}/32", "via", lb_end, "dev", self.hair_link])
 
     def _start_front(self) -> None:
-        """No front: a profile's tcp-proxy front stands for the provider's front end of kube-apiserver;
+        """No front: a profile's tcp or http front stands for the provider's front end of kube-apiserver;
         a Service's LB forwards to the node's ports itself."""
 
     def _ruleset(self) -> str:

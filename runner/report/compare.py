@@ -1,7 +1,8 @@
 """Two runs side by side: `python -m runner report A/results.json --against B/results.json`.
 
 Cells pair up where both runs ran the same client entry and scenario behind the same LB profile
-(by the profile's name; a cluster without an emulated LB pairs by its cluster name). That sets a
+(by the profile's name and the overrides it ran with; a cluster without an emulated LB pairs by its
+cluster name). That sets a
 local cluster's columns beside the embedded columns of the same profiles (README), or a run beside
 its repeat. One table per scenario, one row per client entry, one column per profile; a cell shows
 one grade where the runs agree and `A ≠ B` with a note where they do not, the note giving both
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 
 from tabulate import tabulate
 
+from runner.config.profiles import canonical_front
 from runner.model import CellResult, RunResult
 from runner.report.compact import mark, scenarios
 from runner.report.render import Format, ordered_entries, table_cell
@@ -22,8 +24,15 @@ Key = tuple[str, str, str]
 
 
 def column(c: CellResult) -> str:
-    """The column a cell pairs under: its LB profile's name, or its cluster's where no LB is emulated."""
-    return c.profile.name if c.profile is not None else c.cluster
+    """The column a cell pairs under: its LB profile's name with the overrides it ran with (a cell
+    behind an `http` front is not paired with one behind a `tcp` front), or its cluster's name where
+    no LB is emulated."""
+    if c.profile is None:
+        return c.cluster
+    overrides = {k: str(canonical_front(v)) if k == "front" else v for k, v in c.profile.overrides.items()}
+    if not overrides:
+        return c.profile.name
+    return f"{c.profile.name} [" + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) + "]"
 
 
 def _index(cells: Iterable[CellResult]) -> dict[Key, CellResult]:

@@ -194,13 +194,11 @@ def table_notes(run: RunResult, fmt: Format) -> list[str]:
 
 
 def profiles_used(run: RunResult) -> list[str]:
-    seen: dict[str, str] = {}
-    for p in run.profiles:
-        seen.setdefault(p.name, p.describe())
-    for c in run.cells:
-        if c.profile is not None:
-            seen.setdefault(c.profile.name, c.profile.describe())
-    return list(seen.values())
+    """One line per profile as it ran: one named profile with different overrides (a front each,
+    say) is two lines."""
+    lines = [p.describe() for p in run.profiles]
+    lines += [c.profile.describe() for c in run.cells if c.profile is not None]
+    return list(dict.fromkeys(lines))
 
 
 # --- report.md -------------------------------------------------------------------------------------
