@@ -43,12 +43,14 @@ rows.filter(r=>r.offsetParent!==null).length,want].join(' '))})</script>"""
 
 
 #: The sticky headers: scrolled right as far as it goes and down until the grid's last row sits at the
-#: window's bottom, where are the header row and the client column?
+#: window's bottom, where are the header row and the client column? Measured right after the scroll
+#: (getBoundingClientRect lays the page out with sticky offsets): --dump-dom does not wait for an
+#: animation frame, so a probe written in one was missing on a loaded machine.
 STICKY = """<script>addEventListener('load',()=>{const rows=document.querySelectorAll('.grid tbody tr'),
 last=rows[rows.length-1];scrollTo(1e5,last.getBoundingClientRect().bottom+scrollY-innerHeight);
-requestAnimationFrame(()=>{const head=document.querySelector('.grid thead th').getBoundingClientRect(),
+const head=document.querySelector('.grid thead th').getBoundingClientRect(),
 client=last.querySelector('th').getBoundingClientRect();document.body.setAttribute('data-probe',
-[scrollX,scrollY,head.top,client.left].map(Math.round).join(' '))})})</script>"""
+[scrollX,scrollY,head.top,client.left].map(Math.round).join(' '))})</script>"""
 
 
 @dataclass(frozen=True)

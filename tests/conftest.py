@@ -26,9 +26,11 @@ def no_leftovers():
     assert after <= before, f"namespaces left behind: {sorted(after - before)}"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def system_tools():
-    """As root, install the Debian packages the runner needs, as `python -m runner` itself does."""
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, install the Debian packages the runner needs, as `python -m runner` itself does.
+
+    Before collection, not in a session fixture: `needs_root_tools` looks for the tools when a test
+    module is imported, so on a fresh machine a later install left every kernel test skipped."""
     if os.geteuid() == 0:
         from runner.host import sysdeps
         sysdeps.ensure_tools()

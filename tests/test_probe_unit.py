@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import UsageError
+from runner.host.commands import CommandLog
 from runner.probe import fates as f
 from runner.probe.ladder import DEFAULT_LADDER, ladder, parse_ladder, rungs, server_ports
 from runner.probe.manifests import client_pod, probe_objects
@@ -219,3 +220,19 @@ def test_the_service_lb_dnats_its_ports_to_node_ports_for_its_source_ranges_only
 def test_the_service_lb_ruleset_is_valid_nftables() -> None:
     proc = subprocess.run(["nft", "-c", "-f", "-"], input=_service_lb()._ruleset(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_curl_of_the_probe_is_logged_as_it_ran(tmp_path: Path) -> None:
+    """The outside path's curls run in a namespace wrapper: commands.log keeps the argv that ran."""
+    from runner.probe.command import Probe
+    from runner.probe.ladder import Rung
+
+    probe = Probe.__new__(Probe)
+    probe.procs = []
+    probe.log = CommandLog(tmp_path / "commands.log")
+    into: dict[int, dict[str, object]] = {}
+    probe._curl(Rung("outside", 1, 18001), "198.18.3.8", lambda argv: ["echo", "netns-wrap", *argv], into)
+    logged = (tmp_path / "commands.log").read_text()
+    assert "$ echo netns-wrap curl -sS --no-keepalive --http0.9" in logged
+    assert "http://198.18.3.8:18001/" in logged and "-> 0 (port 18001)" in logged
+    assert into[18001]["rc"] == 0

@@ -74,3 +74,27 @@ def test_no_function_is_too_long_or_takes_too_many_parameters() -> None:
             if (lines > MAX_FUNCTION_LINES or len(params) > MAX_PARAMETERS) and key not in LONG_FUNCTIONS_ALLOWED:
                 found.append(f"{key}: {lines} lines, {len(params)} parameters")
     assert not found, found
+
+
+#: Tools the tests' `needs_root_tools` may name that come with the machine, not from sysdeps' install:
+#: the Go toolchain and util-linux (Debian's essential set).
+BASE_TOOLS = {"go", "setpriv", "unshare", "nsenter", "prlimit"}
+
+
+def test_every_tool_a_kernel_test_needs_is_installed_before_collection(monkeypatch) -> None:
+    """A fresh CI machine has no nft or tcpdump: if the install came after collection (a session
+    fixture did), every `needs_root_tools` mark was already decided and the kernel tests skipped."""
+    from runner.host import sysdeps
+    from tests import conftest
+
+    named: set[str] = set()
+    for path in (REPO / "tests").glob("*.py"):
+        for call in re.findall(r"needs_root_tools\(([^)]*)\)", path.read_text(encoding="utf-8")):
+            named |= set(re.findall(r'"([^"]+)"', call))
+    assert named - set(sysdeps.TOOLS) - BASE_TOOLS == set()
+
+    calls: list[str] = []
+    monkeypatch.setattr(sysdeps, "ensure_tools", lambda *a, **k: calls.append("installed"))
+    monkeypatch.setattr(conftest.os, "geteuid", lambda: 0)
+    conftest.pytest_configure(None)  # type: ignore[arg-type]
+    assert calls == ["installed"]

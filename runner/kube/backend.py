@@ -239,7 +239,7 @@ class KubernetesBackend:
             self.say(text)
             self.note(text.strip())
 
-    def _pull_secret_copies(self, ns: str) -> list[Obj]:
+    def pull_secret_copies(self, ns: str) -> list[Obj]:
         """The matrix's pull_secrets, read once from the context's namespace, as copies for `ns`. Kept in
         memory only: never written under results."""
         if not self.cluster.pull_secrets:
@@ -295,7 +295,7 @@ class KubernetesBackend:
         self.namespaces.append(self.run_ns)
         api = self.access.new_api()
         try:
-            apply_all(api, m.with_secrets(objs, self._pull_secret_copies(self.run_ns)), self.note)
+            apply_all(api, m.with_secrets(objs, self.pull_secret_copies(self.run_ns)), self.note)
         except Exception as exc:
             self.problems.append(f"timer server not deployed: {api_error(exc)}")
             self.say(f"  {self.cluster.name}: timer server not deployed: {api_error(exc)}")
@@ -323,7 +323,7 @@ class KubernetesBackend:
                 return
             self.namespaces.append(run.namespace)
             try:
-                run.pull_secrets = self._pull_secret_copies(run.namespace)
+                run.pull_secrets = self.pull_secret_copies(run.namespace)
                 run.setup()
             except CellSetupError as exc:
                 run.setup_error = str(exc)

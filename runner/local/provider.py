@@ -167,14 +167,14 @@ class LocalProvidedBackend:
         local = self.local
         if local is not None:
             problems += teardown_steps([
-                ("local cluster evidence", lambda: _copy_evidence(local.evidence_dir, self.evidence / "local")),
+                ("local cluster evidence", lambda: copy_evidence(local.evidence_dir, self.evidence / "local")),
                 ("local cluster teardown", lambda: problems.extend(local.close())),
             ])
             self.local = None
         return problems
 
 
-def _copy_evidence(src: Path, dst: Path) -> None:
+def copy_evidence(src: Path, dst: Path) -> None:
     """The daemons' logs and commands, before teardown removes the cluster's directory."""
     if src.exists():
         shutil.copytree(src, dst, dirs_exist_ok=True, ignore_dangling_symlinks=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import threading
 import time
@@ -28,6 +29,7 @@ from runner.config.matrix import LocalCluster as LocalSpec
 from runner.errors import ClusterError, UsageError
 from runner.evidence.pcap import PcapError, read_pcap
 from runner.host import sysdeps
+from runner.host.commands import CommandLog
 from runner.host.netns import new_run_id
 from runner.kube import manifests as m
 from runner.kube.backend import KubernetesBackend
@@ -93,6 +95,8 @@ class Probe:
         self.backend, self.rungs, self.out, self.say = backend, list(rs), out, say
         self.cluster = ClusterProbe(backend, rs, out, say)
         self.procs: list[subprocess.Popen[str]] = []
+        # Every curl the runner starts, as it ran (with the namespace wrapper), beside the evidence.
+        self.log = CommandLog(out / "commands.log")
 
     def of(self, path: str) -> list[Rung]:
         return [r for r in self.rungs if r.path == path]
@@ -134,8 +138,8 @@ class Probe:
         url = f"http://{address}:{READY_PORT}/"
         deadline = time.monotonic() + self.backend.settings.start_timeout
         while True:
-            proc = subprocess.run(wrap(["curl", "-sS", "--no-keepalive", "--http0.9", "--max-time", "3", url]),
-                                  capture_output=True, text=True, timeout=30)
+            proc = self.log.run(wrap(["curl", "-sS", "--no-keepalive", "--http0.9", "--max-time", "3", url]),
+                                check=False, timeout=30)
             if proc.stdout.startswith("Hello"):
                 return
             if time.monotonic() > deadline:
@@ -148,6 +152,7 @@ class Probe:
         argv = ["curl", "-sS", "--no-keepalive", "--http0.9", "--max-time", str(r.idle + MARGIN),
                 f"http://{address}:{r.port}/"]
         t0 = time.monotonic()
+        self.log.note("$ " + shlex.join(wrap(argv)))
         proc = subprocess.Popen(wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(proc)
         try:
@@ -155,6 +160,7 @@ class Probe:
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
+        self.log.note(f"  -> {proc.returncode} (port {r.port})")
         into[r.port] = {"argv": argv, "rc": proc.returncode, "stdout": stdout[-4000:], "stderr": stderr[-2000:],
                         "elapsed": round(time.monotonic() - t0, 3), "idle": r.idle}
 
@@ -207,7 +213,7 @@ def print_results(results: Sequence[tuple[f.PathResult, str]], out: Path) -> Non
     for res, where in results:
         print(f.story(res, where), flush=True)
     print(f"  evidence: {out} (probe.json, timer-server.jsonl, server-pod.pcap, inside-client.jsonl, "
-          "inside-client-pod.pcap, outside-curl.json" + (", outside-client.pcap, lb/lb-events.jsonl"
+          "inside-client-pod.pcap, outside-curl.json, commands.log" + (", outside-client.pcap, lb/lb-events.jsonl"
                                                           if (out / "lb").exists() else "") + ")", flush=True)
 
 

@@ -51,7 +51,7 @@ class ClusterProbe:
         b.namespaces.append(self.ns)  # the backend's teardown deletes it, also after a failure here
         api = self._api()
         try:
-            apply_all(api, m.with_secrets(objs, b._pull_secret_copies(self.ns)), b.note)
+            apply_all(api, m.with_secrets(objs, b.pull_secret_copies(self.ns)), b.note)
         finally:
             api.close()
 

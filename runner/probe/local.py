@@ -25,7 +25,7 @@ from runner.kube import manifests as m
 from runner.kube.backend import KubernetesBackend
 from runner.local.cluster import LocalCluster
 from runner.local.lbservice import ServiceLbController
-from runner.local.provider import _copy_evidence, kube_context, runner_identity
+from runner.local.provider import copy_evidence, kube_context, runner_identity
 from runner.probe import fates as f
 from runner.probe.command import Probe, replace_cluster
 from runner.probe.kube import jsonl
@@ -85,7 +85,7 @@ def run_local(spec: LocalSpec, rs: Sequence[Rung], out: Path, run_id: str) -> li
             if controller is not None:
                 controller.close()
             try:  # the daemons' logs, before teardown removes the cluster's directory
-                _copy_evidence(local.evidence_dir, out / "local")
+                copy_evidence(local.evidence_dir, out / "local")
             except OSError as exc:
                 problems.append(f"local cluster evidence: {exc}")
             problems += local.close()
