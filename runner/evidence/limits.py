@@ -64,6 +64,12 @@ def log_limit() -> int:
     return _limits.log
 
 
+#: Bytes a capture keeps of each packet, on both backends: Ethernet, IP and TCP headers with every
+#: option (at most 134) and the start of the payload, so libpcap's ring holds thousands of packets
+#: instead of 8 (runner/host/capture.py says why).
+SNAPLEN = 512
+
+
 def pcap_limit() -> int:
     """Bytes the pod's capture may reach (default 64 MiB)."""
     return _limits.pcap

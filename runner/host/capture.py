@@ -11,15 +11,11 @@ import time
 from pathlib import Path
 
 from runner.errors import ClusterError
-from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
+from runner.evidence.limits import SNAPLEN, file_size, pcap_limit, tcpdump_dropped
 from runner.host import signals
 from runner.host.commands import CommandLog, in_netns
 from runner.host.procs import Child, wait_until
 from runner.model import CaptureFacts
-
-#: Bytes kept of each packet: Ethernet, IP and TCP headers with every option (at most 134) and the
-#: start of the payload, so the ring holds thousands of packets instead of 8.
-SNAPLEN = 512
 
 
 class Capture:

@@ -53,7 +53,7 @@ from kubernetes import client
 
 from runner.contract import TRIGGER, WATCH
 from runner.credentials.rbac import SERVICE_ACCOUNT, binding_manifest, role_manifest
-from runner.evidence.limits import pcap_limit
+from runner.evidence.limits import SNAPLEN, pcap_limit
 
 Obj = dict[str, Any]
 
@@ -109,9 +109,9 @@ TIMER_RESOURCES: Obj = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": 
 # device loses packets ("dropped by kernel"; 5 of 8 loopback runs in tests/test_k8s_backend.py's
 # sandbox), while a named interface never did. `-B 8192` (KiB): the sidecar is held to 250m of CPU,
 # and with 33 pods starting at once on 2 cores a watcher's first LIST burst overran libpcap's default
-# 2 MiB ring (kopf: "5 packets dropped by kernel", a cell ERROR in local run 811654). `-s 512`: the
-# ring holds whole frames of the snapshot length, 32 at the default 256 KiB even in 8 MiB; headers
-# are all a verdict reads (runner/host/capture.py's SNAPLEN).
+# 2 MiB ring (kopf: "5 packets dropped by kernel", a cell ERROR in local run 811654). `-s`: the ring
+# holds whole frames of the snapshot length, 32 at the default 256 KiB even in 8 MiB; headers are
+# all a verdict reads (runner/evidence/limits.py's SNAPLEN, put in below).
 CAPTURE_SCRIPT = """\
 set -u
 cd /capture
@@ -122,7 +122,8 @@ done </proc/net/route
 iface=${iface:-eth0}
 echo "capturing on $iface" >/capture/iface
 prlimit --fsize="${WATCHDROP_CAPTURE_MAX:-67108864}" -- \
-  tcpdump -i "$iface" -n -s 512 -U --immediate-mode -B 8192 -w /capture/pod.pcap "$WATCHDROP_CAPTURE_FILTER" \
+  tcpdump -i "$iface" -n -s @SNAPLEN@ -U --immediate-mode -B 8192 -w /capture/pod.pcap \
+    "$WATCHDROP_CAPTURE_FILTER" \
     2>/capture/tcpdump.log &
 pid=$!
 echo "$$" >/capture/capture.pid
@@ -135,7 +136,7 @@ wait "$pid"
 echo "$? $how" >/capture/stopped
 trap 'exit 0' TERM INT
 while :; do sleep 0.5; done
-"""
+""".replace("@SNAPLEN@", str(SNAPLEN))
 
 # postStart: hold the pod's next container until tcpdump listens (at most 30 s); on failure print
 # tcpdump's own words, which the kubelet puts into the FailedPostStartHook event.
