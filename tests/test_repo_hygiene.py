@@ -78,7 +78,7 @@ def test_no_function_is_too_long_or_takes_too_many_parameters() -> None:
 
 #: Tools the tests' `needs_root_tools` may name that come with the machine, not from sysdeps' install:
 #: the Go toolchain and util-linux (Debian's essential set).
-BASE_TOOLS = {"go", "setpriv", "unshare", "nsenter", "prlimit"}
+BASE_TOOLS = {"go", "setpriv", "unshare", "nsenter", "prlimit", "chrt"}
 
 
 def test_every_tool_a_kernel_test_needs_is_installed_before_collection(monkeypatch) -> None:

@@ -145,10 +145,20 @@ class AgentSpec:
         return argv
 
 
+#: The LB agents' SCHED_FIFO priority: above every normal process, below the kernel's own threads (50).
+AGENT_PRIORITY = 10
+
+
 def start_agent(name: str, netns: str, argv: list[str], stdout: Path, events: Path, log: CommandLog,
                 what: str) -> Child:
-    """The agent started in `netns`; returns once its event log says `ready`."""
-    agent = Child(name, in_netns(netns, argv), stdout=stdout, log=log, cwd=Path(__file__).resolve().parents[2])
+    """The agent started in `netns`; returns once its event log says `ready`.
+
+    It runs at a real-time priority (AGENT_PRIORITY): its RSTs must leave at the deadline, within
+    the ±5 ms the hop tests hold it to, while every watcher of a full matrix wants the CPU. It
+    sleeps in select() between packets and deadlines, so it takes little, and the kernel's RT
+    throttling bounds it if it ever spun."""
+    agent = Child(name, in_netns(netns, ["chrt", "--fifo", str(AGENT_PRIORITY), *argv]), stdout=stdout, log=log,
+                  cwd=Path(__file__).resolve().parents[2])
     wait_until(lambda: any(e.get("event") == "ready" for e in read_timed(events)), agent, 20,
                f"ready (its event log's `ready` line, {what})")
     return agent

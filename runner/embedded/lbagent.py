@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 ETH_P_IP = 0x0800
+#: Linux's SO_TIMESTAMPNS (asm-generic/socket.h; also its control message type), unnamed in Python 3.11.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SEQ_MOD = 1 << 32
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -187,6 +189,10 @@ class Agent:
     @staticmethod
     def _bind(iface: str) -> socket.socket:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        # Each frame carries the kernel's time of it: the agent's clock must be the one conntrack
+        # ran on, not when this process got a CPU to read the frame (late on a busy machine,
+        # which moved a flow's deadline past the kernel's and hid what happened after it).
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         s.bind((iface, 0))
         s.setblocking(False)
         return s
@@ -368,13 +374,22 @@ class Agent:
                 leg = self.socks[s]
                 while True:
                     try:
-                        frame = s.recv(65535)
+                        frame, anc, _, _ = s.recvmsg(65535, 64)
                     except BlockingIOError:
                         break
-                    self.on_packet(leg, frame, time.time())
+                    self.on_packet(leg, frame, kernel_time(anc))
             if self.timeout is not None:
                 self.expire_due(time.time())
         self.emit("stopped", flows=len(self.flows))
+
+
+def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's receive time of a frame (its SO_TIMESTAMPNS control message), else now."""
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+            sec, nsec = struct.unpack("qq", raw[:16])
+            return sec + nsec / 1e9
+    return time.time()
 
 
 def main(argv: list[str] | None = None) -> int:
