@@ -59,8 +59,22 @@ from pydantic_core import CoreSchema, ErrorDetails, InitErrorDetails, PydanticCu
 from runner.config.profiles import PROFILES, Profile
 from runner.text import plural
 
-#: Bump when a field changes meaning or disappears; readers refuse versions they do not know.
-SCHEMA_VERSION = 1
+#: Bump when a field changes meaning, appears or disappears; readers refuse versions they neither know
+#: nor can upgrade (UPGRADES).
+SCHEMA_VERSION = 2
+
+
+def _v1_profiles_have_no_path(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 added ProfileFacts.path (a chain's hops); every version-1 profile was one box."""
+    profiles = [{**p, "path": None} if isinstance(p, dict) else p for p in data.get("profiles") or []]
+    cells = [{**c, "profile": {**c["profile"], "path": None}}
+             if isinstance(c, dict) and isinstance(c.get("profile"), dict) else c for c in data.get("cells") or []]
+    return {**data, "profiles": profiles, "cells": cells}
+
+
+#: An older version's results.json, read as the current one: version -> the step to the next version.
+#: Only for changes with one right answer for old files (a field added whose value they all had).
+UPGRADES = {1: _v1_profiles_have_no_path}
 
 
 class Verdict(enum.Enum):
@@ -603,6 +617,9 @@ class RunResult(_Model):
         # Another version is refused for that alone: its other fields may mean other things, so listing
         # their problems would only mislead.
         version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else SCHEMA_VERSION
+        while isinstance(data, dict) and type(version) is int and version in UPGRADES:
+            data = {**UPGRADES[version](data), "schema_version": version + 1}
+            version += 1
         if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_VERSION:
             raise _field_error(
                 "schema_version", version, f"this watchdrop reads version {SCHEMA_VERSION}, the file has {version}"

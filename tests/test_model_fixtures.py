@@ -51,3 +51,15 @@ def test_report_command_output_is_unchanged(name: str, fmt: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert proc.stdout == (FIXTURES / f"{name}.report-{fmt}.txt").read_bytes()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_version_1_file_reads_as_version_2(name: str) -> None:
+    """Files written before chains (schema 1: no ProfileFacts.path) still load and report: every
+    profile of theirs was one box, which is what `path: null` says."""
+    current = json.loads((FIXTURES / f"{name}.results.json").read_text(encoding="utf-8"))
+    old = json.loads(json.dumps(current))
+    old["schema_version"] = 1
+    for profile in [*old["profiles"], *(c["profile"] for c in old["cells"] if c.get("profile"))]:
+        del profile["path"]
+    assert RunResult.from_dict(old).to_dict() == current

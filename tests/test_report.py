@@ -161,7 +161,7 @@ def test_cell_id_and_variant() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(schema_version=2), "reads version 1, the file has 2"),
+        (lambda d: d.update(schema_version=3), "reads version 2, the file has 3"),
         (lambda d: d["cells"][0].update(verdict="MAYBE"), "cells[0].verdict: unknown verdict 'MAYBE'"),
         (lambda d: d["cells"][1]["rounds"][0].update(seen_at="x"), "cells[1].rounds[0].seen_at: expected a number"),
         (lambda d: d["cells"][0].pop("reason"), "cells[0].reason: missing"),
