@@ -99,9 +99,17 @@ def test_default_matrix_uses_the_real_profiles() -> None:
     assert {name: p.name for name, p in profiles.items()} == {
         "azure-slb": "azure-slb",
         "azure-slb-no-reset": "azure-slb-no-reset",
+        "aks-public": "aks-public",
+        "aks-private": "aks-private",
         "aws-nlb": "aws-nlb",
         "gcp": "gcp",
         "direct": "direct",
+    }
+    # The seed's two columns (issue 17): today's AKS paths, a nat hop before the control-plane front.
+    chains = {c.name: p.hops for c in matrix.clusters if (p := c.net_path()) is not None}
+    assert {name: [(h.name, h.kind, h.idle_timeout, h.mode) for h in hops] for name, hops in chains.items()} == {
+        "aks-public": [("outbound", "nat", 1800, "rst-both-ways"), ("front", "front", 240, "rst-both-ways")],
+        "aks-private": [("pls", "nat", 300, "rst-both-ways"), ("front", "front", 240, "rst-both-ways")],
     }
     assert profiles["azure-slb"].idle_timeout == 240
     assert profiles["azure-slb"].mode == "rst-both-ways"
