@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def run_runner(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """The runner as a child in its own session, one Ctrl-C forwarded as SIGINT and waited for: the
+    runner then tears its run down. (subprocess.run would SIGKILL it on KeyboardInterrupt and leave
+    namespaces, agents and captures behind; in the terminal's process group it would get every
+    Ctrl-C twice.)"""
+    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    try:
+        out, err = proc.communicate()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def watcher_rss_kib() -> int:
@@ -57,7 +73,7 @@ def main() -> int:
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    proc = run_runner(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.monotonic() - t0
     done.set()
     results = json.loads((out / "latest" / "results.json").read_text())

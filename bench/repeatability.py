@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def run_runner(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """The runner as a child in its own session, one Ctrl-C forwarded as SIGINT and waited for: the
+    runner then tears its run down. (subprocess.run would SIGKILL it on KeyboardInterrupt and leave
+    namespaces, agents and captures behind; in the terminal's process group it would get every
+    Ctrl-C twice.)"""
+    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    try:
+        out, err = proc.communicate()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _cells(results: dict) -> dict[str, tuple[str, str]]:
@@ -32,7 +48,7 @@ def _run(matrix: str, only: list[str], i: int, runs: int) -> dict:
     t0 = time.monotonic()
     # The runner's own output goes to a log next to the results, to read while it runs.
     with (out / "runner.log").open("w") as log:
-        rc = subprocess.run(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = run_runner(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
     took = time.monotonic() - t0
     results = json.loads((out / "latest" / "results.json").read_text())
     print(f"run {i + 1}/{runs}: {results['run_id']} exit {rc} in {took:.0f} s, {out}", flush=True)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,3 +30,35 @@ def test_compare_counts_a_changed_and_a_missing_cell_as_differing(tmp_path: Path
     assert "agreement: 1/3 cells = 0.333" in out
     assert "differs: kube-rs/azure-slb-quick/watch" in out and "differs: java/azure-slb-quick/watch" in out
     assert "missing: not in this run" in out
+
+
+CHILD = """
+import signal, sys, time
+def on_int(*_):
+    open(sys.argv[1], "a").write("SIGINT\\n")
+    time.sleep(0.5)  # its teardown
+    open(sys.argv[1], "a").write("torn down\\n")
+    sys.exit(2)
+signal.signal(signal.SIGINT, on_int)
+open(sys.argv[1], "a").write("started\\n")
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("script", ["repeatability", "matrix_overhead"])
+def test_ctrl_c_reaches_the_runner_once_and_is_waited_for(tmp_path: Path, script: str) -> None:
+    """A bench interrupted while its runner runs: the runner gets one SIGINT and finishes its
+    teardown (subprocess.run would SIGKILL it, and its namespaces and agents would outlive the run)."""
+    log, child = tmp_path / "child.log", tmp_path / "child.py"
+    child.write_text(CHILD)
+    driver = (f"import bench.{script} as b, sys\n"
+              f"b.run_runner([sys.executable, {str(child)!r}, {str(log)!r}])\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (log.exists() and "started" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert log.read_text().splitlines() == ["started", "SIGINT", "torn down"]
+    assert "KeyboardInterrupt" in err  # and the bench itself stops
