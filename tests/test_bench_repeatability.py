@@ -51,7 +51,10 @@ def test_ctrl_c_reaches_the_runner_once_and_is_waited_for(tmp_path: Path, script
     teardown (subprocess.run would SIGKILL it, and its namespaces and agents would outlive the run)."""
     log, child = tmp_path / "child.log", tmp_path / "child.py"
     child.write_text(CHILD)
-    driver = (f"import bench.{script} as b, sys\n"
+    # Python leaves SIGINT ignored when it starts so (a test run started in the background by a
+    # non-interactive shell): the driver stands for a bench started from a terminal.
+    driver = (f"import bench.{script} as b, signal, sys\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               f"b.run_runner([sys.executable, {str(child)!r}, {str(log)!r}])\n")
     proc = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
