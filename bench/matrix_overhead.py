@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,22 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+from runner.host.procs import run_forwarding_interrupt as run_runner
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run_runner(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess:
-    """The runner as a child in its own session, one Ctrl-C forwarded as SIGINT and waited for: the
-    runner then tears its run down. (subprocess.run would SIGKILL it on KeyboardInterrupt and leave
-    namespaces, agents and captures behind; in the terminal's process group it would get every
-    Ctrl-C twice.)"""
-    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)  # type: ignore[call-overload]
-    try:
-        out, err = proc.communicate()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate()
-        raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def watcher_rss_kib() -> int:

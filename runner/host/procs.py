@@ -145,6 +145,21 @@ def signal_pid(pid: int, sig: signal.Signals, *, group: bool = False) -> None:
         pass
 
 
+def run_forwarding_interrupt(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """`argv` as a child in its own session, waited for; one Ctrl-C here is forwarded to it as
+    SIGINT and waited for again, then re-raised. For a whole run of the runner started by a bench:
+    subprocess.run would SIGKILL it on KeyboardInterrupt (its namespaces, agents and captures left
+    behind), and in the terminal's process group it would get every Ctrl-C twice."""
+    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    try:
+        out, err = proc.communicate()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def pid_alive(pid: int) -> bool:
     """True while `pid` runs: a zombie (exited, not yet reaped) is gone; a process of another user
     whose /proc entry cannot be read counts as alive."""
