@@ -17,9 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.host.procs import run_forwarding_interrupt as run_runner
-
 REPO = Path(__file__).resolve().parent.parent
+# Run by path, the script sees its own folder, not the repository's root: the runner it imports is
+# this checkout's, installed or not.
+sys.path.insert(0, str(REPO))
+
+from runner.host.procs import run_forwarding_interrupt as run_runner  # noqa: E402
 
 
 def _cells(results: dict) -> dict[str, tuple[str, str]]:

@@ -96,6 +96,8 @@ def collect_cell(run: HarnessRun, ev: BackendEvidence) -> CellResult:
         # descriptor's default), decided here once so the backends cannot disagree on it.
         expected_version=desc.version_for(cell.build_env),
         capture=ev.capture if ev.ran else None, lb_flows=ev.lb_flows, idle=cell.idle, cuts=cuts,
+        path_expiry=float(expiry) if ev.profile is not None and cell.path is not None
+        and (expiry := cell.path.first_expiry) is not None else None,
     )
     j = judge_cell(inputs)
     result = base_result(cell, desc, j.verdict, j.reason)

@@ -195,11 +195,16 @@ class CellInputs:
     idle: float | None = None
     #: What the runner cut from the evidence files (runner.evidence.limits).
     cuts: Sequence[Cut] = ()
+    #: On a chain of hops: when its first hop that acts forgets an idle flow (NetPath.first_expiry),
+    #: which a nat hop before the last may do sooner than the last hop (the profile); None for one LB.
+    path_expiry: float | None = None
 
     @property
     def idle_timeout(self) -> float | None:
-        """The timeout the LB forgets idle flows after; None when no emulated LB acts on them (the
+        """The timeout the path forgets idle flows after; None when no emulated LB acts on them (the
         `none` control profile only uses its number to size idle waits)."""
+        if self.path_expiry is not None:
+            return self.path_expiry
         if self.profile is None or not self.profile.acts:
             return None
         return self.profile.idle_timeout

@@ -89,6 +89,9 @@ class _Lb:
     def problems(self) -> list[LbProblem]:
         return self.dead
 
+    def hop_logs(self) -> list[tuple[str, Path]]:
+        return [("lb", self.events_path)]
+
 
 def embedded(tmp_path: Path, capture: CaptureFacts | None, *, version: str = "stdlib",
              version_env: str | None = None, build_env: dict[str, str] | None = None,
@@ -102,7 +105,8 @@ def embedded(tmp_path: Path, capture: CaptureFacts | None, *, version: str = "st
     cell = _cell("embedded", build_env, lb.profile if lb else None)
     run = CellRun(index=0, cell=cell, built=built, evidence=evidence, run_dir=tmp_path,
                   stop=threading.Event(), cluster=cast(Any, None),
-                  lb=cast(Any, lb or SimpleNamespace(events_path=events)), pod=cast(Any, SimpleNamespace(addr=POD)))
+                  lb=cast(Any, lb or SimpleNamespace(hop_logs=lambda: [("lb", events)])),
+                  pod=cast(Any, SimpleNamespace(addr=POD)))
     run.capture = cast(Any, SimpleNamespace(ended=capture, stop=lambda: None))
     _common(run)
     return run.collect(lb.problems() if lb else [], True, _pcap())

@@ -151,8 +151,46 @@ def test_a_local_cluster_is_handed_over_as_a_plain_kube_context(tmp_path: Path) 
     assert (kc.base_images, kc.service_type, kc.idle_timeout, kc.api_server) == ("local", "ClusterIP", 5, None)
 
 
+PATH_MATRIX = """
+clients:
+  - name: client-go
+clusters:
+  - name: loc
+    kind: local
+    path: {preset: gke-cloudnat-quick, override: {cloudnat: {idle_timeout: 45}}}
+scenarios:
+  watch: {interval: idle+20, rounds: 1}
+"""
+
+
+def test_a_local_cluster_takes_a_path_and_its_cells_carry_it(tmp_path: Path) -> None:
+    """issue 17: a chain of hops on the local cluster, as on the embedded one: the cells are sized by
+    the path's first expiry, know their path (results.json prints it hop by hop), and the kube
+    context the backend gets says the same."""
+    path = tmp_path / "m.yaml"
+    path.write_text(PATH_MATRIX)
+    matrix = load_matrix(path, REPO / "clients")
+    [spec] = matrix.clusters
+    assert isinstance(spec, LocalCluster)
+    net = spec.net_path()
+    assert net is not None and [(h.name, h.kind, h.idle_timeout) for h in net.hops] == [
+        ("cloudnat", "nat", 45), ("fw", "lb", 112)]
+    assert spec.idle_timeout == 45 and spec.profile().idle_timeout == 112
+    [cell] = plan(matrix)
+    assert cell.path == net and cell.interval == 65
+    h = Handover(kubeconfig=tmp_path / "k", context="watchdrop-local", registry="127.0.0.1:5000", node_name="n",
+                 node_ip="198.18.16.1", pod_cidr="198.18.16.0/24", service_cidr="198.18.15.0/24",
+                 apiserver="198.18.1.1:6443", advertised="198.18.2.8:6443", docker_socket="unix:///x.sock")
+    kc = kube_context(spec, h)
+    assert kc.idle_timeout == 45
+    assert kc.description is not None and "cloudnat (nat): silent-drop after 45 s" in kc.description
+
+
 @pytest.mark.parametrize("entry, expected", [
-    ("    kind: local\n", "clusters[0].lb: required key is missing"),
+    ("    kind: local\n", "clusters[0]: a local cluster needs `lb:` or `path:`"),
+    ("    kind: local\n    path: aks-pubic\n", "clusters[0].path.preset: unknown path 'aks-pubic'"),
+    ("    kind: local\n    lb: {profile: gcp}\n    path: gke\n",
+     "with `lb:` the path lists only the nat hops before that LB, and this one has a lb hop (fw)"),
     ("    kind: local\n    lb: {profile: nope}\n", "clusters[0].lb.profile: unknown LB profile 'nope'"),
     ("    kind: local\n    lb: {profile: gcp}\n    registry: x\n", "clusters[0].registry: unknown key"),
 ])

@@ -142,11 +142,11 @@ def test_the_lb_was_in_the_pods_path_and_saw_their_own_addresses(run) -> None:
     assert any(e.get("event") == "expired" for e in events), events[-10:]
 
 
-def _assert_nothing_left(run_dir: Path, before: dict[str, object]) -> None:
+def _assert_nothing_left(run_dir: Path, before: dict[str, object], cluster: str = CLUSTER) -> None:
     """No process, container, pod sandbox, mount, bridge, veth, nft/iptables table, route or netns of
     the run's local cluster (pod sandboxes and containers are processes in kubepods cgroups and mounts
     under the cluster's directory: _host_state compares the cgroups, mounts are checked here)."""
-    info = json.loads((run_dir / "clusters" / CLUSTER / "local-cluster.json").read_text())
+    info = json.loads((run_dir / "clusters" / cluster / "local-cluster.json").read_text())
     local_id = info["run_id"]
     assert _processes(local_id) == []
     mentioning = [p for p in hoststate.pids_mentioning(str(run_dir)) if p != os.getpid()]

@@ -647,6 +647,17 @@ def test_fail_silent_reason_reads_like_the_table() -> None:
     )
 
 
+def test_a_chain_is_judged_by_its_first_expiry_not_its_last_hop() -> None:
+    """issue 17: a nat hop before the last may forget the flow first (Cloud NAT at 45 s before a
+    firewall at 112 s); the reason and the idle-out rules read the path's first expiry."""
+    last_hop = AZURE_QUICK.model_copy(update={"name": "gke-cloudnat-quick", "mode": "silent-drop",
+                                              "idle_timeout": 112.0})
+    single = dataclasses.replace(silent_drop_missed(), profile=last_hop)
+    chain = dataclasses.replace(single, path_expiry=45.0)
+    assert verdict(single)[1].endswith("flow idle 199 s > 112 s")
+    assert chain.idle_timeout == 45.0 and verdict(chain)[1].endswith("flow idle 199 s > 45 s")
+
+
 def test_no_evidence_is_never_pass() -> None:
     # Strip each piece of evidence from a passing cell in turn: none may still PASS.
     for change in (

@@ -17,7 +17,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -323,21 +323,21 @@ class ChurnSpec(_Strict):
     )
 
 
-class EmbeddedCluster(_Strict):
-    """etcd + kube-apiserver run by watchdrop, each watcher behind the LB emulator."""
+class _LbOrPath(_Strict):
+    """The LB emulator's part of a cluster the runner builds (embedded, local): one LB (`lb:`), a
+    chain of hops (`path:`), or nat hops (`path:`) before an LB (`lb:`)."""
 
-    name: Name = Field(description="unique cluster name, e.g. azure-slb")
-    kind: Literal["embedded"] = "embedded"
+    name: Name = Field(description="unique cluster name")
+    kind: str
     lb: LbSpec | None = Field(default=None, description="the LB in front of the API server, e.g. {profile: azure-slb}")
     path: PathSpec | None = Field(
         default=None, description="the chain of hops to the API server (a named path or a list of hops); with `lb:` "
                                   "only the nat hops before that LB")
-    churn: ChurnSpec = Field(default=ChurnSpec(), description="background writes")  # frozen, so sharing is safe
 
     @model_validator(mode="after")
-    def _lb_or_path(self) -> EmbeddedCluster:
+    def _lb_or_path(self) -> Self:
         if self.lb is None and self.path is None:
-            raise custom_error("an embedded cluster needs `lb:` or `path:`",
+            raise custom_error(f"a{'n' if self.kind[0] in 'aeiou' else ''} {self.kind} cluster needs `lb:` or `path:`",
                                "add lb: {profile: azure-slb}, or path: aks-public (runner/config/paths.py)")
         if self.lb is not None and self.path is not None:
             before = self.path.hop_list()
@@ -376,21 +376,22 @@ class EmbeddedCluster(_Strict):
         return self.profile().idle_timeout
 
 
-class LocalCluster(_Strict):
+class EmbeddedCluster(_LbOrPath):
+    """etcd + kube-apiserver run by watchdrop, each watcher behind the LB emulator."""
+
+    name: Name = Field(description="unique cluster name, e.g. azure-slb")
+    kind: Literal["embedded"] = "embedded"  # type: ignore[assignment]
+    churn: ChurnSpec = Field(default=ChurnSpec(), description="background writes")  # frozen, so sharing is safe
+
+
+class LocalCluster(_LbOrPath):
     """A real single-node Kubernetes that watchdrop runs on this machine (runner/local/), with the
-    same LB and churn settings as an embedded cluster; its cells go through the kubernetes backend."""
+    same LB (or chain of hops) and churn settings as an embedded cluster, in the pods' path to the API
+    server; its cells go through the kubernetes backend."""
 
     name: Name = Field(description="unique cluster name, e.g. local-azure-slb")
-    kind: Literal["local"]
-    lb: LbSpec = Field(description="the LB in the pods' path to the API server, e.g. {profile: azure-slb}")
+    kind: Literal["local"]  # type: ignore[assignment]
     churn: ChurnSpec = Field(default=ChurnSpec(), description="background writes")
-
-    def profile(self) -> Profile:
-        return self.lb.resolve()
-
-    @property
-    def idle_timeout(self) -> int | None:
-        return self.profile().idle_timeout
 
 
 class KubernetesCluster(_Strict):

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from tabulate import tabulate
 
 from runner.config.descriptor import Descriptor, missing_requirements
-from runner.config.matrix import EmbeddedCluster, Matrix, WatchScenario
+from runner.config.matrix import EmbeddedCluster, LocalCluster, Matrix, WatchScenario
 from runner.config.paths import NetPath
 from runner.config.profiles import Profile
 from runner.contract import IDLE_REQUEST
@@ -61,7 +61,7 @@ class Cell:
     note: str | None = None
     #: The client folder on disk (clients/<folder>), when known.
     src: Path | None = None
-    #: The chain of hops of an embedded cluster with `path:` (runner/config/paths.py); None for a single LB.
+    #: The chain of hops of an embedded or local cluster with `path:` (runner/config/paths.py); None for a single LB.
     path: NetPath | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +139,7 @@ def plan(matrix: Matrix, clients_dir: Path | None = None) -> list[Cell]:
                         detection_timeout=scenario.detection_timeout,
                         rounds=scenario.rounds,
                         lease_interval=lease,
-                        path=cluster.net_path() if isinstance(cluster, EmbeddedCluster) else None,
+                        path=cluster.net_path() if isinstance(cluster, EmbeddedCluster | LocalCluster) else None,
                         env=client.env,
                         build_env=client.build_env,
                         note=client.note,

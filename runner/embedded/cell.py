@@ -14,7 +14,6 @@ from kubernetes import client
 from runner.collect import BackendEvidence, collect_cell
 from runner.contract import API_PORT, TRIGGER, WATCH
 from runner.credentials.rbac import token_seconds
-from runner.embedded.chain import hop_logs
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer, Pod
 from runner.evidence.lb_events import LbProblem, chain_lb_record
@@ -104,7 +103,7 @@ class CellRun(HarnessRun):
         self.stop_processes()
         cell = self.cell
         # Every hop's record of the pod's flows (a single LB: its own), in the cell's lb-events.jsonl.
-        lb, flows = chain_lb_record(hop_logs(self.lb), self.pod.addr if self.pod else None, self.exposed_until,
+        lb, flows = chain_lb_record(self.lb.hop_logs(), self.pod.addr if self.pod else None, self.exposed_until,
                                     self.evidence / "lb-events.jsonl")
         return collect_cell(self, BackendEvidence(
             profile=profile_facts(cell),

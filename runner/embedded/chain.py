@@ -1,6 +1,7 @@
 """A chain of hops in front of kube-apiserver: the nat hops (runner/embedded/hop.py) and the last hop.
 
     pods ──br0 [nat hop 0] out0──in0 [nat hop 1] ... out0──in0 [last hop: LB, VIP, DNAT] back0── api ns
+    (a local cluster's node meets the first hop over node0 instead of br0: runner/local/lbpath.py)
 
 The last hop is today's LB (runner/embedded/lb.py) with the path's last hop as its profile, its
 client side the link from the previous hop instead of the pods' bridge, and its agent writing the
@@ -18,6 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from runner.config.paths import NetPath
+from runner.embedded.clientside import ClientSide
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.hop import NatHop, agent_cuts
 from runner.embedded.lb import AgentSpec, LoadBalancer, nft_ruleset
@@ -27,18 +29,20 @@ from runner.evidence.lb_events import LbProblem
 class ChainLb(LoadBalancer):
     """The last hop of a path, owning the nat hops before it: `start()` builds the whole chain."""
 
-    def __init__(self, cluster: EmbeddedCluster, slot: int, path: NetPath, evidence_dir: Path):
-        super().__init__(cluster, slot, path.profile(), evidence_dir)
+    def __init__(self, cluster: EmbeddedCluster, slot: int, path: NetPath, evidence_dir: Path, *,
+                 clients: ClientSide | None = None):
+        """`clients`: where the chain's first hop meets the clients (runner/embedded/clientside.py)."""
+        super().__init__(cluster, slot, path.profile(), evidence_dir, clients=clients)
         self.path = path
         self.hop = path.last
         self.upstream: list[NatHop] = []
         for i, hop in enumerate(path.before):
             self.upstream.append(NatHop(cluster, slot, i, hop, evidence_dir,
-                                        previous=self.upstream[-1] if self.upstream else None))
+                                        previous=self.upstream[-1] if self.upstream else None, clients=self.clients))
 
     @property
-    def pod_iface(self) -> str:  # type: ignore[override]
-        return "in0" if self.upstream else "br0"
+    def pod_iface(self) -> str:
+        return "in0" if self.upstream else self.clients.iface
 
     @property
     def bridge_ns(self) -> str:
@@ -53,10 +57,9 @@ class ChainLb(LoadBalancer):
     def cut(self) -> bool:
         return agent_cuts(self.hop)
 
-    def events_paths(self) -> dict[str, Path]:
+    def hop_logs(self) -> list[tuple[str, Path]]:
         """Each hop's event log by hop name, pod side first."""
-        return {**{h.hop.name: h.events_path for h in self.upstream}, self.hop.name: self.events_path}
-
+        return [*((h.hop.name, h.events_path) for h in self.upstream), (self.hop.name, self.events_path)]
 
     def _start(self) -> None:
         for i, hop in enumerate(self.upstream):
@@ -92,9 +95,3 @@ class ChainLb(LoadBalancer):
         for hop in reversed(self.upstream):
             hop.close()
 
-
-def hop_logs(lb: LoadBalancer) -> list[tuple[str, Path]]:
-    """Each hop's event log, pod side first: a chain's every hop, a single LB's own."""
-    if isinstance(lb, ChainLb):
-        return list(lb.events_paths().items())
-    return [("lb", lb.events_path)]

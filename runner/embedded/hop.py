@@ -1,6 +1,7 @@
 """A `nat` hop of a chain: one network namespace that masquerades the pods' flows toward the next hop.
 
     pods ──br0 [hop 0: SNAT to its out0 address] out0──in0 [hop 1 ...] out0──in0 [last hop: the LB] ── api
+    (on a local cluster the first hop meets the node over node0 instead: runner/embedded/clientside.py)
 
 It stands for an outbound rule of an Azure Standard LB, a NAT gateway, a Private Link Service: a box
 that rewrites the source, keeps a conntrack entry per flow and forgets it after its own idle timer,
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.config.paths import Hop
+from runner.embedded.clientside import ClientSide, PodBridge
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
 from runner.embedded.lb import TIMER_PORTS, AgentSpec, expired_chain, start_agent, timeout_chains
 from runner.evidence.lb_events import LbProblem
@@ -67,10 +69,12 @@ class NatHop:
     """One nat hop of a slot's chain; `start()` builds it, `close()` stops what runs in it."""
 
     def __init__(self, cluster: EmbeddedCluster, slot: int, index: int, hop: Hop, evidence_dir: Path,
-                 previous: NatHop | None):
-        """`cluster` gives the run's topology, log, block and id (an EmbeddedCluster or a stand-in)."""
+                 previous: NatHop | None, clients: ClientSide | None = None):
+        """`cluster` gives the run's topology, log, block and id (an EmbeddedCluster or a stand-in);
+        `clients` the first hop's client side (runner/embedded/clientside.py; default: the slot's pod bridge)."""
         self.topo, self.log, self.block = cluster.topology, cluster.log, cluster.block
         self.slot, self.index, self.hop, self.previous = slot, index, hop, previous
+        self.clients: ClientSide = clients or PodBridge(self.block.pod_gateway(slot), self.block.pod_net(slot))
         self.evidence_dir = evidence_dir
         self.table = f"watchdrop_{cluster.run_id}"
         self.vip = self.block.vip(slot)
@@ -81,8 +85,8 @@ class NatHop:
 
     @property
     def inside(self) -> str:
-        """The interface toward the pods: the pods' bridge on the first hop, else the link from the previous hop."""
-        return "br0" if self.previous is None else "in0"
+        """The interface toward the pods: the client side on the first hop, else the link from the previous hop."""
+        return self.clients.iface if self.previous is None else "in0"
 
     @property
     def snat(self) -> str:
@@ -96,7 +100,7 @@ class NatHop:
     @property
     def client_net(self) -> str:
         """Where this hop's clients come from: the pods, or the previous hop's masquerade address."""
-        return self.block.pod_net(self.slot) if self.previous is None else f"{self.previous.snat}/32"
+        return self.clients.net if self.previous is None else f"{self.previous.snat}/32"
 
     def start(self) -> NatHop:
         """The namespace and its client side; the rest comes with `link_next`, once the next hop exists."""
@@ -111,10 +115,7 @@ class NatHop:
         self.evidence_dir.mkdir(parents=True, exist_ok=True)
         self.netns = ns = self.topo.add_ns(f"lb{self.slot}h{self.index}")
         if self.previous is None:
-            self.topo.run_in(ns, ["ip", "link", "add", "br0", "type", "bridge"])
-            self.topo.addr(ns, "br0", f"{self.block.pod_gateway(self.slot)}/25")
-            # As in the LB: the IP hooks must run on br0, where the agent and the capture look.
-            self.topo.sysctl(ns, "net.bridge.bridge-nf-call-iptables", "0")
+            self.clients.attach(self.topo, ns, self.vip)
         # A later hop's in0 comes with the previous hop's link_next.
         self.topo.sysctl(ns, "net.ipv4.ip_forward", "1")
         self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_loose", "0")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from runner.config.profiles import Profile
 from runner.credentials import pki
+from runner.embedded.clientside import ClientSide, PodBridge
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
 from runner.embedded.front import FrontTls, haproxy_config
 from runner.errors import ClusterError
@@ -167,7 +168,10 @@ def start_agent(name: str, netns: str, argv: list[str], stdout: Path, events: Pa
 class LoadBalancer:
     """One profile's LB namespace, front, agent and captures. `close()` undoes all of it."""
 
-    def __init__(self, cluster: EmbeddedCluster, slot: int, profile: Profile, evidence_dir: Path):
+    def __init__(self, cluster: EmbeddedCluster, slot: int, profile: Profile, evidence_dir: Path, *,
+                 clients: ClientSide | None = None):
+        """`clients`: where the LB meets its clients (runner/embedded/clientside.py; default: a bridge
+        for the slot's pod namespaces)."""
         self.cluster = cluster
         self.slot = slot
         self.profile = profile
@@ -182,6 +186,7 @@ class LoadBalancer:
         self.captures: list[Capture] = []
         self.pods: list[Pod] = []
         self.vip = self.block.vip(slot)
+        self.clients: ClientSide = clients or PodBridge(self.block.pod_gateway(slot), self.block.pod_net(slot))
         self.events_path = evidence_dir / "lb-events.jsonl"
 
     @property
@@ -193,13 +198,15 @@ class LoadBalancer:
     def api_target(self) -> str:
         return self.block.front(self.slot) if self.has_front else self.block.apiserver
 
-    #: The LB namespace's interface toward its clients (the pods), where the agent and capture look.
-    pod_iface = "br0"
+    @property
+    def pod_iface(self) -> str:
+        """The LB namespace's interface toward its clients (the pods), where the agent and capture look."""
+        return self.clients.iface
 
     @property
     def pod_net(self) -> str:
         """The clients' addresses: the agent tells a pod from a backend by them."""
-        return self.block.pod_net(self.slot)
+        return self.clients.net
 
     def _backend_side(self) -> None:
         """The link to the backends: here the api namespace (front, kube-apiserver, timer)."""
@@ -226,10 +233,8 @@ class LoadBalancer:
         return [self.pod_net]
 
     def _pod_side(self) -> None:
-        """The client side: a bridge in the LB namespace that `add_pod` attaches pod namespaces to."""
-        ns = self.netns
-        self.topo.run_in(ns, ["ip", "link", "add", "br0", "type", "bridge"])
-        self.topo.addr(ns, "br0", f"{self.block.pod_gateway(self.slot)}/25")
+        """The client side (by default a bridge in the LB namespace that `add_pod` attaches pod namespaces to)."""
+        self.clients.attach(self.topo, self.netns, self.vip)
 
     def server_url(self) -> str:
         return f"https://{self.vip}:{APISERVER_PORT}"
@@ -250,9 +255,6 @@ class LoadBalancer:
         self.topo.run_in(ns, ["ip", "addr", "add", f"{self.vip}/32", "dev", "lo"])
         self._pod_side()
         self.topo.sysctl(ns, "net.ipv4.ip_forward", "1")
-        # br_netfilter is built in: it would run the IP hooks (DNAT, the drops) at the bridge port,
-        # before br0 sees a packet, hiding every dropped packet from the agent and the LB capture.
-        self.topo.sysctl(ns, "net.bridge.bridge-nf-call-iptables", "0")
         # Without this, a late packet re-adopts an expired flow and the LB forgets nothing (docs/facts.md).
         self.topo.sysctl(ns, "net.netfilter.nf_conntrack_tcp_loose", "0")
         # Window tracking must not call a live flow's packets invalid (they would be dropped as if
@@ -311,19 +313,27 @@ class LoadBalancer:
 
     def add_pod(self, log: CommandLog | None = None) -> Pod:
         """A pod namespace on this LB's bridge; `log` records the commands in the cell's evidence."""
+        bridge = self.clients
+        if not isinstance(bridge, PodBridge):
+            raise ClusterError(f"the LB of {self.profile.name} meets its clients over {bridge.iface}, not a bridge "
+                               "for pod namespaces", fix="attach pods to an LB built with the default PodBridge")
         idx = len(self.pods)
         addr = self.block.pod_addr(self.slot, idx)
         ns = self.topo.add_ns(f"lb{self.slot}-pod{idx}", log=log)
         port = f"p{idx}"
         self.topo.veth(self.bridge_ns, port, ns, "eth0", log=log)
-        self.topo.run_in(self.bridge_ns, ["ip", "link", "set", port, "master", "br0", "up"], log=log)
+        self.topo.run_in(self.bridge_ns, ["ip", "link", "set", port, "master", bridge.iface, "up"], log=log)
         self.topo.addr(ns, "eth0", f"{addr}/25", log=log)
         # Only the VIP is reachable from a pod: no default route, nothing else in 198.18.
-        self.topo.run_in(ns, ["ip", "route", "add", f"{self.vip}/32", "via", self.block.pod_gateway(self.slot)],
+        self.topo.run_in(ns, ["ip", "route", "add", f"{self.vip}/32", "via", bridge.gateway],
                          log=log)
         pod = Pod(netns=ns, addr=addr)
         self.pods.append(pod)
         return pod
+
+    def hop_logs(self) -> list[tuple[str, Path]]:
+        """Each hop's event log by hop name, pod side first: a single LB has one (a chain overrides it)."""
+        return [("lb", self.events_path)]
 
     def problems(self) -> list[LbProblem]:
         """Why this LB can no longer be trusted (an empty list while it is whole)."""

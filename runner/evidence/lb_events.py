@@ -1,8 +1,8 @@
 """The LB emulator's event log (runner/embedded/lbagent.py) read for one pod: counts and per-flow records.
 
-Both backends read it the same way (`pod_lb_record`): the embedded one for its pod namespaces, the
-kubernetes one when the cluster's provider put an emulated LB in the pods' path (a `local` cluster)
-and hands it over as a `RecordingLb`.
+Both backends read it the same way (`chain_lb_record`: every hop's log of a chain, or the one LB's):
+the embedded one for its pod namespaces, the kubernetes one when the cluster's provider put an
+emulated LB or chain in the pods' path (a `local` cluster) and hands it over as a `RecordingLb`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class RecordingLb(Protocol):
 
     profile: Profile
     events_path: Path
+
+    def hop_logs(self) -> list[tuple[str, Path]]:
+        """Each hop's event log by name, pod side first (one for a single LB, chain_lb_record reads them)."""
+        ...
 
     def problems(self) -> list[LbProblem]: ...
 

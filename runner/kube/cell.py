@@ -18,10 +18,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from runner.collect import BackendEvidence, collect_cell
-from runner.evidence.lb_events import RecordingLb, pod_lb_record
+from runner.evidence.lb_events import RecordingLb, chain_lb_record
 from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
 from runner.evidence.pcap import PcapFacts
-from runner.harness import CellSetupError, HarnessRun
+from runner.harness import CellSetupError, HarnessRun, profile_facts
 from runner.host.procs import escalate
 from runner.kube import manifests as m
 from runner.kube.api import (
@@ -37,7 +37,7 @@ from runner.kube.api import (
     exec_in,
 )
 from runner.kube.pods import LineSink, PodWatcher, clock_problems, pod_problem
-from runner.model import CaptureFacts, CellResult, ProfileFacts
+from runner.model import CaptureFacts, CellResult
 
 
 @dataclass
@@ -169,8 +169,9 @@ class KubeCellRun(HarnessRun):
         self.stop_processes()
         self.snapshot()
         lb_problems = self.lb.problems() if self.lb is not None else []
-        lb, flows = (pod_lb_record(self.lb.events_path, self.pod_ip, self.exposed_until,
-                                   self.evidence / "lb-events.jsonl") if self.lb is not None else (None, []))
+        # Every hop's record of the pod's flows (a single LB: its own), as the embedded cells read it.
+        lb, flows = (chain_lb_record(self.lb.hop_logs(), self.pod_ip, self.exposed_until,
+                                     self.evidence / "lb-events.jsonl") if self.lb is not None else (None, []))
 
         def line_problems(lines: Sequence[Mapping[str, Any]] | None) -> list[str]:
             if self.pod_watcher is None:
@@ -185,7 +186,7 @@ class KubeCellRun(HarnessRun):
         # The pod makes only the watcher's connections and the capture starts first, so each SYN
         # names the server end; no port filter (kube-proxy may or may not rewrite 443).
         return collect_cell(self, BackendEvidence(
-            profile=ProfileFacts.from_profile(self.lb.profile) if self.lb is not None else None,
+            profile=profile_facts(self.cell) if self.lb is not None else None,
             evidence_files=EVIDENCE,
             pcap=pcap_facts, ran=self.pod_started, problems=self.pod_problems, line_problems=line_problems,
             capture=self.capture, cuts=self.pod_watcher.sink.cuts() if self.pod_watcher is not None else [],

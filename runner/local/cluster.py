@@ -25,8 +25,10 @@ from kubernetes import client
 
 from runner.build import gobuild
 from runner.build.cache import cache_root
+from runner.config.paths import NetPath
 from runner.config.profiles import Profile
 from runner.embedded.cluster import APISERVER_PORT, ApiServerOptions, EmbeddedCluster
+from runner.embedded.lb import LoadBalancer
 from runner.errors import ClusterError
 from runner.host import signals, sysdeps
 from runner.host.commands import CommandLog
@@ -39,7 +41,7 @@ from runner.local import configs, containerd, controlplane, dns, node
 from runner.local import docker as dockermod
 from runner.local.hoststate import Ledger, undo
 from runner.local.images import LocalImages
-from runner.local.lbpath import NodeLoadBalancer
+from runner.local.lbpath import start_node_path
 
 LOCK_PATH = Path("/run/watchdrop-local.lock")
 CONTEXT = "watchdrop-local"
@@ -79,14 +81,15 @@ class LocalCluster(StartStop):
     ready_timeout = 60.0
 
     def __init__(self, *, run_id: str | None = None, progress: Progress = _quiet, churn_interval: float = 0.0,
-                 install: bool = True, extra_kubelet_args: list[str] | None = None, lb: Profile | None = None,
-                 lb_evidence: Path | None = None):
-        """`lb`: the LB emulator's profile in the pods' path to kube-apiserver (runner/local/lbpath.py):
-        kube-apiserver then advertises the LB's VIP, so the `kubernetes` Service leads through it.
+                 install: bool = True, extra_kubelet_args: list[str] | None = None,
+                 lb: Profile | NetPath | None = None, lb_evidence: Path | None = None):
+        """`lb`: the LB emulator's profile, or a chain of hops, in the pods' path to kube-apiserver
+        (runner/local/lbpath.py): kube-apiserver then advertises the (last) LB's VIP, so the
+        `kubernetes` Service leads through it.
         `lb_evidence`: where the LB's event log and captures go (default: the cluster's evidence)."""
         advertise_address = _first_vip if lb is not None else None
-        self.lb_profile = lb
-        self.lb: NodeLoadBalancer | None = None
+        self.lb_spec = lb
+        self.lb: LoadBalancer | None = None
         self.run_id = run_id or new_run_id()
         self.progress = progress
         self.install = install
@@ -184,12 +187,12 @@ class LocalCluster(StartStop):
         wait_until(node.kube_proxy_healthy, proxy, 30, "healthy", fix="see kube-proxy.log in the evidence")
         self._wait_default_service_account()
         self._phase("kube-proxy and default ServiceAccount", t0)
-        if self.lb_profile is not None:
+        if self.lb_spec is not None:
             t0 = time.monotonic()
-            self.lb = NodeLoadBalancer(self.control, 0, self.lb_profile, self.lb_evidence,
-                                       pod_cidr=self.net.pod_cidr, node_ip=self.net.node_ip)
-            self.lb.start()
-            self._phase(f"LB {self.lb_profile.name} in the pods' path", t0)
+            self.lb = start_node_path(self.control, self.lb_spec, self.lb_evidence, pod_cidr=self.net.pod_cidr,
+                                      node_ip=self.net.node_ip)
+            what = "path" if isinstance(self.lb_spec, NetPath) else "LB"
+            self._phase(f"{what} {self.lb_spec.name} in the pods' path", t0)
         self._write_kubeconfig()
 
     def _start_dns(self, binary: Path) -> Child:
@@ -311,7 +314,7 @@ class LocalCluster(StartStop):
                         apiserver=f"{self.control.block.apiserver}:{APISERVER_PORT}",
                         advertised=self._advertised(),
                         docker_socket=f"unix://{self.paths.docker_sock}",
-                        lb_evidence=self.lb_evidence if self.lb_profile is not None else None)
+                        lb_evidence=self.lb_evidence if self.lb_spec is not None else None)
 
     def _advertised(self) -> str:
         ep = client.CoreV1Api(self.admin_api()).read_namespaced_endpoints("kubernetes", "default")

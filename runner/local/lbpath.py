@@ -1,53 +1,47 @@
-"""The LB emulator in a local cluster's pods' path to kube-apiserver.
+"""The LB emulator, or a whole chain of hops, in a local cluster's pods' path to kube-apiserver.
 
-    pod ──bridge── root ns (kube-proxy DNAT ClusterIP → VIP) ──veth── [node0  LB netns  back0] ── api netns
-                   route VIP/32 via the LB end                         VIP, DNAT only       front, kube-apiserver
+    pod ──bridge── root ns ──veth── [node0  first box] ... [last box  back0] ── api netns
+                   kube-proxy: ClusterIP → VIP;      a nat hop's SNAT         front,
+                   route VIP/32 via the first box    or the LB's DNAT         kube-apiserver
 
-The same LB as the embedded cells' (runner/embedded/lb.py: conntrack modes, agent, front, event
-log, captures); only its client side differs: instead of a bridge with pod namespaces in the LB
-namespace, a veth from the root namespace, where the node's pods and kube-proxy are. kube-proxy does
-not masquerade pod → ClusterIP traffic from the cluster CIDR, so the LB sees the pods' own
-addresses as clients, and the way back must cross the LB too: the api namespace routes the pods'
-/24 through the LB (only the kubelet's node address keeps the direct host link, for logs and exec).
-The runner's own admin path (root → host link → kube-apiserver) never crosses the LB.
+The same LB and nat hops as the embedded cells' (runner/embedded/lb.py, hop.py, chain.py: conntrack
+modes, agents, front, event logs, captures); only the client side differs (runner/embedded/clientside.py,
+NodeLink): instead of a bridge with pod namespaces in the first box's namespace, a veth from the root
+namespace, where the node's pods and kube-proxy are. kube-proxy does not masquerade pod → ClusterIP
+traffic from the cluster CIDR, so the first box sees the pods' own addresses as clients, and the way
+back must cross the boxes as well: the api namespace routes the pods' /24 through the LB (or the last
+nat hop's address, for a chain), and only the kubelet's node address keeps the direct host link, for
+logs and exec. The runner's own admin path (root → host link → kube-apiserver) never crosses the LB.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from runner.config.paths import NetPath
 from runner.config.profiles import Profile
+from runner.embedded.chain import ChainLb
+from runner.embedded.clientside import NodeLink
 from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer
 
+#: The slot of the API path's LB (a LoadBalancer Service's LB takes another, runner/local/lbservice.py).
+API_SLOT = 0
 
-class NodeLoadBalancer(LoadBalancer):
-    """A LoadBalancer whose clients are the root namespace's pods (a node's bridge), not its own bridge."""
 
-    pod_iface = "node0"
+def node_link(cluster: EmbeddedCluster, pod_cidr: str, slot: int = API_SLOT) -> NodeLink:
+    """The root namespace's link to the first box of the slot's path."""
+    root_end, box_end = cluster.block.node_link(slot)
+    return NodeLink(root_link=f"wd{cluster.run_id}l{slot}", root_end=root_end, box_end=box_end, net=pod_cidr)
 
-    def __init__(self, cluster: EmbeddedCluster, slot: int, profile: Profile, evidence_dir: Path, *,
-                 pod_cidr: str, node_ip: str):
-        super().__init__(cluster, slot, profile, evidence_dir)
-        self.node_pod_cidr = pod_cidr
-        self.node_ip = node_ip
-        self.root_link = f"wd{cluster.run_id}l{slot}"
 
-    @property
-    def pod_net(self) -> str:
-        return self.node_pod_cidr
-
-    def _pod_side(self) -> None:
-        b, ns, api_ns = self.block, self.netns, self.cluster.api_ns
-        root_end, lb_end = b.node_link(self.slot)
-        # The root end goes with the LB namespace (a veth pair dies with either end's namespace).
-        self.topo.veth(None, self.root_link, ns, self.pod_iface)
-        self.topo.addr(None, self.root_link, f"{root_end}/30")
-        self.topo.addr(ns, self.pod_iface, f"{lb_end}/30")
-        self.topo.route(ns, self.node_pod_cidr, root_end)
-        # A scoped device route, not Topology.route: it must vanish with the veth, and `clean`
-        # finds nothing of it to undo.
-        self.log.run(["ip", "route", "replace", f"{self.vip}/32", "via", lb_end, "dev", self.root_link])
-        # The way back from kube-apiserver (and the front) to the pods crosses the LB as well; the
-        # kubelet's address (logs, exec, port 10250) keeps the host link.
-        self.topo.route(api_ns, f"{self.node_ip}/32", b.host_root)
+def start_node_path(cluster: EmbeddedCluster, lb: Profile | NetPath, evidence_dir: Path, *, pod_cidr: str,
+                    node_ip: str) -> LoadBalancer:
+    """The LB (a profile) or chain of hops (a path) between the node's pods and kube-apiserver, running."""
+    # First, before the boxes route the pods' /24 back through themselves: the kubelet's address
+    # (its own flows to kube-apiserver, logs, exec, port 10250) keeps the host link.
+    cluster.topology.route(cluster.api_ns, f"{node_ip}/32", cluster.block.host_root)
+    clients = node_link(cluster, pod_cidr)
+    if isinstance(lb, NetPath):
+        return ChainLb(cluster, API_SLOT, lb, evidence_dir, clients=clients).start()
+    return LoadBalancer(cluster, API_SLOT, lb, evidence_dir, clients=clients).start()

@@ -82,10 +82,16 @@ def kube_context(spec: LocalSpec, h: Handover) -> KubernetesCluster:
     return KubernetesCluster.model_validate({
         "name": spec.name, "kind": "kubernetes", "kubeconfig": str(h.kubeconfig), "context": h.context,
         "registry": h.registry, "service_type": "ClusterIP", "base_images": "local",
-        "idle_timeout": spec.profile().idle_timeout,
-        "description": f"local single-node cluster behind {spec.profile().describe()}",
+        "idle_timeout": spec.idle_timeout,
+        "description": f"local single-node cluster behind {describe_path(spec)}",
         **({"build_ca_bundle": str(HOST_CA_BUNDLE)} if HOST_CA_BUNDLE.exists() else {}),
     })
+
+
+def describe_path(spec: LocalSpec) -> str:
+    """The cluster's LB, or its chain of hops hop by hop."""
+    path = spec.net_path()
+    return f"path {path.describe()}" if path is not None else f"LB {spec.profile().describe()}"
 
 
 class LocalProvidedBackend:
@@ -109,11 +115,11 @@ class LocalProvidedBackend:
     def prepare(self) -> dict[str, CellResult]:
         ctx, spec = self.ctx, self.spec
         ctx.enter("local cluster start")
-        profile = spec.profile()
-        ctx.say(f"cluster {spec.name}: local single-node cluster, LB {profile.describe()}")
+        profile, path = spec.profile(), spec.net_path()
+        ctx.say(f"cluster {spec.name}: local single-node cluster behind {describe_path(spec)}")
         # Its own run id: an embedded cluster of the same run names its namespaces after the run's.
         self.local = LocalCluster(run_id=new_run_id(), progress=lambda t: ctx.say(f"  {spec.name}: {t}"),
-                                  churn_interval=float(spec.churn.lease_interval), lb=profile,
+                                  churn_interval=float(spec.churn.lease_interval), lb=path or profile,
                                   lb_evidence=self.evidence / "lb")
         self.local.start()
         self.evidence.mkdir(parents=True, exist_ok=True)
@@ -121,6 +127,7 @@ class LocalProvidedBackend:
         h = replace(self.local.handover(), kubeconfig=kubeconfig)
         (self.evidence / "local-cluster.json").write_text(json.dumps(
             {**asdict(h), "run_id": self.local.run_id, "profile": profile.name,
+             "path": [hop.model_dump() for hop in path.hops] if path is not None else None,
              "phases": self.local.phases}, indent=2, default=str) + "\n")
         ctx.say(f"  {spec.name}: kube context {h.context} in {h.kubeconfig}; registry {h.registry}; "
                 f"`kubernetes` Service endpoint {h.advertised} (the LB's VIP)")
