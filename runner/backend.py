@@ -7,7 +7,8 @@ implements a few small steps and knows nothing of the others; the pipeline (runn
 hands each its cells and calls `run_backend`, which is the only place that orders the steps:
 
     prepare -> start -> cells -> rounds (runner/harness.py, the same for every backend)
-            -> collect -> [hold, with --keep] -> close (always, also on Ctrl-C)
+            -> collect (each cell as soon as its own rounds end, the rest after the last round)
+            -> collected -> [hold, with --keep] -> close (always, also on Ctrl-C)
 
 A backend that cannot start (no permission on the cluster, a build toolchain missing) turns its own
 cells into ERROR with the reason and fix; the run goes on with the other backends. `close()` never
@@ -20,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +54,8 @@ class RunContext:
     keep: bool = False
     #: Test seam (hidden --break-capture CLIENT): that client's captures fail to start.
     break_capture: str | None = None
+    #: Told of each cell's result as soon as it is judged (the report draws its timeline then).
+    on_result: Callable[[CellResult], None] | None = None
 
     def enter(self, phase: str) -> None:
         if self.phases is not None:
@@ -91,7 +94,13 @@ class Backend(Protocol):
         ...
 
     def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
-        """Stop every watcher and capture, and judge each cell from its evidence."""
+        """Stop these cells' watchers and captures and judge each from its evidence. Called while
+        other cells still run, for cells whose rounds are over (each cell once), and after the last
+        round for every cell not collected yet; a call may run beside another."""
+        ...
+
+    def collected(self) -> None:
+        """Once every cell is collected: the backend's own run-wide evidence (a timer server's log)."""
         ...
 
     def hold(self) -> None:
@@ -133,6 +142,64 @@ def run_rounds(runs: Sequence[HarnessRun], ctx: RunContext) -> None:
             f.result()
 
 
+class EarlyCollect:
+    """Collects each cell as soon as its own rounds are over (HarnessRun.finished), while the
+    others still run: a run then ends little after its longest cell instead of collecting every
+    cell after the last round. A few at a time: each mostly waits (a SIGTERM grace, a capture
+    settling, a pod's exec), and the judging itself is light."""
+
+    POLL = 0.5
+    WORKERS = 4
+
+    def __init__(self, backend: Backend, runs: Sequence[HarnessRun], ctx: RunContext,
+                 results: dict[str, CellResult]):
+        self.backend, self.ctx, self.results = backend, ctx, results
+        self.waiting = [r for r in runs if r.setup_error is None]
+        self.submitted: set[str] = set()
+        self.pool = ThreadPoolExecutor(max_workers=self.WORKERS, thread_name_prefix="collect")
+        self.futures: list[Future[None]] = []
+        self.watcher = threading.Thread(target=self._watch, name="early-collect", daemon=True)
+        self.done = threading.Event()
+
+    def __enter__(self) -> EarlyCollect:
+        self.watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.watcher.join()
+        # An interrupt stops what has not started; a collect under way finishes (it only stops
+        # and reads the cell's own processes and files).
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.POLL) and not self.ctx.stop.is_set():
+            for run in self.waiting:
+                if run.finished is not None and run.cell.id not in self.submitted:
+                    self.submitted.add(run.cell.id)
+                    self.futures.append(self.pool.submit(self._one, run))
+
+    def _one(self, run: HarnessRun) -> None:
+        if not self.ctx.stop.is_set():
+            self._store(self.backend.collect([run]))
+
+    def _store(self, got: Mapping[str, CellResult]) -> None:
+        self.results.update(got)
+        if self.ctx.on_result is not None:
+            for result in got.values():
+                self.ctx.on_result(result)
+
+    def finish(self, runs: Sequence[HarnessRun]) -> None:
+        """After the last round: wait for the early collects, then collect every cell they did not."""
+        self.done.set()
+        self.watcher.join()
+        for f in self.futures:
+            f.result()  # a collect's own failure surfaces here, as it would have in one collect
+        rest = [r for r in runs if r.cell.id not in self.submitted]
+        if rest:
+            self._store(self.backend.collect(rest))
+
+
 def run_backend(backend: Backend, ctx: RunContext, results: dict[str, CellResult],
                 rounds: Callable[[Sequence[HarnessRun], RunContext], None] = run_rounds) -> list[str]:
     """One backend through the steps, filling `results` in place (an interrupted run keeps what it
@@ -146,11 +213,13 @@ to the backend's problems.txt; Interrupted propagates after teardown."""
         backend.start()
         runs = backend.cells()
         ctx.enter(f"{prefix}rounds")
-        rounds(runs, ctx)
-        if ctx.stop.is_set():
-            raise Interrupted("stopped")
-        ctx.enter(f"{prefix}collect")
-        results.update(backend.collect(runs))
+        with EarlyCollect(backend, runs, ctx, results) as early:
+            rounds(runs, ctx)
+            if ctx.stop.is_set():
+                raise Interrupted("stopped")
+            ctx.enter(f"{prefix}collect")
+            early.finish(runs)
+        backend.collected()
         if ctx.keep:
             backend.hold()
     except WatchdropError as exc:

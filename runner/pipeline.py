@@ -38,6 +38,7 @@ from runner.local.provider import LocalProvidedBackend
 from runner.model import CellResult, ProfileFacts, RunResult, Verdict
 from runner.phases import PhaseLog
 from runner.report.compact import render_compact
+from runner.report.early import EarlyTimelines
 from runner.report.html import write_extras
 from runner.report.readme import readme_examples, render_readme_section
 from runner.report.render import update_readme, write_reports
@@ -130,8 +131,11 @@ class Execution:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _link_latest(self.out, self.run_id)
         phases = PhaseLog(self.run_dir / "phases.log", self.pause_at)
+        # Each cell's timeline is drawn as soon as it is judged, while longer cells still run.
+        timelines = EarlyTimelines(self.run_dir)
         ctx = RunContext(run_id=self.run_id, run_dir=self.run_dir, descriptors=p.descriptors, stop=self.stop,
-                         say=_say, phases=phases, jobs=self.jobs, keep=self.keep, break_capture=self.break_capture)
+                         say=_say, phases=phases, jobs=self.jobs, keep=self.keep, break_capture=self.break_capture,
+                         on_result=timelines)
         try:
             for backend in self.backends(ctx):
                 self.backend_problems += run_backend(backend, ctx, self.results)
@@ -140,7 +144,10 @@ class Execution:
             raise
         finally:
             with signals.shield():
-                self.report(ctx)
+                try:
+                    self.report(ctx, timelines)
+                finally:
+                    timelines.close()
         return self.result
 
     def backends(self, ctx: RunContext) -> list[Backend]:
@@ -171,7 +178,7 @@ class Execution:
                      for n, (name, group) in enumerate(by_local.items())]
         return backends
 
-    def report(self, ctx: RunContext) -> None:
+    def report(self, ctx: RunContext, timelines: EarlyTimelines | None = None) -> None:
         """Results for every cell (ERROR for those never reached), then the files; always runs."""
         p = self.prepared
         self.results.update(unfinished(p.cells, self.results, p.descriptors,
@@ -187,7 +194,7 @@ class Execution:
             # Pictures take about half a second a cell: an interrupted run writes only the
             # results (`python -m runner report RESULTS.json --html` draws them later).
             if not self.interrupted:
-                write_extras(self.result, self.run_dir)
+                write_extras(self.result, self.run_dir, timelines.drawn() if timelines is not None else frozenset())
         except Exception as exc:  # the JSON and markdown are written; the pictures are extra
             _say(f"warning: the HTML report could not be written: {exc}")
         ctx.enter("done")

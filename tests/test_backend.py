@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -16,7 +18,7 @@ from runner.backend import RunContext, run_backend, unfinished
 from runner.config.descriptor import load_descriptor
 from runner.config.plan import Cell
 from runner.errors import Interrupted, PrerequisiteError
-from runner.harness import HarnessRun
+from runner.harness import HarnessRun, base_result
 from runner.host.lifetime import teardown_steps
 from runner.model import CellResult, Verdict
 
@@ -62,6 +64,9 @@ class Recorder:
         self._step("collect")
         return {}
 
+    def collected(self) -> None:
+        self._step("collected")
+
     def hold(self) -> None:
         self._step("hold")
 
@@ -81,9 +86,56 @@ def test_steps_run_in_order_and_close_always_runs(tmp_path: Path) -> None:
     b = Recorder(tmp_path)
     rounds: list[str] = []
     problems = run_backend(b, _ctx(tmp_path, keep=True), {}, rounds=lambda runs, ctx: rounds.append("rounds"))
-    assert b.calls == ["prepare", "start", "cells", "collect", "hold", "close"] and rounds == ["rounds"]
+    assert b.calls == ["prepare", "start", "cells", "collected", "hold", "close"] and rounds == ["rounds"]
     assert problems == ["one thing left"]
     assert (b.evidence / "problems.txt").read_text() == "one thing left\n"
+
+
+class Early(Recorder):
+    """Two cells whose rounds end at different times, and one whose setup failed."""
+
+    def __init__(self, tmp: Path):
+        super().__init__(tmp)
+        self.cells_given = [_cell(1), _cell(2), _cell(3)]
+        self.runs = [SimpleNamespace(cell=c, setup_error=None, finished=None) for c in self.cells_given]
+        self.runs[2].setup_error = "no pod"
+        self.collected_ids: list[list[str]] = []
+
+    def cells(self) -> Sequence[HarnessRun]:
+        self._step("cells")
+        return cast(list[HarnessRun], self.runs)
+
+    def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
+        self._step("collect")
+        ids = [r.cell.id for r in runs]
+        self.collected_ids.append(ids)
+        desc = load_descriptor(REPO / "clients" / "client-go")
+        return {r.cell.id: base_result(r.cell, desc, Verdict.PASS, "ok") for r in runs}
+
+
+def test_each_cell_is_collected_when_its_own_rounds_end_and_once(tmp_path: Path) -> None:
+    """issue 16 §6: a cell is judged while longer cells still run, so the run ends soon after its
+    longest cell; a cell that never ran is collected after the last round; each exactly once."""
+    b = Early(tmp_path)
+    seen: list[str] = []
+    results: dict[str, CellResult] = {}
+    ctx = _ctx(tmp_path)
+    ctx.on_result = lambda r: seen.append(r.cell_id)
+
+    def rounds(runs: Sequence[HarnessRun], _: RunContext) -> None:
+        b.runs[0].finished = time.time()
+        deadline = time.monotonic() + 10
+        while not b.collected_ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b.collected_ids == [["client-go-1/c/watch"]]  # while cell 2 is still in its rounds
+        b.runs[1].finished = time.time()
+
+    run_backend(b, ctx, results, rounds=rounds)
+    flat = sorted(i for ids in b.collected_ids for i in ids)
+    assert flat == ["client-go-1/c/watch", "client-go-2/c/watch", "client-go-3/c/watch"]
+    assert b.collected_ids[-1][-1] == "client-go-3/c/watch"  # the cell that never ran: after the rounds
+    assert sorted(results) == flat and sorted(seen) == flat
+    assert b.calls[-2:] == ["collected", "close"]
 
 
 def test_a_backend_that_cannot_start_makes_its_own_cells_error_and_is_closed(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ close:   stop the cells, the LBs, the timer server and the cluster, each step ev
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,10 @@ from runner.model import BUILD_LOG, CellResult, Verdict
 BuildKey = tuple[str, str]
 
 
+#: The capture readers' niceness: cells collected early share the CPUs with cells still in their rounds.
+READER_NICE = 10
+
+
 def build_key(cell: Cell) -> BuildKey:
     return cell.folder, json.dumps(dict(cell.build_env), sort_keys=True)
 
@@ -58,6 +63,7 @@ class EmbeddedBackend:
         self.lbs: dict[str, LoadBalancer] = {}
         self.runs: list[CellRun] = []
         self._setups: ThreadPoolExecutor | None = None
+        self._readers: ProcessPoolExecutor | None = None
 
     # -- prepare ----------------------------------------------------------------------------------
     def prepare(self) -> dict[str, CellResult]:
@@ -179,18 +185,40 @@ class EmbeddedBackend:
     def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
         if self.cluster is None:  # every build failed: those cells have their results from prepare()
             return {}
-        self._finish_setups()
-        self._stop_cells()
-        facts = read_pcaps([run.pcap_path for run in self.runs])
+        mine = [r for r in runs if isinstance(r, CellRun)]
+        if any(not r.setup_done.is_set() for r in mine):
+            self._finish_setups()  # the last collect: a cell that never ran may still be setting up
+        self._stop_cells(mine)
+        facts = self._read_pcaps([run.pcap_path for run in mine])
         alive = self.cluster.alive()
         return {run.cell.id: run.collect(self.lbs[run.cell.cluster].problems(), alive, facts.get(run.pcap_path))
-                for run in self.runs}
+                for run in mine}
 
-    def _stop_cells(self) -> None:
+    def collected(self) -> None:
+        """Nothing run-wide to fetch: the cluster's and LBs' evidence is written in place."""
+
+    def _read_pcaps(self, paths: list[Path]) -> dict[Path, PcapFacts | Exception]:
+        """Each capture read in the backend's reader processes (parsing pcaps is CPU work), started
+        once: cells are collected a few at a time while others run."""
+        if not paths:
+            return {}
+        if self._readers is None:
+            # spawn, not fork: the runner's harness threads are mid-round when the first cells end.
+            self._readers = ProcessPoolExecutor(max_workers=os.cpu_count() or 1,
+                                                mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=os.nice, initargs=(READER_NICE,))
+        return dict(zip(paths, self._readers.map(_read_one, paths), strict=True))
+
+    def _stop_cells(self, runs: Sequence[CellRun] | None = None) -> None:
         # In parallel: each stop may wait a few seconds (SIGTERM grace, capture settling), and a
         # run has up to a few hundred cells.
         with ThreadPoolExecutor(max_workers=32) as pool:
-            list(pool.map(lambda r: r.stop_processes(), self.runs))
+            list(pool.map(lambda r: r.stop_processes(), self.runs if runs is None else runs))
+
+    def _close_readers(self) -> None:
+        if self._readers is not None:
+            self._readers.shutdown(wait=True, cancel_futures=True)
+            self._readers = None
 
     def hold(self) -> None:
         if self.cluster is None:
@@ -211,6 +239,7 @@ class EmbeddedBackend:
         steps: list[tuple[str, Callable[[], object]]] = [
             ("cell setups", self._finish_setups),
             ("stopping the cells", self._stop_cells),
+            ("capture readers", self._close_readers),
             ("load balancers", lambda: problems.extend(teardown_concurrently(lbs))),
         ]
         if self.timer is not None:
@@ -236,11 +265,3 @@ def _read_one(path: Path) -> PcapFacts | Exception:
         return read_pcap(path, server_ports={API_PORT})
     except (PcapError, OSError) as exc:
         return exc
-
-
-def read_pcaps(paths: list[Path]) -> dict[Path, PcapFacts | Exception]:
-    """Read every cell's capture in parallel processes: parsing pcaps is CPU work."""
-    if not paths:
-        return {}
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return dict(zip(paths, pool.map(_read_one, paths), strict=True))

@@ -403,12 +403,18 @@ class KubernetesBackend:
             except Exception as exc:  # a collect fault is ERROR for that cell, never a lost result
                 return error_result(run.cell, run.built.descriptor, f"collect failed: {api_error(exc)}")
 
-        self.say(f"  {self.cluster.name}: collecting")
         kube_runs = [r for r in runs if isinstance(r, KubeCellRun)]
+        if not kube_runs:
+            return {}
+        # Called for each cell as its rounds end, and once for the rest (runner/backend.py).
+        self.say(f"  {self.cluster.name}: collecting "
+                 + (kube_runs[0].cell.id if len(kube_runs) == 1 else f"{len(kube_runs)} cells"))
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(one, kube_runs))
-        self.collect_timer()
         return {r.cell.id: res for r, res in zip(kube_runs, results, strict=True)}
+
+    def collected(self) -> None:
+        self.collect_timer()
 
     def collect_timer(self) -> None:
         """The timer server's log, its capture and the Service as the cluster reported it."""

@@ -156,6 +156,10 @@ class LocalProvidedBackend:
         assert self.inner is not None
         return self.inner.collect(runs)
 
+    def collected(self) -> None:
+        assert self.inner is not None
+        self.inner.collected()
+
     def hold(self) -> None:
         if self.local is not None:
             self.ctx.say(f"  {self.spec.name}: --keep: the local cluster stops with the run; its namespaces "

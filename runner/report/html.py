@@ -411,55 +411,72 @@ def _has_evidence(ev: Evidence) -> bool:
     return ev.pcap is not None or bool(ev.watcher or ev.lb_flows or ev.harness)
 
 
-def _write_cell_pages(run: RunResult, run_dir: Path, cell_ids: list[str]) -> list[str]:
-    """Draw the timeline and write the page of each of `cell_ids`; returns those that got a page."""
+def draw_cell_timeline(cell_dir: Path, cell: CellResult, ev: Evidence | None = None) -> str | None:
+    """Draw the cell's timeline from its evidence; what its page shows in the timeline's place: the
+    file's name, why drawing failed, or None (no evidence to draw)."""
+    ev = read_evidence(cell_dir) if ev is None else ev
+    if not _has_evidence(ev):
+        return None
+    try:
+        draw_timeline(ev, cell, cell_dir / TIMELINE_FILE)
+    except (OSError, ValueError) as exc:
+        # One cell's broken evidence must not cost the run its report: the page says why.
+        return f"drawing it failed: {exc}"
+    return TIMELINE_FILE
+
+
+def _write_cell_pages(run: RunResult, run_dir: Path, cell_ids: list[str],
+                      drawn: frozenset[str] = frozenset()) -> list[str]:
+    """Draw the timeline (unless `drawn` says it already is) and write the page of each of
+    `cell_ids`; returns those that got a page."""
     written = []
     for cell in (c for c in run.cells if c.cell_id in set(cell_ids)):
         cell_dir = _safe_cell_dir(run_dir, cell)
         if cell_dir is None:
             continue
         ev = read_evidence(cell_dir)
-        timeline: str | None
-        if _has_evidence(ev):
-            try:
-                draw_timeline(ev, cell, cell_dir / TIMELINE_FILE)
-                timeline = TIMELINE_FILE
-            except (OSError, ValueError) as exc:
-                # One cell's broken evidence must not cost the run its report: the page says why.
-                timeline = f"drawing it failed: {exc}"
-        else:
-            timeline = None
+        drawn_already = cell.cell_id in drawn and (cell_dir / TIMELINE_FILE).exists()
+        timeline = TIMELINE_FILE if drawn_already else draw_cell_timeline(cell_dir, cell, ev)
         write_atomic(cell_dir / "index.html", render_cell_page(run, run_dir, cell, ev, timeline))
         written.append(cell.cell_id)
     return written
 
 
-def write_html(run: RunResult, run_dir: Path, workers: int | None = None) -> Path:
+def draw_early(run_dir: Path, cell: CellResult) -> bool:
+    """A cell's timeline drawn as soon as it is judged (runner/report/early.py); True when drawn."""
+    cell_dir = _safe_cell_dir(run_dir, cell)
+    return cell_dir is not None and draw_cell_timeline(cell_dir, cell) == TIMELINE_FILE
+
+
+def write_html(run: RunResult, run_dir: Path, workers: int | None = None, drawn: frozenset[str] = frozenset()
+               ) -> Path:
     """Write run_dir/index.html and each cell's page and timeline; returns index.html's path.
 
     Drawing the timelines is most of a report's time and each page stands alone, so the cells are
-    split across one process per CPU (the pages are the same bytes as drawn one by one)."""
+    split across one process per CPU (the pages are the same bytes as drawn one by one). `drawn`:
+    cells whose timeline was drawn while the run went on (runner/report/early.py)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ids = [c.cell_id for c in run.cells]
-    if workers is None:  # a process is worth its start-up (imports) from a few cells on
-        workers = min(os.cpu_count() or 1, len(ids) // 8)
+    if workers is None:  # a process is worth its start-up (imports) from a few cells to draw on
+        workers = min(os.cpu_count() or 1, len([i for i in ids if i not in drawn]) // 8)
     workers = max(1, min(workers, len(ids)))
     if workers == 1:
-        linkable = set(_write_cell_pages(run, run_dir, ids))
+        linkable = set(_write_cell_pages(run, run_dir, ids, drawn))
     else:
         # spawn, not fork: the runner has threads (progress, signal handling) a fork would copy mid-state.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             parts = pool.map(_write_cell_pages, [run] * workers, [run_dir] * workers,
-                             [ids[i::workers] for i in range(workers)])
+                             [ids[i::workers] for i in range(workers)], [drawn] * workers)
             linkable = {cell_id for part in parts for cell_id in part}
     index = run_dir / "index.html"
     write_atomic(index, render_index(run, linkable))
     return index
 
 
-def write_extras(run: RunResult, run_dir: Path) -> None:
-    """Everything beyond results.json and report.md: the HTML pages with timelines, and junit.xml."""
-    write_html(run, run_dir)
+def write_extras(run: RunResult, run_dir: Path, drawn: frozenset[str] = frozenset()) -> None:
+    """Everything beyond results.json and report.md: the HTML pages with timelines, and junit.xml;
+    `drawn` as for write_html."""
+    write_html(run, run_dir, drawn=drawn)
     write_junit(run, run_dir)
 
 

@@ -1,0 +1,47 @@
+"""Each cell's timeline drawn as soon as the cell is judged, while longer cells still run.
+
+Drawing the timelines was most of the report's time after the last round (about half a second a
+cell); cells are collected as their own rounds end (runner/backend.py, EarlyCollect), so their
+pictures can be drawn then, and the report only writes the pages. One process, spawned (the runner
+has threads mid-round) and niced, so that a picture never competes with a watcher for the CPU. A
+cell whose drawing has not started when the report begins is drawn by the report as before.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from runner.model import CellResult
+from runner.report.html import draw_early
+
+#: Below the watchers and the harness: pictures can wait, a watcher's first packet cannot.
+DRAW_NICE = 10
+
+
+class EarlyTimelines:
+    """RunContext.on_result: queue the judged cell's timeline; `drawn()` says which were drawn."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: dict[str, Future[bool]] = {}
+
+    def __call__(self, result: CellResult) -> None:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=os.nice, initargs=(DRAW_NICE,))
+        self.futures[result.cell_id] = self.pool.submit(draw_early, self.run_dir, result)
+
+    def drawn(self) -> frozenset[str]:
+        """Stop drawing (what has not started is left to the report) and name the cells drawn."""
+        self.close()
+        return frozenset(cell_id for cell_id, f in self.futures.items()
+                         if f.done() and not f.cancelled() and f.exception() is None and f.result())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
