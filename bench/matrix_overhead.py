@@ -2,7 +2,8 @@
 
 Run as root: python bench/matrix_overhead.py [MATRIX] [--only ...]
 The inherent minimum is the longest cell's rounds × interval + detection timeout (cells run
-concurrently, so nothing can finish sooner). Target ratio: <= 1.10. Watchers' memory is sampled
+concurrently, so nothing can finish sooner). Target ratio (issue 16 §6): <= 1.05 for the default matrix,
+<= 1.15 for the quick one, <= 1.10 for any other. Watchers' memory is sampled
 every second from every process that carries a cell's WATCHDROP_NAMESPACE in its environment.
 """
 
@@ -24,6 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from runner.host.procs import run_forwarding_interrupt as run_runner  # noqa: E402
+
+#: Overhead targets by matrix file (issue 16 §6); any other matrix is held to 1.10.
+TARGETS = {"matrix.yaml": 1.05, "matrix.quick.yaml": 1.15}
 
 
 def watcher_rss_kib() -> int:
@@ -71,7 +75,9 @@ def main() -> int:
                    + c["timings"]["detection_timeout"]) for c in ran)
     phases = [line.split(" ", 1) for line in (out / "latest" / "phases.log").read_text().splitlines()]
     print(f"exit {proc.returncode}; {len(ran)} cells ran")
-    print(f"wall time {wall:.0f} s; inherent minimum {minimum:.0f} s; ratio {wall / minimum:.2f} (target <= 1.10)")
+    target = TARGETS.get(Path(args.matrix).name, 1.10)
+    print(f"wall time {wall:.0f} s; inherent minimum {minimum:.0f} s; ratio {wall / minimum:.2f} "
+          f"(target <= {target:.2f})")
     for (t_a, name), (t_b, _) in itertools.pairwise(phases):
         print(f"  {name:12s} {float(t_b) - float(t_a):7.1f} s")
     print(f"peak RSS of all watchers: {peak / 1024:.0f} MiB")

@@ -3,14 +3,15 @@
 The wide table (runner/report/render.py: `VERDICT: reason` in every cell) is the full story and
 stays in report.md and `report --wide`. This one is what a reader sees first: README, the end of a
 run, `python -m runner report`. One table per scenario (the watch table is the headline), one row
-per client entry (a folder's default, then its variants as `↳ name`), one column per cluster, each
+per client entry (a folder's default, then its variants as `↳ name`, or `↳ …-suffix` when the name
+extends the default's), one column per cluster, each
 cell the grade only. A cell that has something to say beyond "every round seen" carries a numbered
 mark; the notes under the table give its reason, and cells whose reasons are the same share one note.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from tabulate import tabulate
 
@@ -38,17 +39,22 @@ def clusters(cells: Iterable[CellResult]) -> list[str]:
     return list(dict.fromkeys(c.cluster for c in cells))
 
 
-def short_label(name: str, cells: list[CellResult], defaults: set[str]) -> str:
-    """An entry's row label: its name, `↳ name` for a variant under its folder's default (what the
-    variant changes is left to the wide table and the HTML index's client list)."""
+def short_label(name: str, cells: list[CellResult], defaults: Mapping[str, str]) -> str:
+    """An entry's row label: its name; for a variant under its folder's default (`defaults`: folder →
+    the default entry's name) `↳ name`, the default's name elided when the variant's starts with
+    it (`↳ …-timeout` under `kubernetes-asyncio`), so that long variant names do not widen every row.
+    What the variant changes is left to the wide table and the HTML index's client list."""
     first = cells[0]
-    return f"↳ {name}" if first.is_variant and first.folder in defaults else name
+    parent = defaults.get(first.folder)
+    if not first.is_variant or parent is None:
+        return name
+    return f"↳ …{name[len(parent):]}" if name.startswith(f"{parent}-") else f"↳ {name}"
 
 
 def render_compact(run: RunResult, fmt: Format) -> str:
     """The compact tables, their notes, then profiles, legend and mitigations as the wide table has."""
     notes: dict[str, int] = {}
-    defaults = {c.folder for c in run.cells if not c.is_variant}
+    defaults = {c.folder: c.client for c in run.cells if not c.is_variant}
     out: list[str] = []
     many = len(scenarios(run.cells)) > 1
     for scenario in scenarios(run.cells):

@@ -112,7 +112,8 @@ def grid(run: RunResult, columns: list[tuple[str, str]], href: Callable[[CellRes
         label = entry_label(name, cells, defaults)
         library = f"{first.library} {first.library_version}"
         group = folders.setdefault(first.folder, len(folders) + 1)
-        rows.append(GridRow(label=short_label(name, cells, set(defaults)), title=f"{label} · {library}",
+        parents = {f: c.client for f, c in defaults.items()}
+        rows.append(GridRow(label=short_label(name, cells, parents), title=f"{label} · {library}",
                             group=group, cells=row_cells))
         clients.append(ClientRow(label=label, library=library, keepalive=keepalive_text(cells)))
     per_folder = Counter(r.group for r in rows)
