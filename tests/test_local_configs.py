@@ -11,6 +11,7 @@ import yaml
 
 from runner.backend import RunContext
 from runner.config.matrix import LocalCluster, load_matrix
+from runner.config.paths import PATHS as NAMED_PATHS
 from runner.config.plan import plan
 from runner.errors import MatrixError
 from runner.local import configs, dns
@@ -184,6 +185,15 @@ def test_a_local_cluster_takes_a_path_and_its_cells_carry_it(tmp_path: Path) -> 
     kc = kube_context(spec, h)
     assert kc.idle_timeout == 45
     assert kc.description is not None and "cloudnat (nat): silent-drop after 45 s" in kc.description
+
+
+def test_every_reachable_quick_path_has_a_local_column() -> None:
+    """matrix.local-paths.yaml runs each named path at its quick timings on the local cluster (one
+    whose first expiry a run can wait for: not the security group's 81000 s)."""
+    matrix = load_matrix(REPO / "matrix.local-paths.yaml", REPO / "clients")
+    ran = {p.name for c in matrix.clusters if isinstance(c, LocalCluster) and (p := c.net_path()) is not None}
+    reachable = {name for name, p in NAMED_PATHS.items() if name.endswith("-quick") and (p.first_expiry or 0) < 3600}
+    assert ran == reachable
 
 
 @pytest.mark.parametrize("entry, expected", [
