@@ -81,14 +81,18 @@ def before() -> dict[str, object]:
 @pytest.fixture(scope="module")
 def run(before: dict[str, object], tmp_path_factory: pytest.TempPathFactory
         ) -> tuple[RunResult, Path, subprocess.CompletedProcess[str]]:
-    work = tmp_path_factory.mktemp("local-e2e")
+    return run_matrix(tmp_path_factory.mktemp("local-e2e"), MATRIX, f"--only=cluster={CLUSTER}",
+                      "--only=client=client-go", "--only=client=client-python")
+
+
+def run_matrix(work: Path, matrix_text: str, *only: str) -> tuple[RunResult, Path, subprocess.CompletedProcess[str]]:
+    """`python -m runner` on `matrix_text` in `work`, as a user runs it: (results, run folder, process)."""
     matrix = work / "matrix.yaml"
-    matrix.write_text(MATRIX)
+    matrix.write_text(matrix_text)
     out = work / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "runner", str(matrix), "--clients", str(REPO / "clients"), "--out", str(out),
-         "--no-readme", f"--only=cluster={CLUSTER}", "--only=client=client-go", "--only=client=client-python"],
-        cwd=REPO, capture_output=True, text=True, timeout=1800)
+         "--no-readme", *only], cwd=REPO, capture_output=True, text=True, timeout=1800)
     print(proc.stdout[-6000:], proc.stderr[-3000:])
     run_dir = (out / "latest").resolve()
     assert (run_dir / "results.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from runner.model import RunResult
-from runner.report.render import load_results
 from tests.conftest import needs_root_tools
 from tests.test_local_cluster import _host_state
-from tests.test_local_e2e import _assert_nothing_left, _verdicts
+from tests.test_local_e2e import _assert_nothing_left, _verdicts, run_matrix
 
 pytestmark = [needs_root_tools("ip", "go", "nft", "conntrack", "tcpdump", "haproxy"), pytest.mark.slow]
 
@@ -53,17 +51,7 @@ def before() -> dict[str, object]:
 @pytest.fixture(scope="module")
 def run(before: dict[str, object], tmp_path_factory: pytest.TempPathFactory
         ) -> tuple[RunResult, Path, subprocess.CompletedProcess[str]]:
-    work = tmp_path_factory.mktemp("local-path")
-    matrix = work / "matrix.yaml"
-    matrix.write_text(MATRIX)
-    out = work / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", str(matrix), "--clients", str(REPO / "clients"), "--out", str(out),
-         "--no-readme"], cwd=REPO, capture_output=True, text=True, timeout=1800)
-    print(proc.stdout[-6000:], proc.stderr[-3000:])
-    run_dir = (out / "latest").resolve()
-    assert (run_dir / "results.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return load_results(run_dir / "results.json"), run_dir, proc
+    return run_matrix(tmp_path_factory.mktemp("local-path"), MATRIX)
 
 
 def _syn_sources(pcap: Path, vip: str) -> set[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from runner.host.netns import Topology
+from runner.host.netns import Block, Topology
 
 
 class ClientSide(Protocol):
@@ -37,6 +37,11 @@ class PodBridge:
     gateway: str
     net: str
     iface: str = "br0"
+
+    @classmethod
+    def of_slot(cls, block: Block, slot: int) -> PodBridge:
+        """The bridge of an LB slot's pod namespaces: its gateway and /25."""
+        return cls(block.pod_gateway(slot), block.pod_net(slot))
 
     def attach(self, topo: Topology, ns: str, vip: str) -> None:
         topo.run_in(ns, ["ip", "link", "add", self.iface, "type", "bridge"])

@@ -74,7 +74,7 @@ class NatHop:
         `clients` the first hop's client side (runner/embedded/clientside.py; default: the slot's pod bridge)."""
         self.topo, self.log, self.block = cluster.topology, cluster.log, cluster.block
         self.slot, self.index, self.hop, self.previous = slot, index, hop, previous
-        self.clients: ClientSide = clients or PodBridge(self.block.pod_gateway(slot), self.block.pod_net(slot))
+        self.clients: ClientSide = clients or PodBridge.of_slot(self.block, slot)
         self.evidence_dir = evidence_dir
         self.table = f"watchdrop_{cluster.run_id}"
         self.vip = self.block.vip(slot)

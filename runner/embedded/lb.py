@@ -186,7 +186,7 @@ class LoadBalancer:
         self.captures: list[Capture] = []
         self.pods: list[Pod] = []
         self.vip = self.block.vip(slot)
-        self.clients: ClientSide = clients or PodBridge(self.block.pod_gateway(slot), self.block.pod_net(slot))
+        self.clients: ClientSide = clients or PodBridge.of_slot(self.block, slot)
         self.events_path = evidence_dir / "lb-events.jsonl"
 
     @property
