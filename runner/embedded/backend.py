@@ -20,13 +20,15 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from runner.backend import RunContext
+from runner.build.cache import cache_root
 from runner.build.clients import KEEP_UNUSED_DAYS, BuiltClient, build_client, prune_builds
 from runner.config.plan import Cell
 from runner.contract import API_PORT
+from runner.embedded import schedule
 from runner.embedded.cell import CellRun
 from runner.embedded.chain import ChainLb
 from runner.embedded.cluster import EmbeddedCluster
-from runner.embedded.lb import LoadBalancer, Pod
+from runner.embedded.lb import LoadBalancer
 from runner.embedded.timer import start_timer_server
 from runner.errors import BuildError, Interrupted, UsageError
 from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
@@ -63,7 +65,13 @@ class EmbeddedBackend:
         self.lbs: dict[str, LoadBalancer] = {}
         self.runs: list[CellRun] = []
         self._setups: ThreadPoolExecutor | None = None
+        self._pods: ThreadPoolExecutor | None = None
         self._readers: ProcessPoolExecutor | None = None
+
+    @property
+    def _history(self) -> Path:
+        """Each cell's duration in earlier runs (runner/embedded/schedule.py), beside the builds."""
+        return cache_root() / schedule.FILENAME
 
     # -- prepare ----------------------------------------------------------------------------------
     def prepare(self) -> dict[str, CellResult]:
@@ -145,41 +153,54 @@ class EmbeddedBackend:
             self.runs.append(CellRun(index=i, cell=cell, built=b, cluster=self.cluster, lb=self.lbs[cell.cluster],
                                      break_capture=cell.client == ctx.break_capture,
                                      evidence=ctx.cell_dir(cell), run_dir=ctx.run_dir, stop=ctx.stop))
-        # Pods attach to their LB's bridge one by one (names and addresses are handed out in order);
-        # the API calls and process starts of the setup then overlap.
-        pods = [run.lb.add_pod(log=run.log) for run in self.runs]
+        # The longest cells first (runner/embedded/schedule.py), and each cell's rounds start as
+        # soon as its own setup is over (HarnessRun.setup_done): the start-up of the short cells
+        # overlaps the long ones' first idle period instead of delaying every cell's rounds.
+        order = schedule.admission_order(self.runs, schedule.load(self._history))
         for run in self.runs:
             run.setup_done.clear()
+        # Pods attach to their LBs' bridges one by one, in admission order (names and addresses
+        # are handed out in order), in a thread of their own: the first setups start at once.
+        self._pods = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pods")
+        pods = {run.cell.id: self._pods.submit(run.lb.add_pod, log=run.log) for run in order}
 
-        def setup(run: CellRun, pod: Pod) -> None:
+        def setup(run: CellRun) -> None:
             try:
                 if ctx.stop.is_set():
                     run.setup_error = "interrupted before its watcher started"
                 else:
-                    run.setup(pod)
+                    run.setup(pods[run.cell.id].result())
             except CellSetupError as exc:
                 run.setup_error = str(exc)
+            except Exception as exc:  # the pod's namespace or link could not be made
+                run.setup_error = f"cell setup failed: its pod: {exc}"
             finally:
                 run.setup_done.set()
             if run.setup_error is None:
                 # Start-up waves: this slot admits the next cell only once this watcher is warm, so
                 # no watcher's start (a first request answered in time or not) competes with more
                 # than WAVE - 1 others starting, however many cells the matrix has.
-                run.harness(f"warm after {run.wait_warm():.1f} s (start-up wave of {wave})", "note")
+                waited = run.wait_warm()
+                run.warm_at = time.time()
+                # Its CPU so far: what starting it cost, which bench/matrix_overhead.py adds up.
+                cpu = run.process.cpu_seconds() if run.process is not None else None
+                used = f", {cpu:.2f} CPU-s" if cpu is not None else ""
+                run.harness(f"warm after {waited:.1f} s{used} (start-up wave of {wave})", "warm",
+                            seconds=round(waited, 3), cpu=None if cpu is None else round(cpu, 3))
 
-        # The longest cells first, and each cell's rounds start as soon as its own setup is over
-        # (HarnessRun.setup_done): the start-up of the short cells overlaps the long ones' first
-        # idle period instead of delaying every cell's rounds until the last watcher runs.
         wave = 2 * (os.cpu_count() or 1)
         self._setups = ThreadPoolExecutor(max_workers=wave)
-        for run, pod in sorted(zip(self.runs, pods, strict=True), key=lambda rp: -rp[0].cell.estimated_seconds):
-            self._setups.submit(setup, run, pod)
+        for run in order:
+            self._setups.submit(setup, run)
         return self.runs
 
     def _finish_setups(self) -> None:
         if self._setups is not None:
             self._setups.shutdown(wait=True, cancel_futures=self.ctx.stop.is_set())
             self._setups = None
+        if self._pods is not None:
+            self._pods.shutdown(wait=True, cancel_futures=True)  # every setup that wanted its pod has it
+            self._pods = None
 
     # -- collect ----------------------------------------------------------------------------------
     def collect(self, runs: Sequence[HarnessRun]) -> dict[str, CellResult]:
@@ -195,7 +216,12 @@ class EmbeddedBackend:
                 for run in mine}
 
     def collected(self) -> None:
-        """Nothing run-wide to fetch: the cluster's and LBs' evidence is written in place."""
+        """Nothing run-wide to fetch (the cluster's and LBs' evidence is written in place); each
+        cell's duration is kept for the next run's admission order."""
+        try:
+            schedule.record(self._history, schedule.measured(self.runs))
+        except OSError as exc:  # only the next run's order suffers
+            self.ctx.say(f"  could not keep the cells' durations in {self._history}: {exc}")
 
     def _read_pcaps(self, paths: list[Path]) -> dict[Path, PcapFacts | Exception]:
         """Each capture read in the backend's reader processes (parsing pcaps is CPU work), started

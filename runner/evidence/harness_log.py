@@ -7,7 +7,11 @@ Each line is `{"ts": <unix seconds>, "kind": ..., "text": ...}` plus fields of i
 | `update`  | `round`, `value` | the harness set ConfigMap `trigger` (watch)                    |
 | `seen`    | `round`, `after` | the watcher's `event-seen` for that value arrived in time      |
 | `failure` | `round`          | a round was missed (watch) or a request hung (idle-request)    |
+| `warm`    | `seconds`, `cpu` | the watcher is past its start-up (the start-up waves' gate)    |
 | `note`    |                  | anything else worth keeping (setup, pod status, stop)          |
+
+A `warm` line's `seconds` is how long the start took, `cpu` the CPU seconds the watcher had used
+by then (null where the runner cannot see its process).
 
 `text` is the sentence for people (the HTML report shows it); readers never parse it.
 """
@@ -22,8 +26,8 @@ from typing import Any, Literal
 
 from runner.evidence.jsonl import read_timed
 
-Kind = Literal["update", "seen", "failure", "note"]
-KINDS: tuple[str, ...] = ("update", "seen", "failure", "note")
+Kind = Literal["update", "seen", "failure", "warm", "note"]
+KINDS: tuple[str, ...] = ("update", "seen", "failure", "warm", "note")
 
 
 def append(path: Path, text: str, kind: Kind = "note", **fields: Any) -> None:

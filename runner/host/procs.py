@@ -25,6 +25,16 @@ from runner.host import sandbox, signals
 from runner.host.commands import CommandLog
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process from /proc/PID/stat (fields 14 and 15), in seconds."""
+    try:
+        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Child:
     """One supervised process whose stdout/stderr go to files."""
 
@@ -54,6 +64,12 @@ class Child:
     @property
     def returncode(self) -> int | None:
         return self.popen.poll()
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU the process (all its threads) has used so far; None once it is gone.
+        Wrappers that exec (ip netns exec, prlimit, the sandbox) keep the pid, so this is the
+        program they end in."""
+        return cpu_seconds(self.pid) if self.alive() else None
 
     def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit code.
