@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from runner.host.netns import Block, Topology
+from runner.host.netns import Block, Topology, add_bridge_argv
 
 
 class ClientSide(Protocol):
@@ -44,7 +44,7 @@ class PodBridge:
         return cls(block.pod_gateway(slot), block.pod_net(slot))
 
     def attach(self, topo: Topology, ns: str, vip: str) -> None:
-        topo.run_in(ns, ["ip", "link", "add", self.iface, "type", "bridge"])
+        topo.run_in(ns, add_bridge_argv(self.iface, self.gateway))
         topo.addr(ns, self.iface, f"{self.gateway}/25")
         # br_netfilter is built in: it would run the IP hooks (DNAT, the drops) at the bridge port,
         # before br0 sees a packet, hiding every dropped packet from the agent and the capture.

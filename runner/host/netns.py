@@ -220,6 +220,19 @@ def list_project_netns() -> list[str]:
     return sorted(n for n in names if n.startswith(PREFIX))
 
 
+def add_bridge_argv(name: str, gateway: str) -> list[str]:
+    """`ip link add` for a bridge whose MAC address is fixed, derived from its gateway address.
+
+    A Linux bridge left to itself takes the lowest MAC address of its ports, so attaching a port
+    (a pod that starts while others already talk) can change it: the running pods' ARP entries
+    then point at the old address, and their packets to the gateway are dropped on the bridge
+    until ARP finds the new one, seconds later (seen: a TCP keepalive lost that way made a live
+    flow look idle to the LB). A set address never changes. 02: is locally administered."""
+    octets = ipaddress.IPv4Address(gateway).packed
+    mac = "02:77:64:" + ":".join(f"{b:02x}" for b in octets[1:])
+    return ["ip", "link", "add", name, "address", mac, "type", "bridge"]
+
+
 class Topology:
     """Owns one run's namespaces, links and routes; `close()` removes every one of them."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from runner.credentials import pki as pkimod
 from runner.credentials.kubeconfig import admin_user, write_kubeconfig
 from runner.host.commands import CommandLog
+from runner.host.netns import add_bridge_argv
 from runner.host.procs import Child
 from runner.local import configs, dns
 
@@ -46,7 +47,7 @@ class NodeNet:
 
 
 def make_bridge(net: NodeNet, log: CommandLog) -> None:
-    log.run(["ip", "link", "add", net.bridge, "type", "bridge"])
+    log.run(add_bridge_argv(net.bridge, net.node_ip))
     log.run(["ip", "addr", "add", f"{net.node_ip}/24", "dev", net.bridge])
     log.run(["ip", "link", "set", net.bridge, "up"])
 
