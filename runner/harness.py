@@ -112,8 +112,6 @@ class HarnessRun:
     updates: list[Update] = field(default_factory=list)
     harness_errors: list[str] = field(default_factory=list)
     started: float | None = None
-    #: When the start-up wave let the next cell in (its watcher warm, or the bound passed).
-    warm_at: float | None = None
     finished: float | None = None
     #: Lines of the watcher's stdout longer than the line cap (cut), as the readers found them.
     stdout_long_lines: int = 0

@@ -39,7 +39,7 @@ from runner.model import CellResult, ProfileFacts, RunResult, Verdict
 from runner.phases import PhaseLog
 from runner.report.compact import render_compact
 from runner.report.early import EarlyTimelines
-from runner.report.html import write_extras
+from runner.report.html import RunIds, write_extras
 from runner.report.readme import readme_examples, render_readme_section
 from runner.report.render import update_readme, write_reports
 from runner.text import printable
@@ -131,8 +131,8 @@ class Execution:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _link_latest(self.out, self.run_id)
         phases = PhaseLog(self.run_dir / "phases.log", self.pause_at)
-        # Each cell's timeline is drawn as soon as it is judged, while longer cells still run.
-        timelines = EarlyTimelines(self.run_dir)
+        # Each cell's timeline and page are written as soon as it is judged, while longer cells still run.
+        timelines = EarlyTimelines(self.run_dir, RunIds(self.run_id, _display_path(p.matrix_path)))
         ctx = RunContext(run_id=self.run_id, run_dir=self.run_dir, descriptors=p.descriptors, stop=self.stop,
                          say=_say, phases=phases, jobs=self.jobs, keep=self.keep, break_capture=self.break_capture,
                          on_result=timelines)

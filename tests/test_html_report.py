@@ -25,7 +25,7 @@ import pytest
 from runner.model import RunResult, Verdict
 from runner.report import html as html_report
 from runner.report.early import EarlyTimelines
-from runner.report.html import cell_page_path, reproduce_command, write_extras, write_html
+from runner.report.html import RunIds, cell_page_path, reproduce_command, write_extras, write_html
 from runner.report.render import load_results
 from tests.test_html_golden import HOSTILE, HOSTILE_CLIENT, hostile_run
 from tests.test_junit import synthetic_run, validate_results_json
@@ -143,25 +143,27 @@ def test_rerendering_gives_the_same_bytes(rendered, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_timelines_drawn_while_the_run_went_on_are_not_drawn_again(rendered, tmp_path, monkeypatch) -> None:
-    """issue 16 §6: each cell's timeline is drawn as it is judged (runner/report/early.py, a spawned
-    process as in the run); the report then only writes the pages, the same bytes as drawn at the end."""
+def test_pages_written_while_the_run_went_on_are_not_written_again(rendered, tmp_path, monkeypatch) -> None:
+    """issue 16 §6: each cell's timeline and page are written as it is judged (runner/report/early.py,
+    a spawned process as in the run); the report then only writes the index, and every page and
+    picture is the same bytes as written at the end."""
     run, run_dir = rendered
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, symlinks=True)
-    for svg in (copy / "cells").rglob("*.svg"):
-        svg.unlink()
-    early = EarlyTimelines(copy)
+    for done in [*(copy / "cells").rglob("*.svg"), *(copy / "cells").rglob("index.html")]:
+        done.unlink()
+    early = EarlyTimelines(copy, RunIds(run.run_id, run.matrix))
     for cell in run.cells:
         early(cell)
     drawn = early.drawn()
-    assert drawn == {c.cell_id for c in run.cells if (run_dir / "cells" / c.cell_id / "timeline.svg").exists()}
+    assert drawn == {c.cell_id for c in run.cells if (run_dir / "cells" / c.cell_id / "index.html").exists()}
     assert drawn
 
-    def no_drawing(*_: object) -> None:
-        raise AssertionError("drawn again")
+    def no_second_time(*_: object) -> None:
+        raise AssertionError("written again")
 
-    monkeypatch.setattr(html_report, "draw_timeline", no_drawing)
+    monkeypatch.setattr(html_report, "draw_timeline", no_second_time)
+    monkeypatch.setattr(html_report, "read_evidence", no_second_time)
     write_html(run, copy, workers=1, drawn=drawn)
     for path in [run_dir / "index.html", *(run_dir / "cells").rglob("index.html"), *(run_dir / "cells").rglob("*.svg")]:
         assert (copy / path.relative_to(run_dir)).read_bytes() == path.read_bytes(), path

@@ -20,7 +20,7 @@ from tests.test_plan import MATRIX, _clients
 @dataclass
 class Run:
     cell: Cell
-    warm_at: float | None = None
+    started: float | None = None
     finished: float | None = None
 
 
@@ -65,10 +65,10 @@ def test_the_key_changes_with_the_cells_timings(tmp_path: Path) -> None:
     assert schedule.cell_key(cell).startswith(cell.id + " ")
 
 
-def test_measured_is_the_part_after_the_watcher_was_warm(tmp_path: Path) -> None:
+def test_measured_runs_from_the_watchers_start_to_the_cells_end(tmp_path: Path) -> None:
     a, b, c = embedded_cells(tmp_path)[:3]
-    got = schedule.measured([Run(a, warm_at=100.0, finished=230.25), Run(b, warm_at=None, finished=5.0),
-                             Run(c, warm_at=100.0, finished=None)])
+    got = schedule.measured([Run(a, started=100.0, finished=230.25), Run(b, started=None, finished=5.0),
+                             Run(c, started=100.0, finished=None)])
     assert got == {schedule.cell_key(a): 130.2}
 
 

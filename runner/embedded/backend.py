@@ -181,7 +181,6 @@ class EmbeddedBackend:
                 # no watcher's start (a first request answered in time or not) competes with more
                 # than WAVE - 1 others starting, however many cells the matrix has.
                 waited = run.wait_warm()
-                run.warm_at = time.time()
                 # Its CPU so far: what starting it cost, which bench/matrix_overhead.py adds up.
                 cpu = run.process.cpu_seconds() if run.process is not None else None
                 used = f", {cpu:.2f} CPU-s" if cpu is not None else ""

@@ -5,10 +5,11 @@ a matrix's watchers starts tens of seconds after the first: starting CPython, No
 watchers is CPU work. A run ends when its last cell does, so the cells that take longest should
 start first. The plan's estimate (rounds x (wait + detection)) is an upper bound and the same for
 every cell of a scenario; what tells them apart is the run: a watch cell whose rounds are all
-seen ends a detection timeout per round sooner than one that misses them. So each embedded run
-records how long each cell's measured part took (from its warm watcher to its last round), and
-the next run admits the cells in that order, as test runners schedule by past durations. A cell
-without a record takes its estimate and goes first. Order changes no verdict: every cell's
+seen ends a detection timeout per round sooner than one that misses them, and a Go watcher is
+warm in a fraction of a second where a JVM takes seconds. So each embedded run records how long
+each cell took from its watcher's start to its last round, and the next run admits the cells in
+that order, as test runners schedule by past durations. A cell without a record takes its
+estimate and goes first. Order changes no verdict: every cell's
 rounds start from its own warm watcher (issue 16 §1's max-concurrency bench).
 """
 
@@ -30,10 +31,10 @@ FILENAME = "cell-seconds.json"
 
 
 class Timed(Protocol):
-    """What the schedule needs of a run: its cell, and when its measured part started and ended."""
+    """What the schedule needs of a run: its cell, when its watcher started and its rounds ended."""
 
     cell: Cell
-    warm_at: float | None
+    started: float | None
     finished: float | None
 
 
@@ -61,9 +62,9 @@ def admission_order(runs: Sequence[R], seconds: Mapping[str, float]) -> list[R]:
 
 
 def measured(runs: Iterable[Timed]) -> dict[str, float]:
-    """Each run's measured part, for the runs that got one (a warm watcher and an end)."""
-    return {cell_key(r.cell): round(r.finished - r.warm_at, 1)
-            for r in runs if r.warm_at is not None and r.finished is not None and r.finished >= r.warm_at}
+    """Each run's seconds from its watcher's start to its end, for the runs that had both."""
+    return {cell_key(r.cell): round(r.finished - r.started, 1)
+            for r in runs if r.started is not None and r.finished is not None and r.finished >= r.started}
 
 
 def record(path: Path, got: Mapping[str, float], now: float | None = None) -> None:

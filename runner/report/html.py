@@ -113,7 +113,16 @@ def _safe_cell_dir(run_dir: Path, cell: CellResult) -> Path | None:
     return run_dir / "cells" / Path(*parts)
 
 
-def reproduce_command(run: RunResult, cell: CellResult) -> str:
+@dataclass(frozen=True)
+class RunIds:
+    """What a cell's page says of its run, known when the run starts (a RunResult has both too),
+    so a page can be written as soon as its cell is judged."""
+
+    run_id: str
+    matrix: str
+
+
+def reproduce_command(run: RunIds | RunResult, cell: CellResult) -> str:
     """The one command that reruns only this cell."""
     return shlex.join([
         "python", "-m", "runner", run.matrix,
@@ -378,7 +387,8 @@ def _timeline_view(cell: CellResult, page_dir: Path, timeline: str | None) -> Ti
     return TimelineView(src=None, missing=timeline or "no evidence recorded for this cell")
 
 
-def render_cell_page(run: RunResult, run_dir: Path, cell: CellResult, ev: Evidence, timeline: str | None) -> str:
+def render_cell_page(run: RunIds | RunResult, run_dir: Path, cell: CellResult, ev: Evidence,
+                     timeline: str | None) -> str:
     """One cell's page; `timeline` is the SVG's file name next to the page, or a reason it is missing."""
     page_dir = run_dir / Path(cell_page_path(cell)).parent
     return _ENV.get_template("cell.html.j2").render(
@@ -426,26 +436,36 @@ def draw_cell_timeline(cell_dir: Path, cell: CellResult, ev: Evidence | None = N
 
 
 def _write_cell_pages(run: RunResult, run_dir: Path, cell_ids: list[str],
-                      drawn: frozenset[str] = frozenset()) -> list[str]:
-    """Draw the timeline (unless `drawn` says it already is) and write the page of each of
-    `cell_ids`; returns those that got a page."""
+                      done: frozenset[str] = frozenset()) -> list[str]:
+    """Draw the timeline and write the page of each of `cell_ids`, unless `done` says the page was
+    written while the run went on; returns those that have a page."""
     written = []
     for cell in (c for c in run.cells if c.cell_id in set(cell_ids)):
         cell_dir = _safe_cell_dir(run_dir, cell)
         if cell_dir is None:
             continue
-        ev = read_evidence(cell_dir)
-        drawn_already = cell.cell_id in drawn and (cell_dir / TIMELINE_FILE).exists()
-        timeline = TIMELINE_FILE if drawn_already else draw_cell_timeline(cell_dir, cell, ev)
-        write_atomic(cell_dir / "index.html", render_cell_page(run, run_dir, cell, ev, timeline))
+        if cell.cell_id not in done or not (cell_dir / "index.html").exists():
+            _write_cell_page(run, run_dir, cell_dir, cell)
         written.append(cell.cell_id)
     return written
 
 
-def draw_early(run_dir: Path, cell: CellResult) -> bool:
-    """A cell's timeline drawn as soon as it is judged (runner/report/early.py); True when drawn."""
+def _write_cell_page(run: RunIds | RunResult, run_dir: Path, cell_dir: Path, cell: CellResult) -> None:
+    # The evidence is read once for both: parsing the capture is most of a page's cost.
+    ev = read_evidence(cell_dir)
+    timeline = draw_cell_timeline(cell_dir, cell, ev)
+    write_atomic(cell_dir / "index.html", render_cell_page(run, run_dir, cell, ev, timeline))
+
+
+def write_early(run_dir: Path, run: RunIds, cell: CellResult) -> bool:
+    """A cell's timeline and page written as soon as it is judged (runner/report/early.py); True
+    when written. The same bytes as the report would write: the page needs only the cell, its
+    evidence (complete once it is collected) and `run`."""
     cell_dir = _safe_cell_dir(run_dir, cell)
-    return cell_dir is not None and draw_cell_timeline(cell_dir, cell) == TIMELINE_FILE
+    if cell_dir is None:
+        return False
+    _write_cell_page(run, run_dir, cell_dir, cell)
+    return True
 
 
 def write_html(run: RunResult, run_dir: Path, workers: int | None = None, drawn: frozenset[str] = frozenset()
@@ -454,7 +474,7 @@ def write_html(run: RunResult, run_dir: Path, workers: int | None = None, drawn:
 
     Drawing the timelines is most of a report's time and each page stands alone, so the cells are
     split across one process per CPU (the pages are the same bytes as drawn one by one). `drawn`:
-    cells whose timeline was drawn while the run went on (runner/report/early.py)."""
+    cells whose page and timeline were written while the run went on (runner/report/early.py)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ids = [c.cell_id for c in run.cells]
     if workers is None:  # a process is worth its start-up (imports) from a few cells to draw on
