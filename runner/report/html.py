@@ -115,8 +115,7 @@ def _safe_cell_dir(run_dir: Path, cell: CellResult) -> Path | None:
 
 @dataclass(frozen=True)
 class RunIds:
-    """What a cell's page says of its run, known when the run starts (a RunResult has both too),
-    so a page can be written as soon as its cell is judged."""
+    """What a cell's page says of its run: known at its start, so a page can be written early."""
 
     run_id: str
     matrix: str
@@ -451,16 +450,14 @@ def _write_cell_pages(run: RunResult, run_dir: Path, cell_ids: list[str],
 
 
 def _write_cell_page(run: RunIds | RunResult, run_dir: Path, cell_dir: Path, cell: CellResult) -> None:
-    # The evidence is read once for both: parsing the capture is most of a page's cost.
-    ev = read_evidence(cell_dir)
+    ev = read_evidence(cell_dir)  # once for both: parsing the capture is most of a page's cost
     timeline = draw_cell_timeline(cell_dir, cell, ev)
     write_atomic(cell_dir / "index.html", render_cell_page(run, run_dir, cell, ev, timeline))
 
 
 def write_early(run_dir: Path, run: RunIds, cell: CellResult) -> bool:
-    """A cell's timeline and page written as soon as it is judged (runner/report/early.py); True
-    when written. The same bytes as the report would write: the page needs only the cell, its
-    evidence (complete once it is collected) and `run`."""
+    """A judged cell's timeline and page (runner/report/early.py), the bytes the report would write:
+    its evidence is complete once collected. True when written."""
     cell_dir = _safe_cell_dir(run_dir, cell)
     if cell_dir is None:
         return False
