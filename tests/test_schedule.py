@@ -80,7 +80,7 @@ def test_record_merges_drops_stale_records_and_load_reads_them_back(tmp_path: Pa
                                 "bad": {"seconds": 1}, "worse": 3}))
     schedule.record(path, {"new": 150.0, "kept": 8.0}, now=now)
     assert schedule.load(path) == {"new": 150.0, "kept": 8.0}
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cell-seconds-")]
+    assert [p.name for p in tmp_path.iterdir()] == [schedule.FILENAME]  # no temp file left
 
 
 def test_an_unreadable_history_is_no_history(tmp_path: Path) -> None:

@@ -16,14 +16,13 @@ rounds start from its own warm watcher (issue 16 §1's max-concurrency bench).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from runner.config.plan import Cell
+from runner.host.safefiles import write_atomic
 
 #: Records older than this are dropped when the file is written (a cell no matrix runs anymore).
 KEEP_DAYS = 30.0
@@ -68,8 +67,8 @@ def measured(runs: Iterable[Timed]) -> dict[str, float]:
 
 
 def record(path: Path, got: Mapping[str, float], now: float | None = None) -> None:
-    """Merge `got` into the file, dropping stale records; written whole and renamed into place,
-    so a run reading it never sees half a file (two runs at once: the last one's records win)."""
+    """Merge `got` into the file, dropping stale records; written atomically, so a run reading it
+    never sees half a file (two runs at once: the last one's records win)."""
     now = time.time() if now is None else now
     try:
         old = json.loads(path.read_text())
@@ -79,14 +78,7 @@ def record(path: Path, got: Mapping[str, float], now: float | None = None) -> No
         old = {}
     keep = {k: v for k, v in old.items() if _fresh(v, now)}
     keep.update({k: {"seconds": s, "at": round(now)} for k, s in got.items()})
-    fd, tmp = tempfile.mkstemp(prefix=".cell-seconds-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(keep, f, sort_keys=True, indent=0)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(keep, sort_keys=True, indent=0))
 
 
 def _fresh(value: object, now: float) -> bool:
