@@ -19,7 +19,8 @@ def test_no_file_references_a_path_outside_the_repository() -> None:
     hits = []
     for name in files:
         path = REPO / name
-        if name.startswith("tests/fixtures/") or not path.is_file() or path.suffix in (".svg", ".png", ".pcap"):
+        # Fixtures too: evidence recorded on a build machine carries its paths until rewritten.
+        if not path.is_file() or path.suffix in (".svg", ".png", ".pcap"):
             continue
         try:
             text = path.read_text(encoding="utf-8")
