@@ -113,15 +113,28 @@ def report(run_dir: Path, wall: float, target: float, cpus: int) -> list[str]:
            f"wall time {wall:.0f} s; inherent minimum {minimum:.0f} s; ratio {wall / minimum:.2f} "
            f"(target <= {target:.2f})"]
     phases = [line.split(" ", 1) for line in (run_dir / "phases.log").read_text().splitlines()]
-    out += [f"  {name:12s} {float(t_b) - float(t_a):7.1f} s"
-            for (t_a, name), (t_b, _) in itertools.pairwise(phases)]
+    took = {name: float(t_b) - float(t_a) for (t_a, name), (t_b, _) in itertools.pairwise(phases)}
+    out += [f"  {name:12s} {seconds:7.1f} s" for name, seconds in took.items()]
     floor = start_floor(run_dir, ran, cpus)
     if floor.measured:
         out.append(f"start-up floor: the {floor.cells} longest cells' watchers used {floor.cpu_seconds:.0f} CPU-s "
                    f"to start ({floor.measured} measured), {floor.start:.0f} s on {cpus} CPUs, then at least "
                    f"{floor.rounds_wait:.0f} s of rounds: no rounds phase ends before {floor.seconds:.0f} s "
                    f"(ratio {floor.seconds / minimum:.2f} before any cluster start, setup or teardown)")
+        out.append(floor_verdict(floor.seconds, wall - took.get("rounds", 0.0), minimum, target))
     return out
+
+
+def floor_verdict(rounds_floor: float, rest: float, minimum: float, target: float) -> str:
+    """The floor of the whole run: the rounds phase's floor plus everything else this run spent
+    (cluster start, LB setup, collect, teardown, report, the runner's own start), and whether the
+    target lies above it. `rest` can shrink too, so the answer holds for this run's other phases."""
+    ratio = (rounds_floor + rest) / minimum
+    answer = ("the target is within reach" if ratio <= target
+              else f"the target {target:.2f} is out of reach on this machine unless those phases shrink "
+                   f"by {(ratio - target) * minimum:.0f} s")
+    return (f"with this run's other phases ({rest:.0f} s): no run ends before {rounds_floor + rest:.0f} s, "
+            f"ratio {ratio:.2f}: {answer}")
 
 
 def main() -> int:

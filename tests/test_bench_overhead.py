@@ -61,4 +61,13 @@ def test_the_report_prints_ratio_phases_and_floor(tmp_path: Path) -> None:
     assert lines[0] == "1 cells ran"
     assert "inherent minimum 150 s; ratio 1.30 (target <= 1.15)" in lines[1]
     assert lines[2].split() == ["cluster", "start", "3.5", "s"]
-    assert "no rounds phase ends before 150 s" in lines[-1] and "40 CPU-s" in lines[-1]
+    assert "no rounds phase ends before 150 s" in lines[-2] and "40 CPU-s" in lines[-2]
+    # Everything but the rounds phase: 195 - 186.5 s.
+    assert lines[-1] == ("with this run's other phases (8 s): no run ends before 158 s, ratio 1.06: "
+                         "the target is within reach")
+
+
+def test_a_floor_above_the_target_is_said_with_the_seconds_missing() -> None:
+    line = _bench().floor_verdict(167.0, 13.0, 150.0, 1.15)
+    assert line.startswith("with this run's other phases (13 s): no run ends before 180 s, ratio 1.20")
+    assert line.endswith("the target 1.15 is out of reach on this machine unless those phases shrink by 8 s")
