@@ -259,16 +259,17 @@ class EmbeddedBackend:
     # -- close ------------------------------------------------------------------------------------
     def close(self) -> list[str]:
         problems: list[str] = []
-        # The LBs' agents, fronts and captures stop independently; each mostly waits (capture settling).
-        lbs = [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        # The LBs' agents, fronts and captures and the timer server stop independently; each mostly
+        # waits (capture settling, a SIGTERM grace).
+        servers = [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        if self.timer is not None:
+            servers.append(("timer server", self.timer.stop))
         steps: list[tuple[str, Callable[[], object]]] = [
             ("cell setups", self._finish_setups),
             ("stopping the cells", self._stop_cells),
             ("capture readers", self._close_readers),
-            ("load balancers", lambda: problems.extend(teardown_concurrently(lbs))),
+            ("load balancers and timer server", lambda: problems.extend(teardown_concurrently(servers))),
         ]
-        if self.timer is not None:
-            steps.append(("timer server", self.timer.stop))
         cluster = self.cluster
         if cluster is not None:
             # Its own problems (a namespace that would not go) are the run's too.

@@ -23,7 +23,7 @@ from runner.embedded.clientside import ClientSide, PodBridge
 from runner.embedded.cluster import APISERVER_PORT, EmbeddedCluster
 from runner.embedded.lb import TIMER_PORTS, AgentSpec, expired_chain, start_agent, timeout_chains
 from runner.evidence.lb_events import LbProblem
-from runner.host.capture import Capture
+from runner.host.capture import Capture, stop_captures
 from runner.host.commands import in_netns
 from runner.host.netns import Topology
 from runner.host.procs import Child
@@ -159,8 +159,7 @@ class NatHop:
         """Stop the agent and captures, drop the table (the namespace goes with the topology)."""
         if self.agent is not None:
             self.agent.stop(grace=5)
-        for cap in self.captures:
-            cap.stop()
+        stop_captures(self.captures)
         if self.netns and self.netns in self.topo.namespaces:
             self.log.run(in_netns(self.netns, ["nft", "delete", "table", "ip", self.table]), check=False)
 

@@ -35,9 +35,9 @@ from runner.embedded.front import FrontTls, haproxy_config
 from runner.errors import ClusterError
 from runner.evidence.jsonl import read_timed
 from runner.evidence.lb_events import LbProblem
-from runner.host.capture import Capture
+from runner.host.capture import Capture, stop_captures
 from runner.host.commands import CommandLog, in_netns
-from runner.host.procs import Child, wait_until
+from runner.host.procs import Child, stop_together, wait_until
 
 TIMER_PORTS = (8005, 8600)
 #: rst-both-ways: the kernel must not forget the flow before the agent cuts it.
@@ -350,10 +350,8 @@ class LoadBalancer:
 
     def close(self) -> None:
         """Stop agent, captures and front (namespaces go with the cluster's topology)."""
-        for child in (self.agent, self.front):
-            if child is not None:
-                child.stop(grace=5)
-        for cap in self.captures:
-            cap.stop()
+        # Agent and front first, so each capture's last packets are in before it settles.
+        stop_together([c for c in (self.agent, self.front) if c is not None], grace=5)
+        stop_captures(self.captures)
         if self.netns and self.netns in self.topo.namespaces:
             self.log.run(in_netns(self.netns, ["nft", "delete", "table", "ip", self.table]), check=False)

@@ -8,12 +8,14 @@ such a cell ERROR, whatever else the evidence says.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from runner.errors import ClusterError
 from runner.evidence.limits import SNAPLEN, file_size, pcap_limit, tcpdump_dropped
 from runner.host import signals
 from runner.host.commands import CommandLog, in_netns
+from runner.host.lifetime import teardown_concurrently
 from runner.host.procs import Child, wait_until
 from runner.model import CaptureFacts
 
@@ -86,3 +88,11 @@ class Capture:
             log = ""
         return CaptureFacts(ran_to_end=ran_to_end, exit_code=exit_code, dropped=tcpdump_dropped(log),
                             size=file_size(self.pcap), limit=self.limit)
+
+
+def stop_captures(captures: Sequence[Capture]) -> None:
+    """Stop every capture, all at once: each waits for its file to settle first (Capture.stop), and
+    those waits overlap. Raises after the last one has stopped if any failed."""
+    problems = teardown_concurrently((f"capture {cap.pcap.name}", cap.stop) for cap in captures)
+    if problems:
+        raise RuntimeError("; ".join(problems))

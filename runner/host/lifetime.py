@@ -61,10 +61,11 @@ def teardown_steps(steps: Iterable[tuple[str, Callable[[], object]]]) -> list[st
     return problems
 
 
-def teardown_concurrently(steps: Iterable[tuple[str, Callable[[], object]]]) -> list[str]:
+def teardown_concurrently(steps: Iterable[tuple[str, Callable[[], object]]], workers: int | None = None) -> list[str]:
     """teardown_steps for steps that do not depend on each other and mostly wait (a capture settling,
-    a child's SIGTERM grace): all at once, each failure one problem line, in the steps' order."""
+    a child's SIGTERM grace): all at once (or `workers` at a time), each failure one problem line,
+    in the steps' order."""
     steps = list(steps)
-    with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(steps), workers or len(steps)))) as pool:
         parts = list(pool.map(lambda step: teardown_steps([step]), steps))
     return [problem for part in parts for problem in part]

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from runner.errors import ClusterError
 from runner.host.commands import CommandLog, in_netns
-from runner.host.lifetime import teardown_steps
+from runner.host.lifetime import teardown_concurrently, teardown_steps
 from runner.host.procs import escalate, pid_alive, signal_pid
 from runner.host.safefiles import open_nofollow, write_nofollow
 
@@ -52,6 +52,8 @@ MAX_LB_SLOTS = 13
 #: Links between the hops of one slot's chain: .16/30 up to .120/30 of the slot's /24.
 MAX_CHAIN_LINKS = 27
 LOCK_PATH = Path("/run/watchdrop.lock")
+#: Namespaces deleted at once when a topology closes.
+NETNS_DELETE_WORKERS = 8
 #: The `proto` of every route watchdrop adds to the root namespace (no rt_protos entry uses it):
 #: how `clean` and each run's start tell the project's routes from anyone else's.
 ROUTE_PROTO = "211"
@@ -348,8 +350,12 @@ class Topology:
         Each namespace, the host link and the routes are separate steps: one that hangs or fails
         (a CommandError on a timeout) is reported and the others still run."""
         problems: list[str] = []
-        steps = [(f"netns {ns}", lambda ns=ns: problems.extend(self._delete_netns(ns, grace)))
-                 for ns in reversed(self.namespaces)]
+        # A few at a time: each is two short `ip` commands (more if something still runs inside),
+        # and a run has a namespace per cell.
+        problems += teardown_concurrently(
+            ((f"netns {ns}", lambda ns=ns: problems.extend(self._delete_netns(ns, grace)))
+             for ns in reversed(self.namespaces)), workers=NETNS_DELETE_WORKERS)
+        steps = []
         if self.host_link:
             steps.append((f"link {self.host_link}",
                           lambda: self.log.run(["ip", "link", "delete", self.host_link], check=False)))
