@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from runner.backend import RunContext
@@ -31,7 +32,7 @@ from runner.embedded.cluster import EmbeddedCluster
 from runner.embedded.lb import LoadBalancer
 from runner.embedded.timer import start_timer_server
 from runner.errors import BuildError, Interrupted, UsageError
-from runner.evidence.pcap import PcapError, PcapFacts, read_pcap
+from runner.evidence.pcap import PcapFacts, read_pcap_or_error
 from runner.harness import CellSetupError, HarnessRun, base_result
 from runner.host import signals
 from runner.host.lifetime import teardown_concurrently, teardown_steps
@@ -232,7 +233,8 @@ class EmbeddedBackend:
             self._readers = ProcessPoolExecutor(max_workers=os.cpu_count() or 1,
                                                 mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=os.nice, initargs=(READER_NICE,))
-        return dict(zip(paths, self._readers.map(_read_one, paths), strict=True))
+        read = partial(read_pcap_or_error, server_ports=frozenset({API_PORT}))
+        return dict(zip(paths, self._readers.map(read, paths), strict=True))
 
     def _stop_cells(self, runs: Sequence[CellRun] | None = None) -> None:
         # In parallel: each stop may wait a few seconds (SIGTERM grace, capture settling), and a
@@ -264,16 +266,21 @@ class EmbeddedBackend:
         servers = [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
         if self.timer is not None:
             servers.append(("timer server", self.timer.stop))
+        network: list[tuple[str, Callable[[], object]]] = [
+            ("load balancers and timer server", lambda: problems.extend(teardown_concurrently(servers)))]
+        cluster = self.cluster
+        if cluster is not None:
+            # After the LBs (their captures must not see the API server go). Its own problems (a
+            # namespace that would not go) are the run's too.
+            network.append(("embedded cluster", lambda: problems.extend(cluster.close())))
         steps: list[tuple[str, Callable[[], object]]] = [
             ("cell setups", self._finish_setups),
             ("stopping the cells", self._stop_cells),
-            ("capture readers", self._close_readers),
-            ("load balancers and timer server", lambda: problems.extend(teardown_concurrently(servers))),
+            # The readers' processes exit while the servers stop: neither needs the other.
+            ("capture readers, servers and network", lambda: problems.extend(teardown_concurrently([
+                ("capture readers", self._close_readers),
+                ("servers and network", lambda: problems.extend(teardown_steps(network)))]))),
         ]
-        cluster = self.cluster
-        if cluster is not None:
-            # Its own problems (a namespace that would not go) are the run's too.
-            steps.append(("embedded cluster", lambda: problems.extend(cluster.close())))
         return teardown_steps(steps) + problems
 
 
@@ -284,10 +291,3 @@ def shared_churn(ready: Sequence[tuple[Cell, BuiltClient]]) -> float:
         raise UsageError(f"embedded clusters ask for different churn.lease_interval values {sorted(values)}",
                          fix="give every embedded cluster the same churn (they share one kube-apiserver)")
     return float(values.pop()) if values else 10.0
-
-
-def _read_one(path: Path) -> PcapFacts | Exception:
-    try:
-        return read_pcap(path, server_ports={API_PORT})
-    except (PcapError, OSError) as exc:
-        return exc

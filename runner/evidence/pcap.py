@@ -230,6 +230,16 @@ def read_pcap(path: Path, server_ports: set[int] | None = None) -> PcapFacts:
     return PcapFacts(connections=tracker.connections(), first_ts=first_ts, last_ts=last_ts, packets=packets)
 
 
+def read_pcap_or_error(path: Path, server_ports: frozenset[int] | None = None) -> PcapFacts | Exception:
+    """read_pcap for a pool of reader processes: a capture that cannot be read comes back as its
+    error, for the verdict to judge, instead of failing the whole batch. Lives here, not beside the
+    pool, so a spawned reader imports this module only."""
+    try:
+        return read_pcap(path, set(server_ports) if server_ports is not None else None)
+    except (PcapError, OSError) as exc:
+        return exc
+
+
 # -- reading --------------------------------------------------------------------------------------
 
 

@@ -3,8 +3,8 @@
 Drawing the timelines and parsing each capture for its page was most of the report's time after
 the last round (about half a second a cell); cells are collected as their own rounds end
 (runner/backend.py, EarlyCollect), so their pictures and pages can be written then, and the report
-only writes the index. One process, spawned (the runner has threads mid-round) and niced, so that a
-picture never competes with a watcher for the CPU. A cell whose page has not started when the
+only writes the index. One process per CPU, spawned (the runner has threads mid-round) and niced,
+so that a picture never competes with a watcher for the CPU. A cell whose page has not started when the
 report begins is written by the report as before.
 """
 
@@ -32,7 +32,10 @@ class EarlyTimelines:
 
     def __call__(self, result: CellResult) -> None:
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            # One per CPU: the cells whose rounds end last are judged together, and their pages are
+            # drawn while the run tears down instead of in the report after it.
+            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1,
+                                            mp_context=multiprocessing.get_context("spawn"),
                                             initializer=os.nice, initargs=(DRAW_NICE,))
         self.futures[result.cell_id] = self.pool.submit(write_early, self.run_dir, self.run, result)
 
