@@ -48,6 +48,14 @@ class CellSetupError(Exception):
     pass
 
 
+class ConfigMapWriter(Protocol):
+    """The two CoreV1Api calls the harness writes `trigger` and `failure-*` with (a CoreV1Api is one)."""
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: Any) -> Any: ...
+
+    def create_namespaced_config_map(self, namespace: str, body: Any) -> Any: ...
+
+
 class Watched(Protocol):
     """The watcher as the round loop sees it: a local process (procs.Child) or a pod (PodWatcher)."""
 
@@ -150,7 +158,7 @@ class HarnessRun:
         harness_log.append(self.evidence / "harness.log", text, kind, **fields)
 
     # -- what a backend supplies ------------------------------------------------------------------
-    def _core(self) -> client.CoreV1Api:
+    def _core(self) -> ConfigMapWriter:
         """The API the harness writes `trigger` and `failure-*` with."""
         raise NotImplementedError
 

@@ -74,7 +74,7 @@ def prepare(matrix_path: Path, only: Sequence[str], clients_dir: Path | None = N
     filters = parse_only(only)
     all_cells = plan(matrix, clients_dir)
     cells = select(all_cells, filters)
-    descriptors = {c.folder: load_descriptor(clients_dir / c.folder) for c in cells}
+    descriptors = {folder: load_descriptor(clients_dir / folder) for folder in dict.fromkeys(c.folder for c in cells)}
     skips = skip_reasons(cells, descriptors)
     for c in cells:
         if c.cluster_kind in ("kubernetes", "local"):

@@ -19,7 +19,7 @@ from runner.embedded.lb import LoadBalancer, Pod
 from runner.evidence.lb_events import LbProblem, chain_lb_record
 from runner.evidence.limits import log_limit
 from runner.evidence.pcap import PcapFacts
-from runner.harness import CellSetupError, HarnessRun, profile_facts
+from runner.harness import CellSetupError, ConfigMapWriter, HarnessRun, profile_facts
 from runner.host import sandbox
 from runner.host.capture import Capture
 from runner.host.commands import CommandLog, in_netns
@@ -85,7 +85,7 @@ class CellRun(HarnessRun):
         except Exception as exc:
             raise CellSetupError(f"cell setup failed: {exc}") from exc
 
-    def _core(self) -> client.CoreV1Api:
+    def _core(self) -> ConfigMapWriter:
         return client.CoreV1Api(self.cluster.admin_api())
 
     # -- collect --------------------------------------------------------------------------------

@@ -319,12 +319,14 @@ def bounded_client_from_config(kubeconfig: Path) -> client.ApiClient:
     return BoundedApiClient(configuration=cfg)
 
 
-class FreshCoreV1Api(client.CoreV1Api):
+class FreshCoreV1Api:
     """The harness's writes (trigger updates, failure ConfigMaps), each on a new ApiClient.
 
     The harness idles for a whole interval between two writes; a pooled connection could be one
     the LB in front of the API server forgot meanwhile, and the write would then hang or fail for
-    reasons that belong to the runner, not the watcher.
+    reasons that belong to the runner, not the watcher. Not a CoreV1Api subclass: the harness
+    needs these two calls only (runner.harness.ConfigMapWriter), and defining a subclass would
+    build CoreV1Api's models (a second or more) whenever this module is imported.
     """
 
     def __init__(self, new_api: NewApi):  # no shared ApiClient, on purpose
@@ -338,10 +340,10 @@ class FreshCoreV1Api(client.CoreV1Api):
         finally:
             api.close()
 
-    def patch_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def patch_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:
         return self._once("patch_namespaced_config_map", *args, **kwargs)
 
-    def create_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def create_namespaced_config_map(self, *args: Any, **kwargs: Any) -> Any:
         return self._once("create_namespaced_config_map", *args, **kwargs)
 
 

@@ -21,7 +21,7 @@ from runner.collect import BackendEvidence, collect_cell
 from runner.evidence.lb_events import RecordingLb, chain_lb_record
 from runner.evidence.limits import file_size, pcap_limit, tcpdump_dropped
 from runner.evidence.pcap import PcapFacts
-from runner.harness import CellSetupError, HarnessRun, profile_facts
+from runner.harness import CellSetupError, ConfigMapWriter, HarnessRun, profile_facts
 from runner.host.procs import escalate
 from runner.kube import manifests as m
 from runner.kube.api import (
@@ -69,7 +69,7 @@ class KubeCellRun(HarnessRun):
     def new_api(self) -> NewApi:
         return self.access.new_api
 
-    def _core(self) -> client.CoreV1Api:
+    def _core(self) -> ConfigMapWriter:
         return FreshCoreV1Api(self.new_api)
 
     # -- deploy ---------------------------------------------------------------------------------

@@ -32,13 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from typing import TYPE_CHECKING, Any
 
 from runner.contract import API_PORT
 from runner.evidence import harness_log, lb_events
@@ -47,6 +41,11 @@ from runner.evidence.pcap import ConnFacts, PcapError, PcapFacts, read_pcap
 from runner.evidence.watcher_log import parse_watcher_log
 from runner.host.safefiles import write_atomic
 from runner.model import CellResult, fmt_secs
+
+# matplotlib is imported where a picture is drawn: it takes about a second, and most processes
+# that import this module never draw (the runner itself, its capture readers, `--plan`).
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: The API server's port on the VIP: the pod's capture is read for connections to it only.
 SERVER_PORTS = {API_PORT}
@@ -245,6 +244,9 @@ def _axes(lanes: _Lanes, span: float, origin: float) -> tuple[Figure, Any, float
     # Fixed margins in inches, so a cell with many connections grows taller instead of squeezing.
     top, lane_h, bottom = 0.8, 0.55, 1.15
     height = top + lane_h * n + bottom
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(12, height))
     # The Agg canvas, attached to this figure only: pyplot's global backend (and its state shared
     # between threads) is never touched, and no display is needed.
@@ -277,6 +279,9 @@ def _shade_idle(ax: Any, ev: Evidence, layout: _Layout, timeout: float, x: Calla
 
 
 def _legend(fig: Figure) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     handles = [
         Line2D([], [], color=C_POD, marker="|", linestyle="", markersize=9,
                label="data from pod (above) / server (below)"),
@@ -303,6 +308,8 @@ def _legend(fig: Figure) -> None:
 def _save_svg(fig: Figure, out: Path) -> Path:
     # Written beside and renamed, so a page never links a half-written image; the hash salt and
     # the missing date keep the same evidence giving the same bytes.
+    import matplotlib
+
     buf = io.BytesIO()
     with matplotlib.rc_context({"svg.hashsalt": SVG_HASHSALT, "svg.fonttype": "path"}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
