@@ -23,7 +23,7 @@ from pathlib import Path
 
 from runner.backend import Backend, RunContext, run_backend, unfinished
 from runner.build.images import kubernetes_problem
-from runner.config.descriptor import Descriptor, load_descriptor
+from runner.config.descriptor import Descriptor
 from runner.config.matrix import KubernetesCluster, LocalCluster, Matrix, load_matrix
 from runner.config.plan import Cell, describe_plan, parse_only, plan, select, skip_reasons, unmatched
 from runner.embedded.backend import EmbeddedBackend
@@ -74,7 +74,8 @@ def prepare(matrix_path: Path, only: Sequence[str], clients_dir: Path | None = N
     filters = parse_only(only)
     all_cells = plan(matrix, clients_dir)
     cells = select(all_cells, filters)
-    descriptors = {folder: load_descriptor(clients_dir / folder) for folder in dict.fromkeys(c.folder for c in cells)}
+    checked = matrix.descriptors  # load_matrix read and checked each client.yaml once
+    descriptors = {c.folder: checked[c.folder] for c in cells}
     skips = skip_reasons(cells, descriptors)
     for c in cells:
         if c.cluster_kind in ("kubernetes", "local"):

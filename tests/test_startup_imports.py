@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runner import pipeline
-from runner.config import descriptor
+from runner.config import descriptor, matrix
 
 REPO = Path(__file__).resolve().parent.parent
 #: Each takes about a second to import: matplotlib (drawing), CoreV1Api (its pydantic models in
@@ -47,7 +47,7 @@ def test_each_client_descriptor_is_loaded_once_per_run(monkeypatch: pytest.Monke
         loaded.append(folder.name)
         return real(folder)
 
-    monkeypatch.setattr(pipeline, "load_descriptor", counting)
+    monkeypatch.setattr(matrix, "load_descriptor", counting)
     prepared = pipeline.prepare(REPO / "matrix.quick.yaml", [])
     assert len(prepared.cells) > len(prepared.descriptors)  # many cells share a folder
     assert sorted(loaded) == sorted(prepared.descriptors)

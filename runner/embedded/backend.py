@@ -261,26 +261,29 @@ class EmbeddedBackend:
     # -- close ------------------------------------------------------------------------------------
     def close(self) -> list[str]:
         problems: list[str] = []
-        # The LBs' agents, fronts and captures and the timer server stop independently; each mostly
-        # waits (capture settling, a SIGTERM grace).
-        servers = [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
-        if self.timer is not None:
-            servers.append(("timer server", self.timer.stop))
-        network: list[tuple[str, Callable[[], object]]] = [
-            ("load balancers and timer server", lambda: problems.extend(teardown_concurrently(servers)))]
-        cluster = self.cluster
-        if cluster is not None:
-            # After the LBs (their captures must not see the API server go). Its own problems (a
-            # namespace that would not go) are the run's too.
-            network.append(("embedded cluster", lambda: problems.extend(cluster.close())))
         steps: list[tuple[str, Callable[[], object]]] = [
             ("cell setups", self._finish_setups),
             ("stopping the cells", self._stop_cells),
             # The readers' processes exit while the servers stop: neither needs the other.
             ("capture readers, servers and network", lambda: problems.extend(teardown_concurrently([
                 ("capture readers", self._close_readers),
-                ("servers and network", lambda: problems.extend(teardown_steps(network)))]))),
+                ("servers and network", lambda: problems.extend(self._close_servers()))]))),
         ]
+        return teardown_steps(steps) + problems
+
+    def _close_servers(self) -> list[str]:
+        """The LBs (agents, fronts, captures settling) and the timer server together, as each mostly
+        waits; then the cluster, after the LBs, so that no LB capture sees the API server go."""
+        problems: list[str] = []
+        servers = [(f"lb {name}", lb.close) for name, lb in self.lbs.items()]
+        if self.timer is not None:
+            servers.append(("timer server", self.timer.stop))
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("load balancers and timer server", lambda: problems.extend(teardown_concurrently(servers)))]
+        cluster = self.cluster
+        if cluster is not None:
+            # Its own problems (a namespace that would not go) are the run's too.
+            steps.append(("embedded cluster", lambda: problems.extend(cluster.close())))
         return teardown_steps(steps) + problems
 
 

@@ -15,7 +15,7 @@ from runner.errors import ClusterError
 from runner.evidence.limits import SNAPLEN, file_size, pcap_limit, tcpdump_dropped
 from runner.host import signals
 from runner.host.commands import CommandLog, in_netns
-from runner.host.lifetime import teardown_concurrently
+from runner.host.lifetime import concurrently_or_raise
 from runner.host.procs import Child, wait_until
 from runner.model import CaptureFacts
 
@@ -93,6 +93,4 @@ class Capture:
 def stop_captures(captures: Sequence[Capture]) -> None:
     """Stop every capture, all at once: each waits for its file to settle first (Capture.stop), and
     those waits overlap. Raises after the last one has stopped if any failed."""
-    problems = teardown_concurrently((f"capture {cap.pcap.name}", cap.stop) for cap in captures)
-    if problems:
-        raise RuntimeError("; ".join(problems))
+    concurrently_or_raise((f"capture {cap.pcap.name}", cap.stop) for cap in captures)

@@ -69,3 +69,11 @@ def teardown_concurrently(steps: Iterable[tuple[str, Callable[[], object]]], wor
     with ThreadPoolExecutor(max_workers=max(1, min(len(steps), workers or len(steps)))) as pool:
         parts = list(pool.map(lambda step: teardown_steps([step]), steps))
     return [problem for part in parts for problem in part]
+
+
+def concurrently_or_raise(steps: Iterable[tuple[str, Callable[[], object]]], workers: int | None = None) -> None:
+    """teardown_concurrently for a caller that reports by raising: every step runs, then one
+    RuntimeError names each failure."""
+    problems = teardown_concurrently(steps, workers)
+    if problems:
+        raise RuntimeError("; ".join(problems))

@@ -23,7 +23,7 @@ from typing import IO
 from runner.errors import ClusterError
 from runner.host import sandbox, signals
 from runner.host.commands import CommandLog
-from runner.host.lifetime import teardown_concurrently
+from runner.host.lifetime import concurrently_or_raise
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -224,6 +224,4 @@ REGISTRY = _Registry()
 def stop_together(children: Sequence[Child], grace: float = 5.0) -> None:
     """Stop independent children at once: their SIGTERM graces overlap instead of adding up.
     Raises after every child has stopped if any stop failed."""
-    problems = teardown_concurrently((c.name, lambda c=c: c.stop(grace)) for c in children)
-    if problems:
-        raise RuntimeError("; ".join(problems))
+    concurrently_or_raise((c.name, lambda c=c: c.stop(grace)) for c in children)
