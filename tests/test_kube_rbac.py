@@ -25,7 +25,15 @@ from runner.credentials.rbac import service_account_groups, user_can
 from runner.embedded.cluster import EmbeddedCluster
 from runner.host.netns import new_run_id
 from runner.kube import manifests as m
-from runner.kube.api import apply, excess_permissions, holds_everywhere, missing_permissions, whoami
+from runner.kube.api import (
+    apply,
+    excess_permissions,
+    holds_everywhere,
+    missing_permissions,
+    pod_policy_in_force,
+    wait_pod_policy,
+    whoami,
+)
 from tests.conftest import needs_root_tools
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,9 +134,11 @@ def cluster() -> Iterator[EmbeddedCluster]:
         yield c
 
 
-def restricted_runner(cluster: EmbeddedCluster, kubeconfig: Path) -> tuple[m.Subject, Path]:
-    """A ServiceAccount bound as the runner with `runner_rbac`'s manifests (applied by the admin),
-    and a kubeconfig holding its token; waits until the admission policies are in force."""
+def restricted_runner(cluster: EmbeddedCluster, kubeconfig: Path,
+                      leave_out: str | None = None) -> tuple[m.Subject, Path]:
+    """A ServiceAccount bound as the runner with `runner_rbac`'s manifests (applied by the admin; all
+    but the policy named `leave_out`), and a kubeconfig holding its token; waits until the namespace
+    policy is in force (the pod policy can only be probed in a run namespace: `wait_pod_policy`)."""
     api = cluster.admin_api()
     core = client.CoreV1Api(api)
     subject = m.Subject("ServiceAccount", f"runner-{new_run_id()}", "watchdrop-admin")
@@ -141,6 +151,8 @@ def restricted_runner(cluster: EmbeddedCluster, kubeconfig: Path) -> tuple[m.Sub
         metadata=client.V1ObjectMeta(name=subject.name)))
     for obj in m.runner_rbac(subject, binding=f"{m.RUNNER_ROLE}-{subject.name}"):
         if obj["kind"].startswith("ValidatingAdmissionPolicy"):  # one pair per identity in this shared cluster
+            if obj["metadata"]["name"] == leave_out:
+                continue
             obj["metadata"]["name"] += f"-{subject.name}"
             if obj["kind"].endswith("Binding"):
                 obj["spec"]["policyName"] += f"-{subject.name}"
@@ -247,6 +259,8 @@ def test_the_runner_can_do_its_job_in_run_namespaces_and_nothing_outside(cluster
     # pods that would reach the node, in the runner's own namespace (`privileged` is refused by this
     # API server's validation already: it runs without --allow-privileged)
     pod = next(o for o in objs if o["kind"] == "Pod")
+    # The pod policy comes into force on its own, possibly seconds after the namespace policy.
+    assert wait_pod_policy(runner, pod, timeout=30), "the pod policy never came into force"
     for change in ({"hostNetwork": True}, {"hostPID": True, "shareProcessNamespace": False}, {"hostIPC": True},
                    {"volumes": [*pod["spec"]["volumes"], {"name": "root", "hostPath": {"path": "/"}}]},
                    {"containers": [{**c, "securityContext": {**c["securityContext"],
@@ -259,6 +273,30 @@ def test_the_runner_can_do_its_job_in_run_namespaces_and_nothing_outside(cluster
     # -- and deleting its own namespace works
     rcore.delete_namespace(ns)
     assert client.CoreV1Api(admin).read_namespace(ns).metadata.deletion_timestamp is not None
+
+
+@pytest.mark.slow
+@needs_root_tools("ip", "curl", "go")
+def test_the_pod_policy_probe_tells_whether_it_is_in_force(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    """The kubernetes backend's check after the first run namespace: a dry-run host-network pod."""
+    subject, kubeconfig = restricted_runner(cluster, tmp_path / "runner.kubeconfig", leave_out=m.POD_POLICY)
+    runner = config.new_client_from_config(config_file=str(kubeconfig))
+    run = new_run_id()
+    d = m.Deployment(run_id=run, cluster="emb", capture_image="r/c:1", runner_subject=subject)
+    objs = m.timer_objects(m.run_namespace(run), d, image="r/t:1", service_type="ClusterIP")
+    for obj in objs:
+        apply(runner, obj)
+    pod = next(o for o in objs if o["kind"] == "Pod")
+    assert not pod_policy_in_force(runner, pod)  # without the policy the runner could make it
+    assert not wait_pod_policy(runner, pod, timeout=1, poll=0.2)
+    admin = cluster.admin_api()
+    for obj in m.pod_policy(subject):
+        obj["metadata"]["name"] += f"-{subject.name}"
+        if obj["kind"].endswith("Binding"):
+            obj["spec"]["policyName"] += f"-{subject.name}"
+        apply(admin, obj)
+    assert wait_pod_policy(runner, pod, timeout=30)
+    client.CoreV1Api(runner).delete_namespace(m.run_namespace(run))
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from runner.host.netns import list_project_netns
+from runner.kube import manifests as m
 from runner.local import hoststate
 from runner.model import RunResult
 from runner.report.render import load_results
@@ -116,6 +117,9 @@ def test_the_runner_ran_as_its_own_least_privileged_user(run) -> None:
     _, run_dir, proc = run
     assert "may do more than its job needs" not in proc.stdout, proc.stdout[-3000:]
     assert "runner's rights: exactly its job's" in (run_dir / "clusters" / CLUSTER / "runner-rbac.log").read_text()
+    # the pod policy, probed once the first run namespace was bound
+    assert "may make pods that reach the node" not in proc.stdout, proc.stdout[-3000:]
+    assert f"{m.POD_POLICY} in force" in (run_dir / "clusters" / CLUSTER / "cluster.log").read_text()
 
 
 def test_every_cell_has_its_evidence(run) -> None:

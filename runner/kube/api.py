@@ -223,6 +223,35 @@ def excess_permissions(api: client.ApiClient) -> list[str]:
     return found
 
 
+#: The name of a dry-run pod no run makes: the pod policy must refuse it.
+POLICY_PROBE_POD = "watchdrop-policy-probe"
+
+
+def pod_policy_in_force(api: client.ApiClient, pod: Obj) -> bool:
+    """Whether the pod policy refuses this identity a copy of `pod` (one it was just allowed to make)
+    that would share its node's network. A dry run: nothing is made either way."""
+    probe = {**pod, "metadata": {**pod["metadata"], "name": POLICY_PROBE_POD},
+             "spec": {**pod["spec"], "hostNetwork": True}}
+    try:
+        apply(api, probe, dry_run=True)
+    except ApiException as exc:
+        if exc.status == 403 and m.POD_POLICY in (exc.body or ""):
+            return True
+        raise
+    return False
+
+
+def wait_pod_policy(api: client.ApiClient, pod: Obj, timeout: float = 10.0, poll: float = 0.5) -> bool:
+    """Until the pod policy is in force: the API server enforces a ValidatingAdmissionPolicy a few
+    seconds after it is made, and not at the same moment as its sibling, the namespace policy."""
+    deadline = time.monotonic() + timeout
+    while not pod_policy_in_force(api, pod):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 def wait_authorized(api: client.ApiClient, ns: str, timeout: float = 10.0, poll: float = 0.2) -> bool:
     """After the runner's binding in `ns` is made: until the authorizer sees it (it reads bindings
     through a cache, so the next request could still be refused for a moment)."""

@@ -75,6 +75,7 @@ from runner.kube.api import (
     excess_permissions,
     holds_everywhere,
     missing_permissions,
+    wait_pod_policy,
     whoami,
 )
 from runner.kube.cell import KubeCellRun
@@ -299,8 +300,32 @@ class KubernetesBackend:
         except Exception as exc:
             self.problems.append(f"timer server not deployed: {api_error(exc)}")
             self.say(f"  {self.cluster.name}: timer server not deployed: {api_error(exc)}")
+            return
         finally:
             api.close()
+        self.check_pod_policy(next(o for o in objs if o["kind"] == "Pod"))
+
+    def check_pod_policy(self, pod: Obj) -> None:
+        """The preflight could only probe the namespace policy (the runner may make pods in run
+        namespaces only); with the first one bound, the pod policy is probed too, by a dry run."""
+        if self.runner_subject is None:  # bound everywhere: the preflight has warned already
+            return
+        api = self.access.new_api()
+        try:
+            in_force = wait_pod_policy(api, pod)
+        except ApiException as exc:
+            in_force, why = False, f"the probe failed: {api_error(exc)}"
+        else:
+            why = "a dry-run pod with hostNetwork was admitted"
+        finally:
+            api.close()
+        if in_force:
+            self.note(f"{m.POD_POLICY} in force (a dry-run pod with hostNetwork was refused)")
+            return
+        text = (f"  {self.cluster.name}: warning: the runner's kube identity may make pods that reach the node "
+                f"({m.POD_POLICY} is not in force: {why}); least privilege: `python -m runner kube-rbac` (README.md)")
+        self.say(text)
+        self.note(text.strip())
 
     # -- cells ------------------------------------------------------------------------------------
     def new_cell(self, index: int, cell: Cell, desc: Descriptor, images: Images) -> KubeCellRun:
