@@ -10,7 +10,9 @@ WATCHDROP_NAMESPACE in its environment.
 The start-up floor is what this machine's CPUs allow: each cell's harness.log says how much CPU
 its watcher used until it was warm (a `warm` line); the longest cells' watchers need that CPU
 before the last of them can start its rounds, which then take at least rounds x wait (every
-round seen at once). No order of starts beats it on this many CPUs.
+round seen at once). No order of starts beats it on this many CPUs. That CPU is measured per run,
+not assumed: on one VM the same watchers took 73-90 CPU-s one morning and 42-58 the same evening
+(README, Benchmarks), so the floor holds for the run it is printed under.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def floor_verdict(rounds_floor: float, rest: float, minimum: float, target: floa
     target lies above it. `rest` can shrink too, so the answer holds for this run's other phases."""
     ratio = (rounds_floor + rest) / minimum
     answer = ("the target is within reach" if ratio <= target
-              else f"the target {target:.2f} is out of reach on this machine unless those phases shrink "
+              else f"the target {target:.2f} is out of reach at the speed this run saw unless those phases shrink "
                    f"by {(ratio - target) * minimum:.0f} s")
     return (f"with this run's other phases ({rest:.0f} s): no run ends before {rounds_floor + rest:.0f} s, "
             f"ratio {ratio:.2f}: {answer}")

@@ -70,4 +70,4 @@ def test_the_report_prints_ratio_phases_and_floor(tmp_path: Path) -> None:
 def test_a_floor_above_the_target_is_said_with_the_seconds_missing() -> None:
     line = _bench().floor_verdict(167.0, 13.0, 150.0, 1.15)
     assert line.startswith("with this run's other phases (13 s): no run ends before 180 s, ratio 1.20")
-    assert line.endswith("the target 1.15 is out of reach on this machine unless those phases shrink by 8 s")
+    assert line.endswith("the target 1.15 is out of reach at the speed this run saw unless those phases shrink by 8 s")
