@@ -134,6 +134,13 @@ def cluster() -> Iterator[EmbeddedCluster]:
         yield c
 
 
+def _own_policy(obj: dict[str, Any], subject: m.Subject) -> None:
+    """One policy pair per identity in this shared cluster: its names carry the subject's."""
+    obj["metadata"]["name"] += f"-{subject.name}"
+    if obj["kind"].endswith("Binding"):
+        obj["spec"]["policyName"] += f"-{subject.name}"
+
+
 def restricted_runner(cluster: EmbeddedCluster, kubeconfig: Path,
                       leave_out: str | None = None) -> tuple[m.Subject, Path]:
     """A ServiceAccount bound as the runner with `runner_rbac`'s manifests (applied by the admin; all
@@ -150,12 +157,10 @@ def restricted_runner(cluster: EmbeddedCluster, kubeconfig: Path,
     core.create_namespaced_service_account(subject.namespace, client.V1ServiceAccount(
         metadata=client.V1ObjectMeta(name=subject.name)))
     for obj in m.runner_rbac(subject, binding=f"{m.RUNNER_ROLE}-{subject.name}"):
-        if obj["kind"].startswith("ValidatingAdmissionPolicy"):  # one pair per identity in this shared cluster
+        if obj["kind"].startswith("ValidatingAdmissionPolicy"):
             if obj["metadata"]["name"] == leave_out:
                 continue
-            obj["metadata"]["name"] += f"-{subject.name}"
-            if obj["kind"].endswith("Binding"):
-                obj["spec"]["policyName"] += f"-{subject.name}"
+            _own_policy(obj, subject)
         apply(api, obj)
     token = core.create_namespaced_service_account_token(subject.name, subject.namespace,
                                                          client.AuthenticationV1TokenRequest(
@@ -291,9 +296,7 @@ def test_the_pod_policy_probe_tells_whether_it_is_in_force(cluster: EmbeddedClus
     assert not wait_pod_policy(runner, pod, timeout=1, poll=0.2)
     admin = cluster.admin_api()
     for obj in m.pod_policy(subject):
-        obj["metadata"]["name"] += f"-{subject.name}"
-        if obj["kind"].endswith("Binding"):
-            obj["spec"]["policyName"] += f"-{subject.name}"
+        _own_policy(obj, subject)
         apply(admin, obj)
     assert wait_pod_policy(runner, pod, timeout=30)
     client.CoreV1Api(runner).delete_namespace(m.run_namespace(run))

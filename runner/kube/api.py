@@ -19,6 +19,7 @@ from kubernetes.stream import stream
 
 from runner.config.matrix import KubernetesCluster
 from runner.errors import UsageError
+from runner.host.procs import wait_for
 from runner.kube import manifests as m
 
 Obj = dict[str, Any]
@@ -244,23 +245,13 @@ def pod_policy_in_force(api: client.ApiClient, pod: Obj) -> bool:
 def wait_pod_policy(api: client.ApiClient, pod: Obj, timeout: float = 10.0, poll: float = 0.5) -> bool:
     """Until the pod policy is in force: the API server enforces a ValidatingAdmissionPolicy a few
     seconds after it is made, and not at the same moment as its sibling, the namespace policy."""
-    deadline = time.monotonic() + timeout
-    while not pod_policy_in_force(api, pod):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(poll)
-    return True
+    return wait_for(lambda: pod_policy_in_force(api, pod), timeout, poll)
 
 
 def wait_authorized(api: client.ApiClient, ns: str, timeout: float = 10.0, poll: float = 0.2) -> bool:
     """After the runner's binding in `ns` is made: until the authorizer sees it (it reads bindings
     through a cache, so the next request could still be refused for a moment)."""
-    deadline = time.monotonic() + timeout
-    while not can(api, "create", "pods", ns):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(poll)
-    return True
+    return wait_for(lambda: can(api, "create", "pods", ns), timeout, poll)
 
 
 def apply_all(api: client.ApiClient, objs: Iterable[Obj], note: Say) -> None:
